@@ -1,0 +1,128 @@
+//! A plugin filling every role with behaviour the tests can observe, plus
+//! inputs that make it misbehave: `loop` spins forever, `oom` allocates
+//! without bound, `trap` panics. `configure` fails when the config has `fail`.
+
+use std::collections::HashMap;
+use wasp_sdk::{
+    Action, Balancer, CloseFrame, Decision, Direction, Filter, Message, Origin, Peer,
+    RequestHead, Response, Router,
+};
+
+#[derive(serde::Deserialize, Default)]
+#[serde(default)]
+struct Config {
+    /// Refuse to load with this message.
+    fail: Option<String>,
+    /// Tag added to answers, to tell plugin versions apart.
+    tag: String,
+}
+
+fn load(config: &str) -> Result<Config, String> {
+    let config: Config = wasp_sdk::parse_config(config)?;
+    match config.fail {
+        Some(message) => Err(message),
+        None => Ok(config),
+    }
+}
+
+/// Does what `word` asks: never returns for `loop`, `oom` or `trap`.
+fn misbehave(word: &str) {
+    match word {
+        "loop" => {
+            let mut n: u64 = 0;
+            loop {
+                n = std::hint::black_box(n.wrapping_add(1));
+            }
+        }
+        "oom" => {
+            let mut hoard: Vec<Vec<u8>> = Vec::new();
+            loop {
+                hoard.push(vec![1u8; 1 << 20]);
+                std::hint::black_box(&hoard);
+            }
+        }
+        "trap" => panic!("trap requested"),
+        _ => {}
+    }
+}
+
+struct Probe {
+    tag: String,
+    /// Messages seen per connection, to prove per-connection state.
+    seen: HashMap<u64, u32>,
+}
+
+impl Probe {
+    fn new(config: &str) -> Result<Self, String> {
+        Ok(Probe { tag: load(config)?.tag, seen: HashMap::new() })
+    }
+}
+
+impl Router for Probe {
+    fn configure(config: &str) -> Result<Self, String> {
+        Probe::new(config)
+    }
+    fn route(&mut self, head: &RequestHead) -> Decision {
+        misbehave(head.path.trim_start_matches('/'));
+        Decision::Respond(Response {
+            status: 200,
+            headers: vec![("x-tag".into(), self.tag.clone())],
+            body: format!("{} {} {}", head.method, head.path, head.header("x-probe").unwrap_or("")),
+        })
+    }
+}
+
+impl Balancer for Probe {
+    fn configure(config: &str) -> Result<Self, String> {
+        Probe::new(config)
+    }
+    fn pick(&mut self, head: &RequestHead, _: &str, peers: &[Peer], cursor: u64, _: &str) -> Option<u32> {
+        misbehave(head.path.trim_start_matches('/'));
+        let usable: Vec<u32> = (0..peers.len() as u32).filter(|&i| peers[i as usize].usable).collect();
+        (!usable.is_empty()).then(|| usable[(cursor % usable.len() as u64) as usize])
+    }
+}
+
+impl Origin for Probe {
+    fn configure(config: &str) -> Result<Self, String> {
+        Probe::new(config)
+    }
+    fn check(&mut self, head: &RequestHead, location: u32) -> Result<(), String> {
+        match head.header("origin") {
+            Some("https://ok.example") => Ok(()),
+            other => Err(format!("origin {other:?} refused at location {location}")),
+        }
+    }
+}
+
+impl Filter for Probe {
+    fn configure(config: &str) -> Result<Self, String> {
+        Probe::new(config)
+    }
+    fn on_open(&mut self, conn: u64, _head: &RequestHead) {
+        self.seen.insert(conn, 0);
+    }
+    fn on_message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action {
+        let count = self.seen.entry(conn).or_default();
+        *count += 1;
+        let Message::Text(text) = msg else { return Action::Forward };
+        misbehave(&text);
+        match text.as_str() {
+            "drop" => Action::Drop,
+            "close" => Action::Close(CloseFrame { code: 4000, reason: "closed by probe".into() }),
+            "count" => Action::Replace(Message::Text(format!("{}#{count}", self.tag))),
+            _ => {
+                let arrow = match dir {
+                    Direction::ClientToUpstream => ">",
+                    Direction::UpstreamToClient => "<",
+                };
+                Action::Replace(Message::Text(format!("{}{arrow}{text}", self.tag)))
+            }
+        }
+    }
+    fn on_close(&mut self, conn: u64) {
+        self.seen.remove(&conn);
+    }
+}
+
+wasp_sdk::export!(router: Probe, balancer: Probe, origin: Probe, filter: Probe);
