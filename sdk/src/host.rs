@@ -1,8 +1,8 @@
 //! What the host offers a plugin: logging, the clock, and counters and a
 //! key/value store shared by every instance and kept across reloads.
 
-use crate::router_world::wasp::plugin::host as imports;
 pub use crate::LogLevel;
+use crate::router_world::wasp::plugin::host as imports;
 
 /// Writes a line to wasp's log, tagged with the plugin's name.
 pub fn log(level: LogLevel, message: &str) {

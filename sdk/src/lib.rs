@@ -43,12 +43,12 @@ mod bindings;
 mod head;
 pub mod host;
 
-#[doc(hidden)]
-pub use bindings::{balancer_world, filter_world, origin_world, router_world};
 pub use bindings::router_world::wasp::plugin::types::{
     Action, CloseFrame, Decision, Direction, LogLevel, Message, Peer, ProxyTo, RequestHead,
     Response, StaticFiles,
 };
+#[doc(hidden)]
+pub use bindings::{balancer_world, filter_world, origin_world, router_world};
 
 /// Parses a `configure` string as JSON into `T`, with an error message that
 /// names the plugin role and the cause (`serde_json` reports line and column).
@@ -62,6 +62,52 @@ pub fn parse_config<T: serde::de::DeserializeOwned>(config: &str) -> Result<T, S
         config
     };
     serde_json::from_str(text).map_err(|e| format!("invalid configuration: {e}"))
+}
+
+/// Parses a size as wasp's configuration writes it: a number of bytes
+/// (`"4096"`) or a number with a `k`, `m` or `g` suffix in powers of 1024
+/// (`"64k"` is 65536). The suffix may be upper-case; nothing else may follow.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let invalid = || format!("invalid size {text:?}: expected bytes or a number with k, m or g");
+    let (digits, shift) = match text.as_bytes().last().map(u8::to_ascii_lowercase) {
+        Some(b'k') => (&text[..text.len() - 1], 10),
+        Some(b'm') => (&text[..text.len() - 1], 20),
+        Some(b'g') => (&text[..text.len() - 1], 30),
+        _ => (text, 0),
+    };
+    // `u64::from_str` accepts a leading `+`; a size is digits only.
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(invalid());
+    }
+    let number: u64 = digits.parse().map_err(|_| invalid())?;
+    number
+        .checked_mul(1 << shift)
+        .ok_or_else(|| format!("invalid size {text:?}: too large"))
+}
+
+/// Deserializes a size given either as a JSON number of bytes or as a
+/// string accepted by [`parse_size`]; use it as
+/// `#[serde(deserialize_with = "wasp_sdk::deserialize_size")]` on a `u64`.
+pub fn deserialize_size<'de, D: serde::Deserializer<'de>>(
+    deserializer: D,
+) -> Result<u64, D::Error> {
+    struct SizeVisitor;
+
+    impl serde::de::Visitor<'_> for SizeVisitor {
+        type Value = u64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("a size: a number of bytes or a string like \"64k\"")
+        }
+        fn visit_u64<E: serde::de::Error>(self, bytes: u64) -> Result<u64, E> {
+            Ok(bytes)
+        }
+        fn visit_str<E: serde::de::Error>(self, text: &str) -> Result<u64, E> {
+            parse_size(text).map_err(E::custom)
+        }
+    }
+
+    deserializer.deserialize_any(SizeVisitor)
 }
 
 /// Routing: decides which location handles each request.
@@ -134,10 +180,17 @@ pub trait Filter: Sized + 'static {
 /// Roles are `router`, `balancer`, `origin` and `filter`; each names a type
 /// implementing the trait of the same name. Each role gets its own state,
 /// built by its own `configure`.
+///
+/// The exports exist only when compiling for wasm: a native build (e.g. the
+/// plugin's unit tests) cannot link the component ABI's symbol names, which
+/// contain `:` and `@`.
 #[macro_export]
 macro_rules! export {
     ($($role:ident : $ty:ty),+ $(,)?) => {
-        $( $crate::__export_role!($role $ty); )+
+        $(
+            #[cfg(target_arch = "wasm32")]
+            $crate::__export_role!($role $ty);
+        )+
     };
 }
 
@@ -160,7 +213,7 @@ macro_rules! __export_role {
                     with(|s| $crate::Router::route(s, &head))
                 }
             }
-            $crate::router_world::export!(Export with_types_in $crate::router_world);
+    $crate::router_world::export!(Export with_types_in $crate::router_world);
         };
     };
     (balancer $ty:ty) => {
@@ -183,7 +236,7 @@ macro_rules! __export_role {
                     with(|s| $crate::Balancer::pick(s, &head, &upstream, &peers, cursor, &hash_key))
                 }
             }
-            $crate::balancer_world::export!(Export with_types_in $crate::balancer_world);
+    $crate::balancer_world::export!(Export with_types_in $crate::balancer_world);
         };
     };
     (origin $ty:ty) => {
@@ -200,7 +253,7 @@ macro_rules! __export_role {
                     with(|s| $crate::Origin::check(s, &head, location))
                 }
             }
-            $crate::origin_world::export!(Export with_types_in $crate::origin_world);
+    $crate::origin_world::export!(Export with_types_in $crate::origin_world);
         };
     };
     (filter $ty:ty) => {
@@ -227,7 +280,7 @@ macro_rules! __export_role {
                     with(|s| $crate::Filter::on_close(s, conn))
                 }
             }
-            $crate::filter_world::export!(Export with_types_in $crate::filter_world);
+    $crate::filter_world::export!(Export with_types_in $crate::filter_world);
         };
     };
     ($other:ident $ty:ty) => {
@@ -259,4 +312,51 @@ macro_rules! __state {
             })
         }
     };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_are_bytes_or_powers_of_1024() {
+        assert_eq!(parse_size("0"), Ok(0));
+        assert_eq!(parse_size("4096"), Ok(4096));
+        assert_eq!(parse_size("64k"), Ok(64 << 10));
+        assert_eq!(parse_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_size("2g"), Ok(2 << 30));
+        for bad in [
+            "",
+            "k",
+            "+5",
+            "-5",
+            "1.5k",
+            "5 k",
+            "5kb",
+            "5t",
+            "99999999999g",
+        ] {
+            assert!(parse_size(bad).is_err(), "{bad:?} parsed");
+        }
+    }
+
+    #[test]
+    fn sizes_deserialize_from_numbers_and_strings() {
+        #[derive(serde::Deserialize)]
+        struct Limit {
+            #[serde(deserialize_with = "deserialize_size")]
+            max: u64,
+        }
+        let max = |json: &str| parse_config::<Limit>(json).map(|l| l.max);
+        assert_eq!(max(r#"{"max": 100}"#), Ok(100));
+        assert_eq!(max(r#"{"max": "16k"}"#), Ok(16 << 10));
+        for bad in [
+            r#"{"max": -1}"#,
+            r#"{"max": 1.5}"#,
+            r#"{"max": "lots"}"#,
+            r#"{"max": true}"#,
+        ] {
+            assert!(max(bad).is_err(), "{bad} parsed");
+        }
+    }
 }

@@ -4,8 +4,8 @@
 
 use std::collections::HashMap;
 use wasp_sdk::{
-    Action, Balancer, CloseFrame, Decision, Direction, Filter, Message, Origin, Peer,
-    RequestHead, Response, Router,
+    Action, Balancer, CloseFrame, Decision, Direction, Filter, Message, Origin, Peer, RequestHead,
+    Response, Router,
 };
 
 #[derive(serde::Deserialize, Default)]
@@ -37,7 +37,8 @@ fn misbehave(word: &str) {
         "oom" => {
             let mut hoard: Vec<Vec<u8>> = Vec::new();
             loop {
-                hoard.push(vec![1u8; 1 << 20]);
+                // Reserve without touching: growing memory is what must fail.
+                hoard.push(Vec::with_capacity(1 << 20));
                 std::hint::black_box(&hoard);
             }
         }
@@ -54,7 +55,10 @@ struct Probe {
 
 impl Probe {
     fn new(config: &str) -> Result<Self, String> {
-        Ok(Probe { tag: load(config)?.tag, seen: HashMap::new() })
+        Ok(Probe {
+            tag: load(config)?.tag,
+            seen: HashMap::new(),
+        })
     }
 }
 
@@ -67,7 +71,12 @@ impl Router for Probe {
         Decision::Respond(Response {
             status: 200,
             headers: vec![("x-tag".into(), self.tag.clone())],
-            body: format!("{} {} {}", head.method, head.path, head.header("x-probe").unwrap_or("")),
+            body: format!(
+                "{} {} {}",
+                head.method,
+                head.path,
+                head.header("x-probe").unwrap_or("")
+            ),
         })
     }
 }
@@ -76,9 +85,18 @@ impl Balancer for Probe {
     fn configure(config: &str) -> Result<Self, String> {
         Probe::new(config)
     }
-    fn pick(&mut self, head: &RequestHead, _: &str, peers: &[Peer], cursor: u64, _: &str) -> Option<u32> {
+    fn pick(
+        &mut self,
+        head: &RequestHead,
+        _: &str,
+        peers: &[Peer],
+        cursor: u64,
+        _: &str,
+    ) -> Option<u32> {
         misbehave(head.path.trim_start_matches('/'));
-        let usable: Vec<u32> = (0..peers.len() as u32).filter(|&i| peers[i as usize].usable).collect();
+        let usable: Vec<u32> = (0..peers.len() as u32)
+            .filter(|&i| peers[i as usize].usable)
+            .collect();
         (!usable.is_empty()).then(|| usable[(cursor % usable.len() as u64) as usize])
     }
 }
@@ -105,11 +123,16 @@ impl Filter for Probe {
     fn on_message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action {
         let count = self.seen.entry(conn).or_default();
         *count += 1;
-        let Message::Text(text) = msg else { return Action::Forward };
+        let Message::Text(text) = msg else {
+            return Action::Forward;
+        };
         misbehave(&text);
         match text.as_str() {
             "drop" => Action::Drop,
-            "close" => Action::Close(CloseFrame { code: 4000, reason: "closed by probe".into() }),
+            "close" => Action::Close(CloseFrame {
+                code: 4000,
+                reason: "closed by probe".into(),
+            }),
             "count" => Action::Replace(Message::Text(format!("{}#{count}", self.tag))),
             _ => {
                 let arrow = match dir {

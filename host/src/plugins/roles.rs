@@ -1,0 +1,102 @@
+//! Typed entry points of each role, on top of the generic pool.
+
+use super::bindings::{Action, Decision, Direction, Message, Peer, RequestHead};
+use super::bindings::{balancer, filter, origin, router};
+use super::error::CallError;
+use super::host_api::HostState;
+use super::plugin::Role;
+use super::pool::{Live, Pool, RoleExport};
+use wasmtime::Store;
+use wasmtime::component::{Instance, InstancePre};
+
+macro_rules! role_export {
+    ($module:ident, $role:expr) => {
+        impl RoleExport for $module::Guest {
+            const ROLE: Role = $role;
+            type Indices = $module::GuestIndices;
+
+            fn indices(pre: &InstancePre<HostState>) -> wasmtime::Result<Self::Indices> {
+                $module::GuestIndices::new(pre)
+            }
+
+            fn load(
+                indices: &Self::Indices,
+                store: &mut Store<HostState>,
+                instance: &Instance,
+            ) -> wasmtime::Result<Self> {
+                indices.load(store, instance)
+            }
+
+            fn configure(
+                &self,
+                store: &mut Store<HostState>,
+                config: &str,
+            ) -> wasmtime::Result<Result<(), String>> {
+                self.call_configure(store, config)
+            }
+        }
+    };
+}
+
+role_export!(router, Role::Router);
+role_export!(balancer, Role::Balancer);
+role_export!(origin, Role::Origin);
+role_export!(filter, Role::Filter);
+
+pub type RouterPool = Pool<router::Guest>;
+pub type BalancerPool = Pool<balancer::Guest>;
+pub type OriginPool = Pool<origin::Guest>;
+pub type FilterPool = Pool<filter::Guest>;
+/// A filter instance dedicated to one WebSocket connection.
+pub type FilterInstance = Live<filter::Guest>;
+
+impl RouterPool {
+    /// Where should this request go?
+    pub fn route(&self, head: &RequestHead) -> Result<Decision, CallError> {
+        self.call(|guest, store| guest.call_route(store, head))
+    }
+}
+
+impl BalancerPool {
+    /// Which peer of `upstream` gets this request (index into `peers`)?
+    pub fn pick(
+        &self,
+        head: &RequestHead,
+        upstream: &str,
+        peers: &[Peer],
+        cursor: u64,
+        hash_key: &str,
+    ) -> Result<Option<u32>, CallError> {
+        self.call(|guest, store| guest.call_pick(store, head, upstream, peers, cursor, hash_key))
+    }
+}
+
+impl OriginPool {
+    /// May this WebSocket handshake proceed on `location`?
+    pub fn check(
+        &self,
+        head: &RequestHead,
+        location: u32,
+    ) -> Result<Result<(), String>, CallError> {
+        self.call(|guest, store| guest.call_check(store, head, location))
+    }
+}
+
+impl FilterInstance {
+    pub fn on_open(&mut self, conn: u64, head: &RequestHead) -> Result<(), CallError> {
+        self.call(|guest, store| guest.call_on_open(store, conn, head))
+    }
+
+    pub fn on_message(
+        &mut self,
+        conn: u64,
+        dir: Direction,
+        msg: &Message,
+    ) -> Result<Action, CallError> {
+        self.call(|guest, store| guest.call_on_message(store, conn, dir, msg))
+    }
+
+    pub fn on_close(&mut self, conn: u64) -> Result<(), CallError> {
+        self.call(|guest, store| guest.call_on_close(store, conn))
+    }
+}

@@ -1,0 +1,278 @@
+//! The plugin runtime with real components built by the workspace: every
+//! role through its pool, configure errors, deadlines, the memory cap,
+//! refused components and concurrent calls.
+
+mod support;
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use support::test_plugins;
+use wasp::plugins::{
+    Action, BalancerPool, CallError, Decision, Direction, FilterPool, Limits, LoadError, Message,
+    OriginPool, Peer, RequestHead, RouterPool, Runtime,
+};
+
+fn runtime() -> Arc<Runtime> {
+    let limits = Limits {
+        instances: 64,
+        ..Limits::default()
+    };
+    Runtime::new(limits, None).expect("engine")
+}
+
+fn head(path: &str, headers: &str) -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        path: path.into(),
+        query: String::new(),
+        headers: headers.into(),
+        client_ip: "127.0.0.1".into(),
+        client_port: 40000,
+        listener: "127.0.0.1:8000".into(),
+        tls: false,
+        sni: None,
+    }
+}
+
+fn probe_router(rt: &Arc<Runtime>) -> RouterPool {
+    let plugin = rt
+        .load("probe", test_plugins::get("probe"))
+        .expect("probe loads");
+    RouterPool::new(plugin, r#"{"tag":"v1"}"#.into()).expect("probe configures")
+}
+
+fn body(decision: Decision) -> String {
+    match decision {
+        Decision::Respond(response) => response.body,
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+#[test]
+fn every_role_is_callable_through_its_pool() {
+    let rt = runtime();
+    let plugin = rt.load("probe", test_plugins::get("probe")).unwrap();
+    assert_eq!(plugin.roles().len(), 4);
+    assert_eq!(plugin.sha256().len(), 64);
+
+    let router = RouterPool::new(plugin.clone(), r#"{"tag":"v1"}"#.into()).unwrap();
+    match router.route(&head("/hello", "x-probe: yes")).unwrap() {
+        Decision::Respond(response) => {
+            assert_eq!(response.status, 200);
+            assert_eq!(response.body, "GET /hello yes");
+            assert_eq!(
+                response.headers,
+                vec![("x-tag".to_string(), "v1".to_string())]
+            );
+        }
+        other => panic!("unexpected decision {other:?}"),
+    }
+
+    let balancer = BalancerPool::new(plugin.clone(), "{}".into()).unwrap();
+    let peer = |usable| Peer {
+        address: "127.0.0.1:1".into(),
+        weight: 1,
+        active: 0,
+        usable,
+        backup: false,
+    };
+    let peers = [peer(true), peer(false), peer(true)];
+    assert_eq!(
+        balancer.pick(&head("/", ""), "up", &peers, 0, "").unwrap(),
+        Some(0)
+    );
+    assert_eq!(
+        balancer.pick(&head("/", ""), "up", &peers, 1, "").unwrap(),
+        Some(2)
+    );
+    assert_eq!(
+        balancer.pick(&head("/", ""), "up", &[], 1, "").unwrap(),
+        None
+    );
+
+    let origin = OriginPool::new(plugin.clone(), String::new()).unwrap();
+    assert_eq!(
+        origin
+            .check(&head("/", "origin: https://ok.example"), 3)
+            .unwrap(),
+        Ok(())
+    );
+    let refused = origin
+        .check(&head("/", "origin: https://evil.example"), 3)
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(r#"origin Some("https://evil.example") refused at location 3"#.into())
+    );
+
+    let filters = FilterPool::new(plugin, r#"{"tag":"f"}"#.into()).unwrap();
+    let mut conn = filters.dedicated().unwrap();
+    conn.on_open(7, &head("/ws", "")).unwrap();
+    let text = |s: &str| Message::Text(s.into());
+    assert_eq!(
+        conn.on_message(7, Direction::ClientToUpstream, &text("hi"))
+            .unwrap(),
+        Action::Replace(text("f>hi"))
+    );
+    assert_eq!(
+        conn.on_message(7, Direction::UpstreamToClient, &text("yo"))
+            .unwrap(),
+        Action::Replace(text("f<yo"))
+    );
+    assert_eq!(
+        conn.on_message(7, Direction::ClientToUpstream, &text("count"))
+            .unwrap(),
+        Action::Replace(text("f#3"))
+    );
+    assert_eq!(
+        conn.on_message(7, Direction::ClientToUpstream, &text("drop"))
+            .unwrap(),
+        Action::Drop
+    );
+    let binary = Message::Binary(vec![0, 1, 2]);
+    assert_eq!(
+        conn.on_message(7, Direction::ClientToUpstream, &binary)
+            .unwrap(),
+        Action::Forward
+    );
+    conn.on_close(7).unwrap();
+}
+
+#[test]
+fn configure_errors_carry_the_plugins_message() {
+    let rt = runtime();
+    let plugin = rt.load("probe", test_plugins::get("probe")).unwrap();
+    match RouterPool::new(
+        plugin.clone(),
+        r#"{"fail":"upstream table is empty"}"#.into(),
+    ) {
+        Err(LoadError::Configure(message)) => assert_eq!(message, "upstream table is empty"),
+        other => panic!("expected a configure error, got {:?}", other.err()),
+    }
+    match FilterPool::new(plugin, r#"{"tag": 5}"#.into()) {
+        Err(LoadError::Configure(message)) => assert!(
+            message.starts_with("invalid configuration: invalid type"),
+            "{message}"
+        ),
+        other => panic!("expected a configure error, got {:?}", other.err()),
+    }
+}
+
+#[test]
+fn an_infinite_loop_is_stopped_and_the_next_call_succeeds() {
+    let rt = runtime();
+    let router = probe_router(&rt);
+    let started = Instant::now();
+    assert_eq!(
+        router.route(&head("/loop", "")).unwrap_err(),
+        CallError::Timeout
+    );
+    // Not a speed check: a generous bound proving the loop was cut at all.
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        body(router.route(&head("/after", "")).unwrap()),
+        "GET /after "
+    );
+
+    let filters = FilterPool::new(router.plugin().clone(), "{}".into()).unwrap();
+    let mut conn = filters.dedicated().unwrap();
+    let spin = Message::Text("loop".into());
+    assert_eq!(
+        conn.on_message(1, Direction::ClientToUpstream, &spin)
+            .unwrap_err(),
+        CallError::Timeout
+    );
+}
+
+fn rss_bytes() -> u64 {
+    let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
+    let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();
+    pages * 4096
+}
+
+#[test]
+fn allocating_past_the_cap_fails_with_a_memory_error_and_rss_stays_bounded() {
+    let rt = runtime();
+    let router = probe_router(&rt);
+    router.route(&head("/warm", "")).unwrap();
+    let before = rss_bytes();
+    for _ in 0..8 {
+        assert_eq!(
+            router.route(&head("/oom", "")).unwrap_err(),
+            CallError::OutOfMemory
+        );
+    }
+    let grown = rss_bytes().saturating_sub(before);
+    // Eight instances each filled 64 MiB; their memory must have been given back.
+    assert!(grown < 160 << 20, "RSS grew by {} MiB", grown >> 20);
+    assert_eq!(
+        body(router.route(&head("/fine", "")).unwrap()),
+        "GET /fine "
+    );
+}
+
+#[test]
+fn a_trap_is_reported_and_isolated() {
+    let rt = runtime();
+    let router = probe_router(&rt);
+    match router.route(&head("/trap", "")) {
+        Err(CallError::Trap(message)) => assert!(message.contains("unreachable"), "{message}"),
+        other => panic!("expected a trap, got {other:?}"),
+    }
+    assert_eq!(body(router.route(&head("/ok", "")).unwrap()), "GET /ok ");
+}
+
+#[test]
+fn bytes_that_are_not_a_component_are_refused() {
+    let rt = runtime();
+    assert!(matches!(
+        rt.load("junk", b"definitely not wasm"),
+        Err(LoadError::NotAComponent(_))
+    ));
+    // A core module (the empty module) is wasm but not a component.
+    let core_module = b"\0asm\x01\0\0\0";
+    assert!(matches!(
+        rt.load("core", core_module),
+        Err(LoadError::NotAComponent(_))
+    ));
+    let truncated = &test_plugins::get("probe")[..1000];
+    assert!(matches!(
+        rt.load("partial", truncated),
+        Err(LoadError::NotAComponent(_))
+    ));
+}
+
+#[test]
+fn a_component_exporting_no_role_is_refused() {
+    let rt = runtime();
+    let error = rt
+        .load("no-role", test_plugins::get("no-role"))
+        .unwrap_err();
+    assert!(matches!(error, LoadError::NoRole), "{error}");
+    assert!(error.to_string().contains("exports no wasp role"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn eight_tasks_calling_one_plugin_concurrently_get_their_own_answers() {
+    let rt = runtime();
+    let router = Arc::new(probe_router(&rt));
+    let tasks: Vec<_> = (0..8)
+        .map(|task| {
+            let router = router.clone();
+            tokio::spawn(async move {
+                for call in 0..200 {
+                    let path = format!("/t{task}/{call}");
+                    let answer = body(
+                        router
+                            .route(&head(&path, &format!("x-probe: {task}-{call}")))
+                            .unwrap(),
+                    );
+                    assert_eq!(answer, format!("GET {path} {task}-{call}"));
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        task.await.unwrap();
+    }
+}
