@@ -1,0 +1,3 @@
+//! wasp: a WebAssembly-scriptable, WebSocket-aware reverse proxy.
+
+pub mod config;
