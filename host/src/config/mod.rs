@@ -20,8 +20,6 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-pub use units::{parse_duration, parse_rate, parse_size};
-
 /// The embedded default configuration: the nginx guide's chat-app layout.
 pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
 

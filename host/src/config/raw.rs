@@ -14,6 +14,7 @@ use toml::Spanned;
 use super::Balance;
 use super::units::{Buffers, Dur, Size};
 
+/// The whole file.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawConfig {
@@ -28,6 +29,7 @@ pub struct RawConfig {
     pub server: Vec<Spanned<RawServer>>,
 }
 
+/// `[plugins]`.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPlugins {
@@ -40,6 +42,7 @@ pub struct RawPlugins {
     pub cache_dir: Option<Spanned<String>>,
 }
 
+/// `[upstreams.NAME]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstream {
@@ -51,6 +54,7 @@ pub struct RawUpstream {
     pub health: Option<RawHealth>,
 }
 
+/// One entry of an upstream's `servers`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawUpstreamServer {
@@ -76,6 +80,7 @@ impl FromShorthand for RawUpstreamServer {
     }
 }
 
+/// An upstream's `health` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
@@ -86,6 +91,7 @@ pub struct RawHealth {
     pub websocket: Option<bool>,
 }
 
+/// `[[server]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawServer {
@@ -101,6 +107,7 @@ pub struct RawServer {
     pub location: Vec<RawLocation>,
 }
 
+/// A server's `tls` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawTls {
@@ -108,6 +115,7 @@ pub struct RawTls {
     pub key: Spanned<String>,
 }
 
+/// `[[server.location]]`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLocation {
@@ -134,6 +142,7 @@ pub struct RawLocation {
     pub max_message_size: Option<Size>,
 }
 
+/// A location's `return` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawReturn {
@@ -142,6 +151,7 @@ pub struct RawReturn {
     pub body: Option<String>,
 }
 
+/// A location's `limit_req` table.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawLimitReq {
@@ -150,6 +160,7 @@ pub struct RawLimitReq {
     pub key: Option<String>,
 }
 
+/// One entry of a location's `filters`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawFilter {

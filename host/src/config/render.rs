@@ -196,7 +196,7 @@ impl Config {
                         )
                     })
                     .collect();
-                line(&mut out, "filters", &format!("[{}]", filters.join(", ")));
+                line(&mut out, "filters", &list(&filters, ""));
                 line(
                     &mut out,
                     "max_message_size",
@@ -234,7 +234,7 @@ fn write_upstream(out: &mut String, upstream: &Upstream, prefix: &str) {
             )
         })
         .collect();
-    field("servers", &format!("[{}]", servers.join(", ")));
+    field("servers", &list(&servers, prefix));
     if let Some(health) = &upstream.health {
         let value = format!(
             "{{ path = {}, interval = {}, rise = {}, fall = {}, websocket = {} }}",
@@ -262,6 +262,20 @@ fn strings(items: &[String]) -> String {
     format!("[{}]", items.join(", "))
 }
 
+/// A TOML array with one item per line (each line starting with `prefix`).
+fn list(items: &[String], prefix: &str) -> String {
+    if items.is_empty() {
+        return "[]".to_owned();
+    }
+    let mut text = String::from("[\n");
+    for item in items {
+        writeln!(text, "{prefix}  {item},").unwrap();
+    }
+    text.push_str(prefix);
+    text.push(']');
+    text
+}
+
 fn inline_table(fields: &[String]) -> String {
     if fields.is_empty() {
         "{}".to_owned()
@@ -283,22 +297,15 @@ fn key(name: &str) -> String {
     }
 }
 
-/// A duration in the largest unit that divides it exactly.
+/// A duration in whole seconds as nginx configurations usually write them
+/// (`"3600s"`), or in milliseconds when it has a fraction of a second.
 fn duration(value: Duration) -> String {
     let millis = value.as_millis();
-    let text = [
-        (86_400_000, "d"),
-        (3_600_000, "h"),
-        (60_000, "m"),
-        (1_000, "s"),
-    ]
-    .into_iter()
-    .find(|(unit, _)| millis > 0 && millis.is_multiple_of(*unit))
-    .map_or_else(
-        || format!("{millis}ms"),
-        |(unit, suffix)| format!("{}{suffix}", millis / unit),
-    );
-    string(&text)
+    if millis.is_multiple_of(1000) {
+        string(&format!("{}s", millis / 1000))
+    } else {
+        string(&format!("{millis}ms"))
+    }
 }
 
 /// A size as a string in the largest unit that divides it exactly, or a bare number of bytes.

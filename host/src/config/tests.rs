@@ -717,6 +717,10 @@ fn more_semantic_errors() {
             "test.toml:6:38: unknown variant `maybe`, expected `closed` or `open`",
         ),
         (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server]]\nlisten = [\"127.0.0.1:1\"]\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n",
+            "test.toml:4:10: listen address 127.0.0.1:1 is used both with and without tls",
+        ),
+        (
             "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server.location]]\npath = \"ws\"\nreturn = { status = 204 }\n",
             "test.toml:4:8: location path `ws` must start with `/` (or a modifier: =, ^~, ~, ~*)",
         ),
@@ -744,8 +748,8 @@ fn render_fills_in_defaults() {
         "memory_limit = \"64m\"",
         "# upstream 127.0.0.1:8080: implicit (from proxy_pass)",
         "listen = [\"127.0.0.1:8000\"]",
-        "read_timeout = \"1h\"",
-        "connect_timeout = \"1m\"",
+        "read_timeout = \"3600s\"",
+        "connect_timeout = \"60s\"",
         "buffers = \"8 4k\"",
         "set_headers = { Upgrade = \"$http_upgrade\", Connection = \"upgrade\", Host = \"$host\", X-Real-IP = \"$remote_addr\", X-Forwarded-For = \"$proxy_add_x_forwarded_for\" }",
         "max_message_size = \"1m\"",

@@ -12,7 +12,7 @@ use toml::Spanned;
 
 use super::raw::{
     FailMode, RawConfig, RawFilter, RawHealth, RawLocation, RawPlugins, RawServer, RawUpstream,
-    RawUpstreamServer, Shorthand,
+    RawUpstreamServer, Shorthand, StringList,
 };
 use super::units::{Dur, Size, parse_rate};
 use super::{
@@ -491,7 +491,7 @@ impl Checker<'_> {
             Some(LocationAction::Proxy { upstream, uri })
         } else if let Some(root) = &raw.root {
             // nginx writes `index a b` and `try_files $uri /x`: split entries on spaces.
-            let words = |list: &Option<Spanned<super::raw::StringList>>| -> Option<Vec<String>> {
+            let words = |list: &Option<Spanned<StringList>>| -> Option<Vec<String>> {
                 list.as_ref().map(|list| {
                     list.get_ref()
                         .0
