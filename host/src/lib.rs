@@ -1,3 +1,5 @@
 //! wasp: a WebAssembly-scriptable, WebSocket-aware reverse proxy.
 
+pub mod config;
 pub mod plugins;
+pub mod vars;

@@ -1,0 +1,762 @@
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use super::*;
+
+fn guide(name: &str) -> Config {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../examples/nginx-guide")
+        .join(name);
+    Config::load(&path).unwrap_or_else(|error| panic!("{error}"))
+}
+
+fn parse(text: &str) -> Config {
+    Config::parse(text, "test.toml").unwrap_or_else(|error| panic!("{error}"))
+}
+
+/// The error text for `text`, which must be refused.
+fn errors(text: &str) -> String {
+    Config::parse(text, "test.toml")
+        .expect_err("the configuration should be refused")
+        .to_string()
+}
+
+fn proxy(location: &Location) -> (&str, Option<&str>) {
+    match &location.action {
+        LocationAction::Proxy { upstream, uri } => (upstream, uri.as_deref()),
+        other => panic!("expected proxy, got {other:?}"),
+    }
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
+const HOUR: Duration = Duration::from_secs(3600);
+const MINUTE: Duration = Duration::from_secs(60);
+
+/// A configuration using every key of the spec.
+const FULL: &str = r#"
+admin = "127.0.0.1:9900"
+max_connections = 500
+shutdown_grace = "30s"
+
+[plugins]
+router = "plugins/router.wasm"
+call_timeout = "20ms"
+memory_limit = "32m"
+instances = 50
+cache_dir = "/tmp/wasp-cache"
+
+[upstreams.websocket_servers]
+balance = "hash"
+hash_key = "$arg_room"
+consistent = true
+next_upstream_tries = 3
+servers = [
+  "127.0.0.1:8081",
+  { address = "127.0.0.1:8082", weight = 5, max_fails = 2, fail_timeout = "30s", down = true },
+]
+health = { path = "/health", interval = "2s", rise = 1, fall = 5, websocket = true }
+
+[[server]]
+listen = ["127.0.0.1:8443", "[::1]:8443"]
+server_name = ["chat.example.com", "*.chat.example.com"]
+tls = { cert = "cert.pem", key = "key.pem" }
+client_header_timeout = "10s"
+client_max_body_size = "8m"
+max_header_size = "16k"
+strict_websocket = true
+
+[[server.location]]
+path = "/ws/"
+proxy_pass = "http://websocket_servers/chat/"
+set_headers = { Upgrade = "$http_upgrade", Connection = "$connection_upgrade" }
+limit_conn = 10
+limit_conn_status = 429
+limit_req = { rate = "60r/m", burst = 20 }
+origins = ["https://chat.example.com", "https://*.example.com"]
+allow_missing_origin = false
+filters = ["max-size", { plugin = "json", config = { required = ["type"], direction = "client" } }, { plugin = "./my-filter.wasm", fail = "open" }]
+max_message_size = "64k"
+
+[[server.location]]
+path = "= /health"
+return = { status = 200, body = "ok" }
+
+[[server.location]]
+path = "^~ /static/"
+root = "/var/www"
+
+[[server.location]]
+path = "~ \\.php$"
+proxy_pass = "http://127.0.0.1:9000"
+
+[[server.location]]
+path = "~* \\.(png|jpg)$"
+root = "/var/images"
+
+[[server]]
+listen = "127.0.0.1:8000"
+redirect_http = true
+
+[[server.location]]
+path = "/old"
+return = { status = 301, location = "https://example.com/" }
+"#;
+
+#[test]
+fn embedded_default_is_the_chat_app() {
+    let config = Config::embedded_default();
+    assert_eq!(config.servers.len(), 1);
+    let server = &config.servers[0];
+    assert_eq!(server.listen, ["127.0.0.1:8000"]);
+    assert_eq!(
+        server.locations[0].action,
+        LocationAction::Static {
+            root: PathBuf::from("examples/chat-app/public"),
+            index: vec!["index.html".into()],
+            try_files: vec!["$uri".into(), "$uri/".into(), "/index.html".into()],
+        }
+    );
+    let ws = &server.locations[1];
+    assert_eq!((ws.kind, ws.pattern.as_str()), (MatchKind::Prefix, "/ws/"));
+    assert_eq!(proxy(ws), ("127.0.0.1:8080", None));
+    // Written order, not alphabetical.
+    assert_eq!(
+        ws.set_headers,
+        headers(&[
+            ("Upgrade", "$http_upgrade"),
+            ("Connection", "upgrade"),
+            ("Host", "$host"),
+            ("X-Real-IP", "$remote_addr"),
+            ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+        ])
+    );
+    assert_eq!((ws.read_timeout, ws.send_timeout), (HOUR, HOUR));
+    assert_eq!(ws.connect_timeout, MINUTE);
+    assert_eq!(
+        config.upstreams["127.0.0.1:8080"].servers[0].address,
+        "127.0.0.1:8080"
+    );
+}
+
+#[test]
+fn every_guide_example_parses() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx-guide");
+    let mut count = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|ext| ext == "toml") {
+            let config = Config::load(&path).unwrap_or_else(|error| panic!("{error}"));
+            assert_eq!(Config::parse(&config.render(), "rendered").unwrap(), config);
+            count += 1;
+        }
+    }
+    assert!(count >= 7, "only {count} examples in {}", dir.display());
+}
+
+#[test]
+fn guide_basic() {
+    let config = guide("basic.toml");
+    let server = &config.servers[0];
+    assert_eq!(server.server_names, ["example.com"]);
+    let location = &server.locations[0];
+    assert_eq!(location.pattern, "/socket/");
+    assert_eq!(proxy(location), ("backend_server", None));
+    assert_eq!(
+        location.set_headers,
+        headers(&[("Upgrade", "$http_upgrade"), ("Connection", "upgrade")])
+    );
+    assert_eq!(location.read_timeout, MINUTE);
+    let upstream = &config.upstreams["backend_server"];
+    assert_eq!(upstream.balance, Balance::RoundRobin);
+    assert_eq!(upstream.servers[0].address, "127.0.0.1:8080");
+}
+
+#[test]
+fn guide_timeouts() {
+    let location = &guide("timeouts.toml").servers[0].locations[0];
+    assert_eq!(
+        (
+            location.read_timeout,
+            location.send_timeout,
+            location.connect_timeout
+        ),
+        (HOUR, HOUR, HOUR)
+    );
+}
+
+#[test]
+fn guide_complete() {
+    let location = &guide("complete.toml").servers[0].locations[0];
+    assert_eq!(
+        location.set_headers,
+        headers(&[
+            ("Upgrade", "$http_upgrade"),
+            ("Connection", "$connection_upgrade"),
+            ("X-Real-IP", "$remote_addr"),
+            ("X-Forwarded-For", "$proxy_add_x_forwarded_for"),
+            ("Host", "$host"),
+        ])
+    );
+    assert_eq!(location.connect_timeout, HOUR);
+    assert_eq!(location.buffer_size, 16 * 1024);
+    assert_eq!(location.buffers, (4, 16 * 1024));
+}
+
+#[test]
+fn guide_chat() {
+    let config = guide("chat.toml");
+    let server = &config.servers[0];
+    assert_eq!(server.server_names, ["chat.example.com"]);
+    let [root, ws] = &server.locations[..] else {
+        panic!("two locations expected");
+    };
+    assert_eq!((root.id, ws.id), (0, 1));
+    assert!(
+        matches!(&root.action, LocationAction::Static { index, .. } if index == &["index.html"])
+    );
+    assert_eq!(proxy(ws), ("127.0.0.1:8080", None));
+    assert_eq!(ws.set_headers.len(), 5);
+    assert_eq!((ws.read_timeout, ws.send_timeout), (HOUR, HOUR));
+}
+
+#[test]
+fn guide_load_balancing() {
+    let config = guide("load-balancing.toml");
+    let upstream = &config.upstreams["websocket_servers"];
+    assert_eq!(upstream.balance, Balance::IpHash);
+    let addresses: Vec<&str> = upstream
+        .servers
+        .iter()
+        .map(|s| s.address.as_str())
+        .collect();
+    assert_eq!(
+        addresses,
+        ["127.0.0.1:8081", "127.0.0.1:8082", "127.0.0.1:8083"]
+    );
+    assert_eq!(
+        proxy(&config.servers[0].locations[0]),
+        ("websocket_servers", None)
+    );
+    assert_eq!(config.upstreams.len(), 1);
+}
+
+#[test]
+fn guide_limit_conn() {
+    let location = &guide("limit-conn.toml").servers[0].locations[0];
+    assert_eq!(location.limit_conn, Some(10));
+    assert_eq!(location.limit_conn_key, "$binary_remote_addr");
+    assert_eq!(location.limit_conn_status, 503);
+}
+
+#[test]
+fn guide_tls() {
+    let config = guide("tls.toml");
+    assert_eq!(
+        config.servers[0].tls,
+        Some(TlsFiles {
+            cert: "/path/to/cert.pem".into(),
+            key: "/path/to/key.pem".into()
+        })
+    );
+    assert!(config.servers[1].redirect_http);
+    assert!(config.servers[1].locations.is_empty());
+}
+
+#[test]
+fn defaults_are_nginx_like() {
+    let config = parse(
+        "[[server]]\nlisten = \"127.0.0.1:8000\"\n[[server.location]]\npath = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\n",
+    );
+    assert_eq!(config.admin, None);
+    assert_eq!(config.max_connections, 10_000);
+    assert_eq!(config.shutdown_grace, Duration::from_secs(10));
+    assert_eq!(
+        config.plugins,
+        PluginSettings {
+            router: None,
+            balancer: None,
+            origin: None,
+            call_timeout: Duration::from_millis(10),
+            memory_limit: 64 << 20,
+            instances: 1000,
+            cache_dir: None,
+        }
+    );
+    assert_eq!(
+        config.upstreams["127.0.0.1:8080"],
+        Upstream {
+            balance: Balance::RoundRobin,
+            hash_key: None,
+            consistent: false,
+            next_upstream_tries: 0,
+            servers: vec![UpstreamServer {
+                address: "127.0.0.1:8080".into(),
+                weight: 1,
+                max_fails: 1,
+                fail_timeout: Duration::from_secs(10),
+                backup: false,
+                down: false,
+            }],
+            health: None,
+        }
+    );
+    let server = &config.servers[0];
+    assert!(server.server_names.is_empty());
+    assert_eq!(server.tls, None);
+    assert!(!server.redirect_http && !server.strict_websocket);
+    assert_eq!(server.client_header_timeout, MINUTE);
+    assert_eq!(server.client_max_body_size, 1 << 20);
+    assert_eq!(server.max_header_size, 32 << 10);
+    let location = &server.locations[0];
+    assert_eq!(location.set_headers, []);
+    assert_eq!(
+        (
+            location.connect_timeout,
+            location.read_timeout,
+            location.send_timeout
+        ),
+        (MINUTE, MINUTE, MINUTE)
+    );
+    assert_eq!((location.buffer_size, location.buffers), (4096, (8, 4096)));
+    assert_eq!(location.limit_conn, None);
+    assert_eq!(location.limit_conn_key, "$binary_remote_addr");
+    assert_eq!(location.limit_conn_status, 503);
+    assert_eq!(location.limit_req, None);
+    assert!(location.origins.is_empty() && location.allow_missing_origin);
+    assert!(location.filters.is_empty());
+    assert_eq!(location.max_message_size, 1 << 20);
+}
+
+#[test]
+fn full_spec_example() {
+    let config = parse(FULL);
+    assert_eq!(config.admin, Some("127.0.0.1:9900".parse().unwrap()));
+    assert_eq!(config.max_connections, 500);
+    assert_eq!(
+        config.plugins.router,
+        Some(PathBuf::from("plugins/router.wasm"))
+    );
+    assert_eq!(config.plugins.call_timeout, Duration::from_millis(20));
+    assert_eq!(config.plugins.memory_limit, 32 << 20);
+
+    let upstream = &config.upstreams["websocket_servers"];
+    assert_eq!(upstream.balance, Balance::Hash);
+    assert_eq!(upstream.hash_key.as_deref(), Some("$arg_room"));
+    assert!(upstream.consistent);
+    assert_eq!(upstream.next_upstream_tries, 3);
+    assert_eq!(upstream.servers[0].weight, 1);
+    let second = &upstream.servers[1];
+    assert_eq!((second.weight, second.max_fails, second.down), (5, 2, true));
+    assert_eq!(second.fail_timeout, Duration::from_secs(30));
+    assert_eq!(
+        upstream.health,
+        Some(HealthCheck {
+            path: "/health".into(),
+            interval: Duration::from_secs(2),
+            rise: 1,
+            fall: 5,
+            websocket: true,
+        })
+    );
+
+    let server = &config.servers[0];
+    assert_eq!(server.listen, ["127.0.0.1:8443", "[::1]:8443"]);
+    assert_eq!(server.max_header_size, 16 << 10);
+    let kinds: Vec<(MatchKind, &str)> = server
+        .locations
+        .iter()
+        .map(|l| (l.kind, l.pattern.as_str()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (MatchKind::Prefix, "/ws/"),
+            (MatchKind::Exact, "/health"),
+            (MatchKind::PrefixStopRegex, "/static/"),
+            (MatchKind::Regex, "\\.php$"),
+            (MatchKind::RegexNoCase, "\\.(png|jpg)$"),
+        ]
+    );
+    let ws = &server.locations[0];
+    assert_eq!(proxy(ws), ("websocket_servers", Some("/chat/")));
+    assert_eq!(ws.limit_conn_status, 429);
+    assert_eq!(
+        ws.limit_req,
+        Some(LimitReq {
+            rate_per_sec: 1.0,
+            burst: 20,
+            key: "$binary_remote_addr".into()
+        })
+    );
+    assert!(!ws.allow_missing_origin);
+    assert_eq!(
+        ws.filters,
+        [
+            FilterSpec {
+                plugin: "max-size".into(),
+                config: json!({}),
+                fail_open: false
+            },
+            FilterSpec {
+                plugin: "json".into(),
+                config: json!({ "required": ["type"], "direction": "client" }),
+                fail_open: false
+            },
+            FilterSpec {
+                plugin: "./my-filter.wasm".into(),
+                config: json!({}),
+                fail_open: true
+            },
+        ]
+    );
+    assert_eq!(ws.max_message_size, 64 << 10);
+    assert_eq!(
+        server.locations[1].action,
+        LocationAction::Return {
+            status: 200,
+            headers: vec![],
+            body: "ok".into()
+        }
+    );
+    let old = &config.servers[1].locations[0];
+    assert_eq!(old.id, 5);
+    assert_eq!(
+        old.action,
+        LocationAction::Return {
+            status: 301,
+            headers: headers(&[("location", "https://example.com/")]),
+            body: String::new()
+        }
+    );
+    assert_eq!(proxy(&server.locations[3]), ("127.0.0.1:9000", None));
+
+    let rendered = config.render();
+    assert_eq!(
+        Config::parse(&rendered, "rendered").unwrap(),
+        config,
+        "{rendered}"
+    );
+}
+
+#[test]
+fn router_json_contract() {
+    let json: Value = serde_json::from_str(&parse(FULL).router_json()).unwrap();
+    let server = &json["servers"][0];
+    assert_eq!(server["listen"], json!(["127.0.0.1:8443", "[::1]:8443"]));
+    assert_eq!(
+        server["server_names"],
+        json!(["chat.example.com", "*.chat.example.com"])
+    );
+    assert_eq!(
+        server["locations"][0],
+        json!({ "id": 0, "kind": "prefix", "pattern": "/ws/", "action": "proxy",
+                "upstream": "websocket_servers", "uri": "/chat/" })
+    );
+    assert_eq!(
+        server["locations"][1],
+        json!({ "id": 1, "kind": "exact", "pattern": "/health", "action": "return",
+                "return": { "status": 200, "headers": [], "body": "ok" } })
+    );
+    assert_eq!(
+        server["locations"][2],
+        json!({ "id": 2, "kind": "prefix_stop_regex", "pattern": "/static/", "action": "static" })
+    );
+    assert_eq!(
+        server["locations"][3],
+        json!({ "id": 3, "kind": "regex", "pattern": "\\.php$", "action": "proxy",
+                "upstream": "127.0.0.1:9000", "uri": null })
+    );
+    assert_eq!(server["locations"][4]["kind"], "regex_nocase");
+    assert_eq!(
+        json["servers"][1]["locations"][0]["return"],
+        json!({ "status": 301, "headers": [["location", "https://example.com/"]], "body": "" })
+    );
+    assert_eq!(json["servers"][1]["server_names"], json!([]));
+}
+
+#[test]
+fn balancer_json_contract() {
+    let json: Value = serde_json::from_str(&guide("load-balancing.toml").balancer_json()).unwrap();
+    assert_eq!(
+        json,
+        json!({ "upstreams": { "websocket_servers": { "balance": "ip_hash", "consistent": false,
+            "servers": [
+                { "address": "127.0.0.1:8081", "weight": 1, "backup": false },
+                { "address": "127.0.0.1:8082", "weight": 1, "backup": false },
+                { "address": "127.0.0.1:8083", "weight": 1, "backup": false },
+            ] } } })
+    );
+    let json: Value = serde_json::from_str(&parse(FULL).balancer_json()).unwrap();
+    assert_eq!(json["upstreams"]["websocket_servers"]["balance"], "hash");
+    assert_eq!(json["upstreams"]["websocket_servers"]["consistent"], true);
+    assert_eq!(
+        json["upstreams"]["websocket_servers"]["servers"][1]["weight"],
+        5
+    );
+    assert_eq!(
+        json["upstreams"]["127.0.0.1:9000"]["balance"],
+        "round_robin"
+    );
+}
+
+#[test]
+fn origin_json_contract() {
+    let json: Value = serde_json::from_str(&parse(FULL).origin_json()).unwrap();
+    assert_eq!(
+        json,
+        json!({ "locations": { "0": {
+            "origins": ["https://chat.example.com", "https://*.example.com"],
+            "allow_missing": false } } })
+    );
+    let json: Value = serde_json::from_str(&Config::embedded_default().origin_json()).unwrap();
+    assert_eq!(json, json!({ "locations": {} }));
+}
+
+#[test]
+fn proxy_pass_forms() {
+    let config = parse(
+        r#"
+[upstreams.app]
+servers = ["127.0.0.1:8081"]
+[[server]]
+listen = "127.0.0.1:8000"
+[[server.location]]
+path = "/a/"
+proxy_pass = "http://app/new/"
+[[server.location]]
+path = "/b/"
+proxy_pass = "http://localhost"
+[[server.location]]
+path = "/c/"
+proxy_pass = "http://backend.internal/"
+[[server.location]]
+path = "/d/"
+proxy_pass = "http://[::1]:9000"
+[[server.location]]
+path = "/e/"
+proxy_pass = "http://localhost:80/x"
+"#,
+    );
+    let targets: Vec<(&str, Option<&str>)> = config.locations().map(proxy).collect();
+    assert_eq!(
+        targets,
+        [
+            ("app", Some("/new/")),
+            ("localhost:80", None),
+            ("backend.internal:80", Some("/")),
+            ("[::1]:9000", None),
+            ("localhost:80", Some("/x")),
+        ]
+    );
+    let names: Vec<&str> = config.upstreams.keys().map(String::as_str).collect();
+    assert_eq!(
+        names,
+        ["[::1]:9000", "app", "backend.internal:80", "localhost:80"]
+    );
+}
+
+#[test]
+fn upstream_server_without_port_is_port_80() {
+    let config = parse(
+        "[upstreams.u]\nservers = [\"backend1.example.com\"]\n[[server]]\nlisten = \"127.0.0.1:8000\"\n",
+    );
+    assert_eq!(
+        config.upstreams["u"].servers[0].address,
+        "backend1.example.com:80"
+    );
+}
+
+const LOCATION_HEAD: &str = "[[server]]\nlisten = \"127.0.0.1:8000\"\n[[server.location]]\n";
+
+#[test]
+fn error_unknown_key() {
+    let text = format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nproxy_read_timeout = \"60s\"\n"
+    );
+    let error = errors(&text);
+    assert!(
+        error.starts_with("test.toml:6:1: unknown field `proxy_read_timeout`, expected one of"),
+        "{error}"
+    );
+    assert!(!error.contains('\n'), "{error}");
+
+    let error = errors("lisen = \"127.0.0.1:8000\"\n");
+    assert!(
+        error.starts_with("test.toml:1:1: unknown field `lisen`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn error_bad_duration() {
+    let text = format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nread_timeout = \"10 seconds\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        "test.toml:6:16: invalid duration `10 seconds`: use a number with ms, s, m, h or d (e.g. \"500ms\", \"60s\", \"1h\"); a bare integer is seconds"
+    );
+    let text = format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nbuffer_size = \"16 kilo\"\n"
+    );
+    assert!(errors(&text).starts_with("test.toml:6:15: invalid size `16 kilo`"));
+}
+
+#[test]
+fn error_missing_upstream() {
+    let text = format!("{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://foo\"\n");
+    assert_eq!(
+        errors(&text),
+        "test.toml:5:14: proxy_pass refers to unknown upstream `foo` (declare [upstreams.foo] or write foo:PORT)"
+    );
+}
+
+#[test]
+fn error_bad_regex() {
+    let text =
+        format!("{LOCATION_HEAD}path = \"~ ^/(chat\"\nproxy_pass = \"http://127.0.0.1:8080\"\n");
+    assert_eq!(
+        errors(&text),
+        "test.toml:4:8: invalid regex `^/(chat`: unclosed group"
+    );
+}
+
+#[test]
+fn error_two_actions() {
+    let text = format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nroot = \"/var/www\"\n"
+    );
+    assert_eq!(
+        errors(&text),
+        "test.toml:6:8: location `/` has both proxy_pass and root; use exactly one of proxy_pass, root or return"
+    );
+    let text = format!("{LOCATION_HEAD}path = \"/\"\n");
+    assert_eq!(
+        errors(&text),
+        "test.toml:4:8: location `/` needs one of proxy_pass, root or return"
+    );
+}
+
+#[test]
+fn several_errors_at_once() {
+    let text = r#"[upstreams.lb]
+balance = "hash"
+servers = [{ address = "127.0.0.1:8081", weight = 0 }]
+
+[[server]]
+listen = "8000"
+
+[[server.location]]
+path = "/ws/"
+proxy_pass = "https://lb"
+limit_conn_status = 200
+
+[[server.location]]
+path = "/ws/"
+proxy_pass = "http://lb"
+filters = ["gzip"]
+
+[[server.location]]
+path = "~ \\.php$"
+proxy_pass = "http://lb/index.php"
+"#;
+    let expected = [
+        "test.toml:2:11: balance = \"hash\" needs a hash_key, e.g. \"$remote_addr\"",
+        "test.toml:3:51: weight must be at least 1",
+        "test.toml:6:10: listen: `8000` is not an IP:PORT address (e.g. 127.0.0.1:8000, 0.0.0.0:80, [::]:443)",
+        "test.toml:10:14: TLS to upstreams is not supported yet",
+        "test.toml:11:21: limit_conn_status must be between 400 and 599",
+        "test.toml:14:8: duplicate location `/ws/` in this server (first at line 9)",
+        "test.toml:16:12: unknown filter `gzip`: use max-size, json, rate, redact or a path to a .wasm file",
+        "test.toml:20:14: proxy_pass cannot have a URI part in a regex location (nginx rule)",
+    ];
+    assert_eq!(errors(text), expected.join("\n"));
+}
+
+#[test]
+fn more_semantic_errors() {
+    let cases = [
+        (
+            "",
+            "test.toml:1:1: no [[server]] block: a configuration needs at least one",
+        ),
+        (
+            "[[server]]\n",
+            "test.toml:1:1: a server needs at least one `listen` address",
+        ),
+        (
+            "[upstreams.u]\nservers = []\n[[server]]\nlisten = \"127.0.0.1:1\"\n",
+            "test.toml:2:11: upstream `u` needs at least one server",
+        ),
+        (
+            "[upstreams.u]\nservers = [\"a:1\"]\nhash_key = \"$uri\"\n[[server]]\nlisten = \"127.0.0.1:1\"\n",
+            "test.toml:3:12: hash_key only applies with balance = \"hash\"",
+        ),
+        (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\ntls = { cert = \"\", key = \"k.pem\" }\n",
+            "test.toml:3:16: tls.cert must not be empty",
+        ),
+        (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server.location]]\npath = \"/\"\nproxy_pass = \"http://127.0.0.1:1\"\nset_headers = { \"Bad Name\" = \"x\" }\n",
+            "test.toml:6:17: `Bad Name` is not a valid header name",
+        ),
+        (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server.location]]\npath = \"/\"\nproxy_pass = \"http://127.0.0.1:1\"\nlimit_req = { rate = \"10/s\" }\n",
+            "test.toml:6:22: invalid rate `10/s`: use \"Nr/s\" or \"Nr/m\" (e.g. \"10r/s\")",
+        ),
+        (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server.location]]\npath = \"/\"\nproxy_pass = \"http://127.0.0.1:1\"\nfilters = [{ plugin = \"json\", fail = \"maybe\" }]\n",
+            "test.toml:6:38: unknown variant `maybe`, expected `closed` or `open`",
+        ),
+        (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server]]\nlisten = [\"127.0.0.1:1\"]\ntls = { cert = \"c.pem\", key = \"k.pem\" }\n",
+            "test.toml:4:10: listen address 127.0.0.1:1 is used both with and without tls",
+        ),
+        (
+            "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server.location]]\npath = \"ws\"\nreturn = { status = 204 }\n",
+            "test.toml:4:8: location path `ws` must start with `/` (or a modifier: =, ^~, ~, ~*)",
+        ),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(errors(text), expected, "for:\n{text}");
+    }
+}
+
+#[test]
+fn error_display_for_unreadable_file() {
+    let error = Config::load(Path::new("/nonexistent/wasp.toml")).unwrap_err();
+    assert!(
+        error.to_string().starts_with("/nonexistent/wasp.toml: "),
+        "{error}"
+    );
+}
+
+#[test]
+fn render_fills_in_defaults() {
+    let rendered = Config::embedded_default().render();
+    for expected in [
+        "max_connections = 10000",
+        "call_timeout = \"10ms\"",
+        "memory_limit = \"64m\"",
+        "# upstream 127.0.0.1:8080: implicit (from proxy_pass)",
+        "listen = [\"127.0.0.1:8000\"]",
+        "read_timeout = \"3600s\"",
+        "connect_timeout = \"60s\"",
+        "buffers = \"8 4k\"",
+        "set_headers = { Upgrade = \"$http_upgrade\", Connection = \"upgrade\", Host = \"$host\", X-Real-IP = \"$remote_addr\", X-Forwarded-For = \"$proxy_add_x_forwarded_for\" }",
+        "max_message_size = \"1m\"",
+    ] {
+        assert!(
+            rendered.contains(expected),
+            "missing {expected:?} in:\n{rendered}"
+        );
+    }
+}
