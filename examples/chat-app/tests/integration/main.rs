@@ -1,0 +1,5 @@
+//! Integration tests: the real `wasp-chat` binary, spoken to over WebSockets.
+
+mod chat;
+mod common;
+mod redis;
