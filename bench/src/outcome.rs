@@ -1,0 +1,185 @@
+//! What a scenario run reports: one human-readable line, and the same as a JSON line for bench/run.sh.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::histogram::LatencySummary;
+
+/// The result of one scenario run, tagged by mode in JSON (`{"mode":"echo",…}`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "mode", rename_all = "lowercase")]
+pub enum Outcome {
+    Echo(EchoOutcome),
+    Handshake(HandshakeOutcome),
+    Idle(IdleOutcome),
+}
+
+/// `echo`: messages echoed in the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EchoOutcome {
+    pub url: String,
+    pub connections: u32,
+    /// Messages in flight per connection; absent in fixed-rate runs.
+    pub in_flight: Option<u32>,
+    /// Requested total rate (messages/s); absent in closed-loop runs.
+    pub rate: Option<f64>,
+    pub size: usize,
+    pub duration_s: f64,
+    pub messages: u64,
+    pub msgs_per_sec: f64,
+    pub latency: LatencySummary,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// `handshake`: connections set up, used once and closed in the measured window.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandshakeOutcome {
+    pub url: String,
+    pub concurrency: u32,
+    /// Size of the one message echoed per connection.
+    pub size: usize,
+    pub duration_s: f64,
+    pub handshakes: u64,
+    pub handshakes_per_sec: f64,
+    /// Time for one whole cycle: connect, upgrade, one echoed message, close.
+    pub latency: LatencySummary,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+/// `idle`: connections held open and the memory they cost the measured processes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct IdleOutcome {
+    pub url: String,
+    pub requested: u32,
+    pub opened: u32,
+    /// Time to open them all.
+    pub open_s: f64,
+    pub pids: Vec<u32>,
+    pub rss_before_kib: Option<u64>,
+    pub rss_after_kib: Option<u64>,
+    /// RSS delta divided by the connections opened.
+    pub kib_per_conn: Option<f64>,
+    pub errors: u64,
+    pub first_error: Option<String>,
+}
+
+impl Outcome {
+    /// Errors counted during the run.
+    pub fn errors(&self) -> u64 {
+        match self {
+            Outcome::Echo(o) => o.errors,
+            Outcome::Handshake(o) => o.errors,
+            Outcome::Idle(o) => o.errors,
+        }
+    }
+}
+
+impl fmt::Display for Outcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Outcome::Echo(o) => {
+                let load = match (o.rate, o.in_flight) {
+                    (Some(rate), _) => format!("rate {rate} msg/s"),
+                    (None, Some(m)) => format!("{m} in flight each"),
+                    (None, None) => String::new(),
+                };
+                write!(
+                    f,
+                    "echo {}: {} conns, {}, {} B, {:.1}s: {} msgs, {:.0} msg/s, latency µs p50 {:.0} p90 {:.0} \
+                     p99 {:.0} p99.9 {:.0} max {:.0}, {} errors",
+                    o.url,
+                    o.connections,
+                    load,
+                    o.size,
+                    o.duration_s,
+                    o.messages,
+                    o.msgs_per_sec,
+                    o.latency.p50_us,
+                    o.latency.p90_us,
+                    o.latency.p99_us,
+                    o.latency.p999_us,
+                    o.latency.max_us,
+                    o.errors
+                )?;
+            }
+            Outcome::Handshake(o) => write!(
+                f,
+                "handshake {}: {} concurrent, {:.1}s: {} handshakes, {:.0}/s, cycle µs p50 {:.0} p99 {:.0} max {:.0}, \
+                 {} errors",
+                o.url,
+                o.concurrency,
+                o.duration_s,
+                o.handshakes,
+                o.handshakes_per_sec,
+                o.latency.p50_us,
+                o.latency.p99_us,
+                o.latency.max_us,
+                o.errors
+            )?,
+            Outcome::Idle(o) => {
+                write!(
+                    f,
+                    "idle {}: {}/{} open in {:.1}s",
+                    o.url, o.opened, o.requested, o.open_s
+                )?;
+                if let (Some(before), Some(after), Some(per)) =
+                    (o.rss_before_kib, o.rss_after_kib, o.kib_per_conn)
+                {
+                    write!(
+                        f,
+                        ", RSS {before} → {after} KiB of pids {:?}, {per:.1} KiB/conn",
+                        o.pids
+                    )?;
+                }
+                write!(f, ", {} errors", o.errors)?;
+            }
+        }
+        match self {
+            Outcome::Echo(EchoOutcome {
+                first_error: Some(e),
+                ..
+            })
+            | Outcome::Handshake(HandshakeOutcome {
+                first_error: Some(e),
+                ..
+            })
+            | Outcome::Idle(IdleOutcome {
+                first_error: Some(e),
+                ..
+            }) => write!(f, " (first: {e})"),
+            _ => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_is_tagged_by_mode_and_round_trips() {
+        let outcome = Outcome::Idle(IdleOutcome {
+            url: "ws://127.0.0.1:9001/".into(),
+            requested: 10,
+            opened: 10,
+            open_s: 0.1,
+            pids: vec![42],
+            rss_before_kib: Some(1_000),
+            rss_after_kib: Some(1_500),
+            kib_per_conn: Some(50.0),
+            errors: 0,
+            first_error: None,
+        });
+        let json = serde_json::to_string(&outcome).unwrap();
+        assert!(json.starts_with(r#"{"mode":"idle","#), "{json}");
+        assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
+        let line = outcome.to_string();
+        assert!(
+            line.contains("10/10 open") && line.contains("50.0 KiB/conn"),
+            "{line}"
+        );
+    }
+}

@@ -1,0 +1,155 @@
+//! Smoke runs of every `wasp-bench` mode for a second or two against a `wasp-echo` on an ephemeral port: they
+//! assert that nothing failed and something was measured, never how fast.
+
+use std::{
+    io::{BufRead, BufReader, Read, Write},
+    net::TcpStream,
+    process::{Child, Command, Stdio},
+};
+
+use wasp_bench::outcome::Outcome;
+
+/// A running `wasp-echo`, killed when dropped.
+struct Backend {
+    child: Child,
+    addr: String,
+}
+
+impl Backend {
+    fn start() -> Self {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_wasp-echo"))
+            .args(["--listen", "127.0.0.1:0", "--threads", "2"])
+            .stdout(Stdio::piped())
+            .spawn()
+            .expect("wasp-echo starts");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line.trim().rsplit(' ').next().unwrap().to_owned();
+        assert!(
+            addr.starts_with("127.0.0.1:"),
+            "unexpected first line {line:?}"
+        );
+        Self { child, addr }
+    }
+
+    fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `wasp-bench` with `args` plus `--json` and returns the parsed JSON line.
+fn bench(args: &[&str]) -> Outcome {
+    let output = Command::new(env!("CARGO_BIN_EXE_wasp-bench"))
+        .args(args)
+        .arg("--json")
+        .output()
+        .expect("wasp-bench runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        output.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json = stdout
+        .lines()
+        .find(|line| line.starts_with('{'))
+        .expect("a JSON line");
+    let outcome: Outcome = serde_json::from_str(json).unwrap();
+    assert_eq!(outcome.errors(), 0, "{outcome}");
+    outcome
+}
+
+#[test]
+fn echo_closed_loop() {
+    let backend = Backend::start();
+    let url = backend.url();
+    let Outcome::Echo(echo) = bench(&[
+        "echo", "--url", &url, "-c", "4", "-m", "4", "-s", "1k", "-d", "1s", "--warmup", "200ms",
+    ]) else {
+        panic!("echo outcome expected");
+    };
+    assert!(echo.messages > 0 && echo.latency.p99_us > 0.0, "{echo:?}");
+}
+
+#[test]
+fn echo_fixed_rate() {
+    let backend = Backend::start();
+    let url = backend.url();
+    let Outcome::Echo(echo) = bench(&[
+        "echo",
+        "--url",
+        &url,
+        "-c",
+        "4",
+        "--rate",
+        "400",
+        "-d",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--sources",
+        "0",
+    ]) else {
+        panic!("echo outcome expected");
+    };
+    assert!(echo.messages > 0 && echo.rate == Some(400.0), "{echo:?}");
+}
+
+#[test]
+fn handshakes() {
+    let backend = Backend::start();
+    let url = backend.url();
+    let Outcome::Handshake(handshake) = bench(&["handshake", "--url", &url, "-c", "4", "-d", "1s"])
+    else {
+        panic!("handshake outcome expected");
+    };
+    assert!(handshake.handshakes > 0, "{handshake:?}");
+}
+
+#[test]
+fn idle_connections_and_backend_memory() {
+    let backend = Backend::start();
+    let url = backend.url();
+    let pid = backend.child.id().to_string();
+    let Outcome::Idle(idle) = bench(&[
+        "idle",
+        "--url",
+        &url,
+        "-n",
+        "300",
+        "--sources",
+        "3",
+        "--settle",
+        "100ms",
+        "--pid",
+        &pid,
+    ]) else {
+        panic!("idle outcome expected");
+    };
+    assert_eq!(idle.opened, 300, "{idle:?}");
+    assert!(
+        idle.rss_after_kib.is_some() && idle.kib_per_conn.is_some(),
+        "{idle:?}"
+    );
+}
+
+#[test]
+fn backend_answers_plain_http_for_health_checks() {
+    let backend = Backend::start();
+    let mut stream = TcpStream::connect(&backend.addr).unwrap();
+    stream
+        .write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200 OK\r\n"), "{response}");
+}
