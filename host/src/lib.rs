@@ -1,5 +1,16 @@
 //! wasp: a WebAssembly-scriptable, WebSocket-aware reverse proxy.
+//!
+//! The modules follow the path of a connection: `listener` accepts, `http`
+//! parses and routes (asking `plugins`), `static_files` or `upstream` +
+//! `relay` serve; `config` and `site` hold what was loaded.
 
+pub mod access_log;
 pub mod config;
+pub mod http;
+pub mod listener;
 pub mod plugins;
+pub mod relay;
+pub mod site;
+pub mod static_files;
+pub mod upstream;
 pub mod vars;

@@ -1,1 +1,101 @@
-fn main() {}
+//! The `wasp` command: `wasp run -c FILE`, `wasp check -c FILE`, or `wasp`
+//! alone to run the embedded chat-app configuration.
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use wasp::config::Config;
+use wasp::listener::Proxy;
+
+#[derive(Parser)]
+#[command(name = "wasp", version, about = "A WebAssembly-scriptable, WebSocket-aware reverse proxy")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    /// Configuration file (TOML); without one, the embedded chat-app default.
+    #[arg(short, long, global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the proxy (the default).
+    Run,
+    /// Validate the configuration and print it resolved, like `nginx -t`.
+    Check,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    let config = match &cli.config {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded_default()),
+    };
+    let source = cli.config.as_ref().map_or("(embedded default)".to_string(), |p| p.display().to_string());
+    match cli.command.unwrap_or(Command::Run) {
+        Command::Check => match config {
+            Ok(config) => {
+                print!("{}", config.render());
+                eprintln!("wasp: the configuration file {source} syntax is ok");
+                ExitCode::SUCCESS
+            }
+            Err(error) => {
+                eprintln!("{error}");
+                eprintln!("wasp: configuration file {source} test failed");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run => match config {
+            Ok(config) => run(config),
+            Err(error) => {
+                eprintln!("{error}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn run(config: Config) -> ExitCode {
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    runtime.block_on(async {
+        raise_fd_limit();
+        let proxy = match Proxy::start(config).await {
+            Ok(proxy) => proxy,
+            Err(error) => {
+                tracing::error!("{error:#}");
+                return ExitCode::FAILURE;
+            }
+        };
+        wait_for_stop_signal().await;
+        tracing::info!("shutting down: no new connections, finishing requests in flight");
+        proxy.shutdown().await;
+        ExitCode::SUCCESS
+    })
+}
+
+async fn wait_for_stop_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}
+
+/// Two descriptors per proxied connection: take every one the hard limit allows.
+fn raise_fd_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: plain getrlimit/setrlimit on a valid struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

@@ -22,7 +22,7 @@ pub use bindings::{
 };
 pub use error::{CallError, LoadError};
 pub use plugin::{Plugin, Role};
-pub use pool::{Live, Pool};
+pub use pool::{Live, Pool, RoleExport};
 pub use roles::{BalancerPool, FilterInstance, FilterPool, OriginPool, RouterPool};
 pub use runtime::{Limits, Runtime};
 

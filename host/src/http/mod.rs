@@ -1,0 +1,173 @@
+//! The HTTP/1.1 server side: one hyper connection per client, each request
+//! routed by the router plugin, then served from files, answered directly,
+//! or proxied (with WebSocket upgrades handed to the relay).
+
+mod head;
+pub mod headers;
+mod proxy;
+pub mod response;
+mod upgrade;
+
+use crate::access_log::{AccessEntry, LoggedBody};
+use crate::plugins::Decision;
+use crate::site::Site;
+use crate::static_files;
+use arc_swap::ArcSwap;
+use http::{HeaderName, HeaderValue, Request, Response};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use response::{Body, full, status};
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+/// Facts about a client connection that requests need.
+#[derive(Debug)]
+pub struct ConnInfo {
+    pub client: SocketAddr,
+    pub local: SocketAddr,
+    /// The listen address as written in the configuration.
+    pub listener: Arc<str>,
+    pub tls: bool,
+    pub sni: Option<String>,
+    /// Counts the connection against `max_connections` while it (or the
+    /// WebSocket it became) lives.
+    pub _permit: tokio::sync::OwnedSemaphorePermit,
+}
+
+/// What every connection shares: the site in service (swapped on reload),
+/// the shutdown signals and the tracker of every connection task.
+pub struct Shared {
+    pub site: ArcSwap<Site>,
+    /// Stop accepting; finish in-flight requests, keep no connection alive.
+    pub drain: watch::Receiver<bool>,
+    /// Close open WebSockets (with 1001) now.
+    pub close_websockets: watch::Receiver<bool>,
+    pub tasks: TaskTracker,
+    next_conn_id: AtomicU64,
+}
+
+impl Shared {
+    pub fn new(site: Arc<Site>, drain: watch::Receiver<bool>, close_websockets: watch::Receiver<bool>) -> Arc<Shared> {
+        Arc::new(Shared {
+            site: ArcSwap::new(site),
+            drain,
+            close_websockets,
+            tasks: TaskTracker::new(),
+            next_conn_id: AtomicU64::new(1),
+        })
+    }
+
+    /// A connection id unique for the life of the process (filters key
+    /// their per-connection state by it).
+    pub fn conn_id(&self) -> u64 {
+        self.next_conn_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Per-connection protocol limits, from the listener's default server.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub max_header_size: usize,
+}
+
+/// Serves one client connection until it closes or shutdown drains it.
+pub async fn serve_connection(stream: TcpStream, info: ConnInfo, limits: ConnLimits, shared: Arc<Shared>) {
+    let info = Arc::new(info);
+    let service = {
+        let (info, shared) = (info.clone(), shared.clone());
+        service_fn(move |request| {
+            let (info, shared) = (info.clone(), shared.clone());
+            async move { Ok::<_, Infallible>(handle(request, &info, &shared).await) }
+        })
+    };
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(limits.max_header_size.max(8192));
+    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let mut connection = std::pin::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => log_connection_end(result, &info),
+        () = signalled(shared.drain.clone()) => {
+            // Finish the request in flight, then close instead of keeping alive.
+            connection.as_mut().graceful_shutdown();
+            log_connection_end(connection.await, &info);
+        }
+    }
+}
+
+/// Resolves once `signal` turns true (or its sender is gone).
+pub async fn signalled(mut signal: watch::Receiver<bool>) {
+    let _ = signal.wait_for(|on| *on).await;
+}
+
+fn log_connection_end(result: Result<(), hyper::Error>, info: &ConnInfo) {
+    if let Err(error) = result {
+        if error.is_timeout() {
+            tracing::info!(client = %info.client, "client sent no complete request head in time; closed");
+        } else if error.is_parse() || error.is_parse_too_large() {
+            tracing::info!(client = %info.client, %error, "malformed request; answered 400/431");
+        } else {
+            tracing::debug!(client = %info.client, %error, "client connection ended with an error");
+        }
+    }
+}
+
+/// Routes one request and carries out the decision.
+async fn handle(request: Request<Incoming>, info: &Arc<ConnInfo>, shared: &Arc<Shared>) -> Response<Body> {
+    let site = shared.site.load_full();
+    let (parts, body) = request.into_parts();
+    let entry = AccessEntry::new(&parts, info.client.ip());
+    let head = head::request_head(&parts, info);
+    let decision = match site.router.route(&head) {
+        Ok(decision) => decision,
+        Err(error) => {
+            tracing::error!(%error, "router plugin failed; answering 500");
+            return logged(status(500, "routing failed"), entry);
+        }
+    };
+    match decision {
+        Decision::Respond(answer) => logged(respond(answer), entry),
+        Decision::StaticFiles(files) => {
+            let response = match site.location(files.location).map(|l| &l.config.action) {
+                Some(crate::config::LocationAction::Static { root, index, try_files }) => {
+                    static_files::serve(parts, &files.path, root, index, try_files).await
+                }
+                _ => {
+                    tracing::error!(location = files.location, "router chose static files on a location without root");
+                    status(500, "")
+                }
+            };
+            logged(response, entry)
+        }
+        Decision::Proxy(target) => proxy::forward(parts, body, target, head, entry, info, &site, shared).await,
+    }
+}
+
+fn respond(answer: crate::plugins::Response) -> Response<Body> {
+    let mut response = Response::new(full(answer.body));
+    *response.status_mut() = http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    for (name, value) in answer.headers {
+        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+            response.headers_mut().append(name, value);
+        }
+    }
+    response
+}
+
+/// Attaches the access-log line to a response wasp made itself.
+fn logged(response: Response<Body>, entry: AccessEntry) -> Response<Body> {
+    let code = response.status().as_u16();
+    response.map(|body| LoggedBody::new(body, entry, code, ()).boxed_unsync())
+}

@@ -1,0 +1,144 @@
+//! Relaying a request to an upstream: origin check for WebSocket
+//! handshakes, headers per the location, peer choice and connect (with
+//! retries), then either a streamed response or, on 101, the relay.
+
+use super::headers::{is_websocket_upgrade, strip_hop_by_hop, upstream_request};
+use super::response::{Body, status};
+use super::{ConnInfo, Shared, upgrade};
+use crate::access_log::{AccessEntry, LoggedBody};
+use crate::plugins::{ProxyTo, RequestHead};
+use crate::site::Site;
+use crate::vars::RequestVars;
+use http::request::Parts;
+use http::{Request, Response, StatusCode, Version};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::upgrade::OnUpgrade;
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio_io_timeout::TimeoutStream;
+
+#[allow(clippy::too_many_arguments)] // one request's whole context
+pub async fn forward(
+    mut parts: Parts,
+    body: Incoming,
+    target: ProxyTo,
+    head: RequestHead,
+    entry: AccessEntry,
+    info: &Arc<ConnInfo>,
+    site: &Arc<Site>,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
+    let fail = |code: u16, reason: &str, entry: AccessEntry| super::logged(status(code, reason), entry);
+    let Some(location) = site.location(target.location) else {
+        tracing::error!(location = target.location, "router chose an unknown location");
+        return fail(500, "", entry);
+    };
+    let Some(group) = site.upstreams.get(&target.upstream) else {
+        tracing::error!(upstream = %target.upstream, "router chose an unknown upstream");
+        return fail(502, "", entry);
+    };
+    let websocket = is_websocket_upgrade(&parts.headers);
+    if websocket {
+        match site.origin.check(&head, location.config.id) {
+            Ok(Ok(())) => {}
+            Ok(Err(reason)) => {
+                let origin = parts.headers.get("origin").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                tracing::warn!(client = %info.client, origin, %reason, "WebSocket handshake refused by the origin check");
+                return fail(403, &reason, entry);
+            }
+            Err(error) => {
+                tracing::error!(%error, "origin plugin failed; refusing the handshake");
+                return fail(403, "origin check failed", entry);
+            }
+        }
+    }
+
+    let vars = RequestVars {
+        headers: &parts.headers,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        client: info.client,
+        local: info.local,
+        tls: info.tls,
+        proxy_host: &group.proxy_host,
+    };
+    let headers = upstream_request(&parts.headers, &location.set_headers, &target.set_headers, &vars, !location.filters.is_empty());
+    let config = &location.config;
+    let (stream, guard) = match group.connect(&head, &vars, &site.balancer, config.connect_timeout).await {
+        Ok(connected) => connected,
+        Err(error) => {
+            tracing::error!(upstream = %group.name, %error, "no upstream connection");
+            return fail(error.status(), "", entry);
+        }
+    };
+    let Ok(uri) = target.uri.parse::<http::Uri>() else {
+        tracing::error!(uri = %target.uri, "router produced an invalid upstream URI");
+        return fail(500, "", entry);
+    };
+    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
+    let mut request = Request::new(body);
+    *request.method_mut() = parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+
+    let sent = if websocket {
+        // The relay takes the raw socket back after 101; its idle timeout
+        // replaces per-read timeouts.
+        send(TokioIo::new(stream), request).await
+    } else {
+        let mut timed = TimeoutStream::new(stream);
+        timed.set_read_timeout(Some(config.read_timeout));
+        timed.set_write_timeout(Some(config.send_timeout));
+        send(TokioIo::new(Box::pin(timed)), request).await
+    };
+    let mut response = match sent {
+        Ok(response) => response,
+        Err(error) => {
+            tracing::error!(upstream = %group.name, peer = %guard.peer().address, %error, "upstream request failed");
+            let code = if error.is_timeout() { 504 } else { 502 };
+            return fail(code, "", entry);
+        }
+    };
+
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let Some(client_upgrade) = client_upgrade.filter(|_| websocket) else {
+            tracing::error!(upstream = %group.name, "upstream switched protocols without a WebSocket handshake");
+            return fail(502, "", entry);
+        };
+        let upstream_upgrade = hyper::upgrade::on(&mut response);
+        let (response_parts, _) = response.into_parts();
+        let relay = upgrade::Relay {
+            conn_id: shared.conn_id(),
+            head,
+            entry,
+            guard,
+            site: site.clone(),
+            location: target.location,
+            conn: info.clone(),
+            shutdown: shared.close_websockets.clone(),
+        };
+        shared.tasks.spawn(relay.run(client_upgrade, upstream_upgrade));
+        return Response::from_parts(response_parts, super::response::empty());
+    }
+
+    let code = response.status().as_u16();
+    strip_hop_by_hop(response.headers_mut());
+    response.map(|body| LoggedBody::new(body.map_err(Into::into), entry, code, guard).boxed_unsync())
+}
+
+/// Sends `request` on a fresh HTTP/1.1 connection over `io`.
+async fn send<I>(io: I, request: Request<Incoming>) -> Result<Response<Incoming>, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    sender.send_request(request).await
+}

@@ -1,0 +1,60 @@
+//! After the upstream's 101: take both sockets back from hyper and relay
+//! them — the raw tunnel, or the frame relay when the location has filters.
+
+use crate::access_log::AccessEntry;
+use crate::plugins::RequestHead;
+use crate::relay::tunnel;
+use crate::site::Site;
+use crate::upstream::PeerGuard;
+use bytes::Bytes;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+
+/// Everything an upgraded connection needs once hyper lets go of it.
+pub struct Relay {
+    pub conn_id: u64,
+    pub head: RequestHead,
+    pub entry: AccessEntry,
+    /// Counts the connection against its peer (least_conn) until it ends.
+    pub guard: PeerGuard,
+    pub site: Arc<Site>,
+    pub location: u32,
+    /// Keeps the client connection's `max_connections` slot.
+    pub conn: Arc<super::ConnInfo>,
+    pub shutdown: watch::Receiver<bool>,
+}
+
+impl Relay {
+    pub async fn run(self, client: OnUpgrade, upstream: OnUpgrade) {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::warn!(%error, "WebSocket upgrade did not complete");
+                self.entry.log(101, 0, " ws=failed");
+                return;
+            }
+        };
+        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) = (into_tcp(client), into_tcp(upstream)) else {
+            tracing::error!("upgraded connection is not a TCP socket");
+            return;
+        };
+        let Some(location) = self.site.location(self.location) else { return };
+        let idle = location.config.read_timeout;
+        let stats = tunnel::run(client, client_prefix, upstream, upstream_prefix, idle, self.shutdown).await;
+        self.entry.log(
+            101,
+            stats.client_bytes,
+            &format!(" ws_up={} ws_end={:?} peer={}", stats.upstream_bytes, stats.end, self.guard.peer().address),
+        );
+    }
+}
+
+/// The socket under an upgraded connection, with the bytes hyper had
+/// already read past the HTTP head.
+fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}

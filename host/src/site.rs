@@ -1,0 +1,171 @@
+//! A loaded configuration: the validated config plus everything built from
+//! it once — plugin pools, upstream groups with resolved addresses, compiled
+//! header templates. Requests hold an `Arc<Site>` for their whole life, so a
+//! reload never changes what an in-flight request sees.
+
+use crate::config::{Config, Location, LocationAction};
+use crate::plugins::{BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded};
+use crate::upstream::{PeerState, UpstreamGroup, resolve};
+use crate::vars::Template;
+use arc_swap::ArcSwap;
+use http::HeaderName;
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+/// Why a configuration could not be put in service.
+#[derive(Debug, thiserror::Error)]
+pub enum SiteError {
+    #[error("plugin {name}: {error}")]
+    Plugin { name: String, error: LoadError },
+    #[error("upstream {upstream}: cannot resolve {address}: {error}")]
+    Resolve { upstream: String, address: String, error: std::io::Error },
+}
+
+/// A filter of a location's chain. The pool sits behind an `ArcSwap` so a
+/// plugin reload reaches open connections at their next message.
+pub struct FilterSlot {
+    pub name: Arc<str>,
+    pub pool: Arc<ArcSwap<FilterPool>>,
+    pub fail_open: bool,
+}
+
+/// A location with what it needs at request time.
+pub struct LocationRuntime {
+    pub config: Location,
+    /// Headers set upstream: nginx's defaults overridden by `set_headers`.
+    pub set_headers: Vec<(HeaderName, Template)>,
+    pub filters: Vec<FilterSlot>,
+}
+
+pub struct Site {
+    pub config: Arc<Config>,
+    pub router: RouterPool,
+    pub balancer: BalancerPool,
+    pub origin: OriginPool,
+    pub locations: Vec<LocationRuntime>,
+    pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
+}
+
+impl Site {
+    /// Builds everything a configuration needs. Blocking (compiles plugins,
+    /// resolves names): run it off the async workers.
+    pub fn load(config: Arc<Config>, runtime: &Arc<Runtime>) -> Result<Site, SiteError> {
+        let mut loader = PluginLoader { runtime, loaded: HashMap::new() };
+        let plugins = &config.plugins;
+        let router = loader.pool(plugins.router.as_deref(), "router", config.router_json())?;
+        let balancer = loader.pool(plugins.balancer.as_deref(), "balancer", config.balancer_json())?;
+        let origin = loader.pool(plugins.origin.as_deref(), "origin", config.origin_json())?;
+
+        let mut locations = Vec::new();
+        for location in config.locations() {
+            let mut filters = Vec::new();
+            for spec in &location.filters {
+                let (path, builtin) = filter_source(&spec.plugin);
+                let pool: FilterPool = loader.pool(path, &builtin, spec.config.to_string())?;
+                filters.push(FilterSlot {
+                    name: spec.plugin.as_str().into(),
+                    pool: Arc::new(ArcSwap::from_pointee(pool)),
+                    fail_open: spec.fail_open,
+                });
+            }
+            locations.push(LocationRuntime {
+                set_headers: upstream_headers(location),
+                config: location.clone(),
+                filters,
+            });
+        }
+
+        let mut upstreams = HashMap::new();
+        for (name, upstream) in &config.upstreams {
+            let mut peers = Vec::new();
+            for server in &upstream.servers {
+                let addrs = resolve(&server.address).map_err(|error| SiteError::Resolve {
+                    upstream: name.clone(),
+                    address: server.address.clone(),
+                    error,
+                })?;
+                peers.push(Arc::new(PeerState::new(server, addrs)));
+            }
+            let group = UpstreamGroup::new(name, upstream, peers, Arc::new(AtomicU64::new(0)));
+            upstreams.insert(name.clone(), Arc::new(group));
+        }
+
+        Ok(Site { config, router, balancer, origin, locations, upstreams })
+    }
+
+    pub fn location(&self, id: u32) -> Option<&LocationRuntime> {
+        self.locations.get(id as usize)
+    }
+}
+
+/// Headers sent upstream, nginx's defaults first: `Host: $proxy_host`, and
+/// the `$connection_upgrade` map for `Upgrade`/`Connection` so WebSockets
+/// work with no configuration; a location's `set_headers` override them.
+fn upstream_headers(location: &Location) -> Vec<(HeaderName, Template)> {
+    let mut headers: Vec<(HeaderName, Template)> = [
+        ("host", "$proxy_host"),
+        ("upgrade", "$http_upgrade"),
+        ("connection", "$connection_upgrade"),
+    ]
+    .into_iter()
+    .map(|(name, value)| (HeaderName::from_static(name), Template::parse(value)))
+    .collect();
+    if !matches!(location.action, LocationAction::Proxy { .. }) {
+        return Vec::new();
+    }
+    for (name, value) in &location.set_headers {
+        let name = HeaderName::try_from(name.as_str()).expect("config validated header names");
+        headers.retain(|(existing, _)| *existing != name);
+        headers.push((name, Template::parse(value)));
+    }
+    headers
+}
+
+/// A filter name is a built-in (`json` is embedded as `filter-json`) or a
+/// path to a `.wasm` file.
+fn filter_source(name: &str) -> (Option<&Path>, String) {
+    if name.ends_with(".wasm") {
+        (Some(Path::new(name)), name.to_string())
+    } else {
+        (None, format!("filter-{name}"))
+    }
+}
+
+/// Compiles each plugin once per load, even when several roles or
+/// locations use it.
+struct PluginLoader<'a> {
+    runtime: &'a Arc<Runtime>,
+    loaded: HashMap<String, Arc<Plugin>>,
+}
+
+impl PluginLoader<'_> {
+    fn plugin(&mut self, path: Option<&Path>, builtin: &str) -> Result<Arc<Plugin>, SiteError> {
+        let key = path.map_or_else(|| builtin.to_string(), |p| p.display().to_string());
+        if let Some(plugin) = self.loaded.get(&key) {
+            return Ok(plugin.clone());
+        }
+        let plugin = match path {
+            Some(path) => self.runtime.load_file(path),
+            None => {
+                let bytes = embedded::get(builtin).expect("config validated built-in plugin names");
+                self.runtime.load(builtin, bytes)
+            }
+        }
+        .map_err(|error| SiteError::Plugin { name: key.clone(), error })?;
+        self.loaded.insert(key, plugin.clone());
+        Ok(plugin)
+    }
+
+    fn pool<G: crate::plugins::RoleExport>(
+        &mut self,
+        path: Option<&Path>,
+        builtin: &str,
+        config: String,
+    ) -> Result<crate::plugins::Pool<G>, SiteError> {
+        let plugin = self.plugin(path, builtin)?;
+        let name = plugin.name().to_string();
+        crate::plugins::Pool::new(plugin, config).map_err(|error| SiteError::Plugin { name, error })
+    }
+}

@@ -1,0 +1,332 @@
+//! The proxy core end to end: every configuration of the nginx guide, real
+//! WebSocket clients and a real backend on loopback, headers as nginx sends
+//! them, timeouts, location matching, URI rewriting and static files.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::net::SocketAddr;
+use std::time::Duration;
+use support::backend::{Backend, header};
+use support::{guide_config, start_proxy};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Opens a WebSocket through the proxy with extra request headers; returns
+/// the socket and the backend's report of the handshake it received.
+async fn ws_connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (Ws, Value) {
+    let mut request = format!("ws://{addr}{path}").into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    let (mut ws, response) = connect_async(request).await.expect("handshake through wasp");
+    assert_eq!(response.status(), 101);
+    let report = match ws.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected the backend's report, got {other:?}"),
+    };
+    (ws, report)
+}
+
+/// Plain HTTP/1.1 request over a raw socket; returns status, headers, body.
+async fn http_get(addr: SocketAddr, path: &str, host: &str) -> (u16, String, String) {
+    raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
+}
+
+async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    stream.read_to_end(&mut raw).await.unwrap();
+    let text = String::from_utf8_lossy(&raw).to_string();
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    (status, head.to_string(), body.to_string())
+}
+
+async fn exchange_messages(ws: &mut Ws) {
+    ws.send(Message::text("hello")).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    ws.send(Message::binary(big.clone())).await.unwrap();
+    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
+}
+
+async fn expect_close(ws: &mut Ws, code: u16) {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Close(Some(frame)))) => {
+                assert_eq!(u16::from(frame.code), code);
+                return;
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("expected close {code}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_guide_configuration_relays_websockets() {
+    let backend = Backend::start("b1").await;
+    for (name, path, host) in [
+        ("basic", "/socket/", "example.com"),
+        ("timeouts", "/socket/", "example.com"),
+        ("complete", "/socket/", "example.com"),
+        ("chat", "/ws/chat", "chat.example.com"),
+    ] {
+        let (proxy, addr) = start_proxy(&guide_config(name, &[backend.addr])).await;
+        let (mut ws, report) = ws_connect(addr, path, &[("host", host), ("x-forwarded-for", "203.0.113.7")]).await;
+        assert_eq!(report["version"], "HTTP/1.1", "{name}");
+        assert_eq!(report["uri"], path, "{name}");
+        assert_eq!(header(&report, "upgrade"), ["websocket"], "{name}");
+        assert_eq!(header(&report, "connection"), ["upgrade"], "{name}");
+        if name == "complete" || name == "chat" {
+            assert_eq!(header(&report, "x-real-ip"), ["127.0.0.1"], "{name}");
+            assert_eq!(header(&report, "x-forwarded-for"), ["203.0.113.7, 127.0.0.1"], "{name}");
+            assert_eq!(header(&report, "host"), [host], "{name}");
+        } else {
+            // nginx's default Host is $proxy_host: the upstream's name.
+            assert_eq!(header(&report, "host"), ["backend_server"], "{name}");
+        }
+        exchange_messages(&mut ws).await;
+        // Close codes travel both ways: the backend's, relayed to the client...
+        ws.send(Message::text("close:4001")).await.unwrap();
+        expect_close(&mut ws, 4001).await;
+        // ...and the client's, which the backend echoes as its own close.
+        let (mut second, _) = ws_connect(addr, path, &[("host", host)]).await;
+        second.close(Some(CloseFrame { code: CloseCode::from(4002), reason: "bye".into() })).await.unwrap();
+        expect_close(&mut second, 4002).await;
+        drop((ws, second));
+        proxy.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn a_plain_get_through_the_map_config_sends_connection_close() {
+    let backend = Backend::start("b1").await;
+    let (_proxy, addr) = start_proxy(&guide_config("complete", &[backend.addr])).await;
+    let (status, _, body) = http_get(addr, "/socket/info?x=1", "example.com").await;
+    assert_eq!(status, 200);
+    let report: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(header(&report, "connection"), ["close"]);
+    assert!(header(&report, "upgrade").is_empty());
+    assert_eq!(report["uri"], "/socket/info?x=1");
+}
+
+#[tokio::test]
+async fn the_guides_curl_command_reaches_the_backend() {
+    let backend = Backend::start("b1").await;
+    let (_proxy, addr) = start_proxy(&guide_config("complete", &[backend.addr])).await;
+    // curl -v -N -H "Connection: Upgrade" -H "Upgrade: websocket" \
+    //   -H "Sec-WebSocket-Key: SGVsbG8sIHdvcmxkIQ==" -H "Sec-WebSocket-Version: 13" http://example.com/ws/
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = "GET /socket/ HTTP/1.1\r\nHost: example.com\r\nUser-Agent: curl/8.5.0\r\nAccept: */*\r\n\
+                   Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: SGVsbG8sIHdvcmxkIQ==\r\n\
+                   Sec-WebSocket-Version: 13\r\n\r\n";
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    while !String::from_utf8_lossy(&got).contains("\r\n\r\n") {
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "connection closed before the 101");
+        got.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&got).to_string();
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    // The accept key the backend computed for curl's key, passed through.
+    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(b"SGVsbG8sIHdvcmxkIQ==");
+    assert!(head.contains(&format!("sec-websocket-accept: {accept}")), "{head}");
+}
+
+#[tokio::test]
+async fn an_upstream_that_refuses_gets_502() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let dead = closed.local_addr().unwrap();
+    drop(closed);
+    let (_proxy, addr) = start_proxy(&guide_config("complete", &[dead])).await;
+    let (status, _, _) = http_get(addr, "/socket/", "example.com").await;
+    assert_eq!(status, 502);
+}
+
+/// A listener whose accept queue is full: the kernel drops further SYNs,
+/// so a connect to it hangs (a loopback blackhole).
+fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket.listen(0).unwrap();
+    let addr = socket.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let filler = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let _ = filler.connect(&addr.into());
+        fillers.push(std::net::TcpStream::from(filler));
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    (socket, fillers, addr)
+}
+
+#[tokio::test]
+async fn a_connect_timeout_gets_504() {
+    let (_hole, _fillers, addr_hole) = blackhole();
+    let config = format!(
+        r#"
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "/"
+        proxy_pass = "http://{addr_hole}"
+        connect_timeout = "300ms"
+        "#
+    );
+    let (_proxy, addr) = start_proxy(&config).await;
+    let (status, _, _) = http_get(addr, "/", "x").await;
+    assert_eq!(status, 504);
+}
+
+#[tokio::test]
+async fn an_idle_tunnel_is_closed_after_read_timeout_and_an_active_one_is_not() {
+    let backend = Backend::start("b1").await;
+    let config = format!(
+        r#"
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "/"
+        proxy_pass = "http://{}"
+        read_timeout = "600ms"
+        "#,
+        backend.addr
+    );
+    let (_proxy, addr) = start_proxy(&config).await;
+    let (mut idle, _) = ws_connect(addr, "/idle", &[]).await;
+    let (mut active, _) = ws_connect(addr, "/active", &[]).await;
+    let idle_closed = tokio::spawn(async move { idle.next().await });
+    for i in 0..12 {
+        active.send(Message::text(format!("ping {i}"))).await.unwrap();
+        assert_eq!(active.next().await.unwrap().unwrap(), Message::text(format!("ping {i}")));
+        tokio::time::sleep(Duration::from_millis(150)).await;
+    }
+    // 1.8 s of traffic every 150 ms kept the active tunnel open; the idle one
+    // was cut (the relay closes the TCP connection: no close frame).
+    assert!(idle_closed.is_finished(), "the idle tunnel is still open");
+    match idle_closed.await.unwrap() {
+        None | Some(Err(_)) => {}
+        Some(Ok(message)) => panic!("unexpected message on the idle tunnel: {message:?}"),
+    }
+}
+
+#[tokio::test]
+async fn location_matching_follows_nginx() {
+    // nginx's documented example: configurations A to E.
+    let config = r#"
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "= /"
+        return = { status = 200, body = "A" }
+        [[server.location]]
+        path = "/"
+        return = { status = 200, body = "B" }
+        [[server.location]]
+        path = "/documents/"
+        return = { status = 200, body = "C" }
+        [[server.location]]
+        path = "^~ /images/"
+        return = { status = 200, body = "D" }
+        [[server.location]]
+        path = '~* \.(gif|jpg|jpeg)$'
+        return = { status = 200, body = "E" }
+    "#;
+    let (_proxy, addr) = start_proxy(config).await;
+    for (path, expected) in [
+        ("/", "A"),
+        ("/index.html", "B"),
+        ("/documents/document.html", "C"),
+        ("/images/1.gif", "D"),
+        ("/documents/1.jpg", "E"),
+        ("/DOCUMENTS/1.JPG", "E"),
+    ] {
+        let (status, _, body) = http_get(addr, path, "x").await;
+        assert_eq!((status, body.as_str()), (200, expected), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn proxy_pass_with_a_uri_replaces_the_matched_prefix() {
+    let backend = Backend::start("b1").await;
+    let config = format!(
+        r#"
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "/ws/"
+        proxy_pass = "http://{0}/chat/"
+        [[server.location]]
+        path = "/plain/"
+        proxy_pass = "http://{0}"
+        "#,
+        backend.addr
+    );
+    let (_proxy, addr) = start_proxy(&config).await;
+    let (_, _, body) = http_get(addr, "/ws/room?a=1", "x").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["uri"], "/chat/room?a=1");
+    let (_, _, body) = http_get(addr, "/plain/room?a=1", "x").await;
+    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["uri"], "/plain/room?a=1");
+    let (mut ws, report) = ws_connect(addr, "/ws/lobby", &[]).await;
+    assert_eq!(report["uri"], "/chat/lobby");
+    exchange_messages(&mut ws).await;
+}
+
+#[tokio::test]
+async fn static_files_with_the_spa_fallback_and_no_traversal() {
+    let root = std::env::temp_dir().join(format!("wasp-static-{}", std::process::id()));
+    std::fs::create_dir_all(root.join("css")).unwrap();
+    std::fs::write(root.join("index.html"), "<h1>chat</h1>").unwrap();
+    std::fs::write(root.join("css/app.css"), "body{}").unwrap();
+    std::fs::write(root.parent().unwrap().join("wasp-secret.txt"), "secret").unwrap();
+    let config = format!(
+        r#"
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "/"
+        root = "{}"
+        index = ["index.html"]
+        try_files = ["$uri", "$uri/", "/index.html"]
+        "#,
+        root.display()
+    );
+    let (_proxy, addr) = start_proxy(&config).await;
+    let (status, head, body) = http_get(addr, "/css/app.css", "x").await;
+    assert_eq!((status, body.as_str()), (200, "body{}"));
+    assert!(head.to_ascii_lowercase().contains("content-type: text/css"), "{head}");
+    let (status, _, body) = http_get(addr, "/", "x").await;
+    assert_eq!((status, body.as_str()), (200, "<h1>chat</h1>"));
+    // The SPA fallback: an unknown path serves index.html.
+    let (status, _, body) = http_get(addr, "/rooms/blue", "x").await;
+    assert_eq!((status, body.as_str()), (200, "<h1>chat</h1>"));
+    // Ranges and HEAD come from tower-http's ServeFile.
+    let (status, _, body) =
+        raw_request(addr, "GET /css/app.css HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\nConnection: close\r\n\r\n").await;
+    assert_eq!((status, body.as_str()), (206, "body"));
+    // Climbing out of the root is refused, encoded or not.
+    for attack in ["/../wasp-secret.txt", "/%2e%2e/wasp-secret.txt", "/css/..%2f..%2fwasp-secret.txt"] {
+        let (status, _, body) = http_get(addr, attack, "x").await;
+        assert!(status == 400 || status == 404 || body == "<h1>chat</h1>", "{attack}: {status} {body}");
+        assert!(!body.contains("secret"), "{attack} leaked the file");
+    }
+}
