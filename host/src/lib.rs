@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod plugins;
+pub mod tls;
 pub mod vars;
