@@ -13,4 +13,5 @@ pub mod relay;
 pub mod site;
 pub mod static_files;
 pub mod upstream;
+pub mod tls;
 pub mod vars;
