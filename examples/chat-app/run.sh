@@ -20,7 +20,7 @@ trap 'exit 130' INT TERM
 
 "$target/wasp-chat" --listen 127.0.0.1:8080 --name backend-1 &
 pids+=($!)
-"$target/wasp" run -c examples/chat-app/wasp.toml &
+"$target/wasp" &  # no -c: the embedded default, which is examples/chat-app/wasp.toml
 pids+=($!)
 
 echo

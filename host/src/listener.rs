@@ -2,7 +2,9 @@
 //! connection cap, and shutting down gracefully.
 
 use crate::config::Config;
+use crate::http::client_stream::ClientStream;
 use crate::http::{ConnInfo, ConnLimits, Shared, serve_connection, signalled};
+use crate::tls::{CertWatcher, TlsTerminator};
 use crate::plugins::{Limits, Runtime};
 use crate::site::Site;
 use anyhow::Context;
@@ -21,6 +23,8 @@ pub struct Proxy {
     close_websockets: watch::Sender<bool>,
     tasks: TaskTracker,
     grace: Duration,
+    /// Reload certificates when their files change, while the proxy runs.
+    _cert_watchers: Vec<CertWatcher>,
 }
 
 impl Proxy {
@@ -48,14 +52,25 @@ impl Proxy {
         let connections = Arc::new(Semaphore::new(max_connections));
         let tasks = shared.tasks.clone();
         let mut bound = Vec::new();
-        for (listen, limits) in listeners(&config) {
-            let listener = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
-            let local = listener.local_addr()?;
-            tracing::info!(listen = %listen, address = %local, "listening");
+        let mut cert_watchers = Vec::new();
+        for listener in listeners(&config) {
+            let tls = match listener.tls {
+                Some(sites) => {
+                    let terminator = TlsTerminator::new(sites).with_context(|| format!("TLS on {}", listener.listen))?;
+                    cert_watchers.push(terminator.watch()?);
+                    Some(terminator)
+                }
+                None => None,
+            };
+            let listen = listener.listen;
+            let socket = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let local = socket.local_addr()?;
+            tracing::info!(listen = %listen, address = %local, tls = tls.is_some(), "listening");
             bound.push((listen.clone(), local));
-            tasks.spawn(accept_loop(listener, listen.into(), limits, shared.clone(), connections.clone()));
+            let accept = Accept { listen: listen.into(), limits: listener.limits, tls, shared: shared.clone(), connections: connections.clone() };
+            tasks.spawn(accept.run(socket));
         }
-        Ok(Proxy { shared, bound, drain, close_websockets, tasks, grace })
+        Ok(Proxy { shared, bound, drain, close_websockets, tasks, grace, _cert_watchers: cert_watchers })
     }
 
     /// The address a configured `listen` string was bound to (useful with port 0).
@@ -81,51 +96,89 @@ impl Proxy {
     }
 }
 
-/// Each distinct listen address with the protocol limits of its default
-/// (first) server.
-fn listeners(config: &Config) -> Vec<(String, ConnLimits)> {
-    let mut out: Vec<(String, ConnLimits)> = Vec::new();
+/// One listen address: its protocol settings (from its default, first,
+/// server) and, when its servers have certificates, TLS by SNI.
+struct ListenerPlan {
+    listen: String,
+    limits: ConnLimits,
+    tls: Option<Vec<(Vec<String>, crate::config::TlsFiles)>>,
+}
+
+fn listeners(config: &Config) -> Vec<ListenerPlan> {
+    let mut plans: Vec<ListenerPlan> = Vec::new();
     for server in &config.servers {
         for listen in &server.listen {
-            if !out.iter().any(|(l, _)| l == listen) {
-                let limits = ConnLimits {
-                    header_timeout: server.client_header_timeout,
-                    max_header_size: server.max_header_size,
-                };
-                out.push((listen.clone(), limits));
+            let index = match plans.iter().position(|p| &p.listen == listen) {
+                Some(index) => index,
+                None => {
+                    let limits = ConnLimits {
+                        header_timeout: server.client_header_timeout,
+                        max_header_size: server.max_header_size,
+                        redirect_https: server.redirect_http,
+                    };
+                    plans.push(ListenerPlan { listen: listen.clone(), limits, tls: None });
+                    plans.len() - 1
+                }
+            };
+            if let Some(files) = &server.tls {
+                plans[index].tls.get_or_insert_with(Vec::new).push((server.server_names.clone(), files.clone()));
             }
         }
     }
-    out
+    plans
 }
 
-async fn accept_loop(
-    listener: TcpListener,
+/// Accepts the clients of one listen address.
+struct Accept {
     listen: Arc<str>,
     limits: ConnLimits,
+    tls: Option<Arc<TlsTerminator>>,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
-) {
-    loop {
-        let (stream, client) = tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok(accepted) => accepted,
-                Err(error) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(%error, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-            () = signalled(shared.drain.clone()) => return,
-        };
-        let Ok(permit) = connections.clone().try_acquire_owned() else {
-            tracing::warn!(%client, "max_connections reached; connection closed");
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-        let info = ConnInfo { client, local, listener: listen.clone(), tls: false, sni: None, _permit: permit };
-        shared.tasks.spawn(serve_connection(stream, info, limits, shared.clone()));
+}
+
+impl Accept {
+    async fn run(self, socket: TcpListener) {
+        let this = Arc::new(self);
+        loop {
+            let (stream, client) = tokio::select! {
+                accepted = socket.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(error) => {
+                        // EMFILE and friends: back off instead of spinning.
+                        tracing::warn!(%error, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+                () = signalled(this.shared.drain.clone()) => return,
+            };
+            let Ok(permit) = this.connections.clone().try_acquire_owned() else {
+                tracing::warn!(%client, "max_connections reached; connection closed");
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let this = this.clone();
+            this.shared.tasks.clone().spawn(async move {
+                let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let (stream, sni) = match &this.tls {
+                    None => (ClientStream::Plain(stream), None),
+                    Some(tls) => match tokio::time::timeout(this.limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok((stream, sni))) => (ClientStream::Tls(Box::new(stream)), sni),
+                        Ok(Err(error)) => {
+                            tracing::info!(%client, %error, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::info!(%client, "TLS handshake timed out");
+                            return;
+                        }
+                    },
+                };
+                let tls = matches!(stream, ClientStream::Tls(_));
+                let info = ConnInfo { client, local, listener: this.listen.clone(), tls, sni, _permit: permit };
+                serve_connection(stream, info, this.limits, this.shared.clone()).await;
+            });
+        }
     }
 }

@@ -20,8 +20,9 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-/// The embedded default configuration: the nginx guide's chat-app layout.
-pub const DEFAULT_CONFIG: &str = include_str!("default.toml");
+/// The embedded default configuration: the chat example (`examples/chat-app/wasp.toml`),
+/// the nginx guide's chat-app layout plus an Origin check and the redact filter.
+pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/chat-app/wasp.toml");
 
 /// A complete, validated configuration with every default filled in.
 #[derive(Debug, Clone, PartialEq)]

@@ -2,6 +2,7 @@
 //! routed by the router plugin, then served from files, answered directly,
 //! or proxied (with WebSocket upgrades handed to the relay).
 
+pub mod client_stream;
 mod head;
 pub mod headers;
 mod proxy;
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use tokio::net::TcpStream;
+use client_stream::ClientStream;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -73,21 +74,28 @@ impl Shared {
     }
 }
 
-/// Per-connection protocol limits, from the listener's default server.
+/// Per-connection protocol settings, from the listener's default server.
 #[derive(Debug, Clone, Copy)]
 pub struct ConnLimits {
     pub header_timeout: Duration,
     pub max_header_size: usize,
+    /// Answer everything with a 301 to `https://`.
+    pub redirect_https: bool,
 }
 
 /// Serves one client connection until it closes or shutdown drains it.
-pub async fn serve_connection(stream: TcpStream, info: ConnInfo, limits: ConnLimits, shared: Arc<Shared>) {
+pub async fn serve_connection(stream: ClientStream, info: ConnInfo, limits: ConnLimits, shared: Arc<Shared>) {
     let info = Arc::new(info);
     let service = {
         let (info, shared) = (info.clone(), shared.clone());
         service_fn(move |request| {
             let (info, shared) = (info.clone(), shared.clone());
-            async move { Ok::<_, Infallible>(handle(request, &info, &shared).await) }
+            async move {
+                if limits.redirect_https {
+                    return Ok::<_, Infallible>(redirect_to_https(&request));
+                }
+                Ok(handle(request, &info, &shared).await)
+            }
         })
     };
     let mut builder = http1::Builder::new();
@@ -153,6 +161,18 @@ async fn handle(request: Request<Incoming>, info: &Arc<ConnInfo>, shared: &Arc<S
         }
         Decision::Proxy(target) => proxy::forward(parts, body, target, head, entry, info, &site, shared).await,
     }
+}
+
+/// `redirect_http`: the same URL over https (nginx's `return 301 https://$host$request_uri`).
+fn redirect_to_https(request: &Request<Incoming>) -> Response<Body> {
+    let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
+    let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(name, _)| name);
+    let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
+    let mut response = status(301, "");
+    if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{target}")) {
+        response.headers_mut().insert(http::header::LOCATION, location);
+    }
+    response
 }
 
 fn respond(answer: crate::plugins::Response) -> Response<Body> {

@@ -1,6 +1,7 @@
 //! After the upstream's 101: take both sockets back from hyper and relay
 //! them — the raw tunnel, or the frame relay when the location has filters.
 
+use super::client_stream::ClientStream;
 use crate::access_log::AccessEntry;
 use crate::plugins::RequestHead;
 use crate::relay::tunnel;
@@ -37,13 +38,20 @@ impl Relay {
                 return;
             }
         };
-        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) = (into_tcp(client), into_tcp(upstream)) else {
-            tracing::error!("upgraded connection is not a TCP socket");
+        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) = (into_client(client), into_tcp(upstream)) else {
+            tracing::error!("upgraded connection is not one wasp made");
             return;
         };
         let Some(location) = self.site.location(self.location) else { return };
         let idle = location.config.read_timeout;
-        let stats = tunnel::run(client, client_prefix, upstream, upstream_prefix, idle, self.shutdown).await;
+        let stats = match client {
+            ClientStream::Plain(client) => {
+                tunnel::run(client, client_prefix, upstream, upstream_prefix, idle, self.shutdown).await
+            }
+            ClientStream::Tls(client) => {
+                tunnel::run_streams(client, client_prefix, upstream, upstream_prefix, idle, self.shutdown).await
+            }
+        };
         self.entry.log(
             101,
             stats.client_bytes,
@@ -52,8 +60,14 @@ impl Relay {
     }
 }
 
-/// The socket under an upgraded connection, with the bytes hyper had
+/// The client's connection under an upgrade, with the bytes hyper had
 /// already read past the HTTP head.
+fn into_client(upgraded: Upgraded) -> Option<(ClientStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<ClientStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}
+
+/// The upstream socket under an upgrade, likewise.
 fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
     let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
     Some((parts.io.into_inner(), parts.read_buf))

@@ -13,7 +13,10 @@ use socket2::SockRef;
 use std::cell::RefCell;
 use std::io;
 use std::net::Shutdown;
+use std::pin::Pin;
+use std::task::{Context, Poll};
 use std::time::Duration;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -160,4 +163,104 @@ pub async fn run(
         }
     };
     TunnelStats { upstream_bytes: up.bytes, client_bytes: down.bytes, end }
+}
+
+/// The tunnel for streams without socket readiness (TLS): tokio's
+/// `copy_bidirectional` with the same idle timeout and shutdown. Its two
+/// buffers live as long as the tunnel; TLS already keeps buffers per
+/// connection, so the zero-idle-memory path above is for plain TCP.
+pub async fn run_streams<C, U>(
+    mut client: C,
+    client_prefix: Bytes,
+    mut upstream: U,
+    upstream_prefix: Bytes,
+    idle: Duration,
+    mut shutdown: watch::Receiver<bool>,
+) -> TunnelStats
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    let failed = |end| TunnelStats { upstream_bytes: 0, client_bytes: 0, end };
+    if upstream.write_all(&client_prefix).await.is_err() || client.write_all(&upstream_prefix).await.is_err() {
+        return failed(TunnelEnd::Error);
+    }
+    let activity = Activity::default();
+    let mut client = Stamped { inner: client, activity: &activity };
+    let mut upstream = Stamped { inner: upstream, activity: &activity };
+    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 8192, 8192);
+    tokio::pin!(copy);
+    let mut deadline = Instant::now() + idle;
+    loop {
+        tokio::select! {
+            result = &mut copy => {
+                return match result {
+                    Ok((up, down)) => TunnelStats { upstream_bytes: up, client_bytes: down, end: TunnelEnd::Closed },
+                    Err(_) => failed(TunnelEnd::Error),
+                };
+            }
+            () = sleep_until(deadline) => {
+                let last = activity.last();
+                if last + idle <= Instant::now() {
+                    return failed(TunnelEnd::Idle);
+                }
+                deadline = last + idle;
+            }
+            changed = shutdown.changed() => {
+                if changed.is_err() || *shutdown.borrow() {
+                    return failed(TunnelEnd::Shutdown);
+                }
+            }
+        }
+    }
+}
+
+/// When bytes last moved, stamped by [`Stamped`] reads.
+struct Activity(std::sync::Mutex<Instant>);
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity(std::sync::Mutex::new(Instant::now()))
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        *self.0.lock().unwrap() = Instant::now();
+    }
+
+    fn last(&self) -> Instant {
+        *self.0.lock().unwrap()
+    }
+}
+
+/// A stream that stamps [`Activity`] whenever a read returns data.
+struct Stamped<'a, S> {
+    inner: S,
+    activity: &'a Activity,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
+    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
+    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
 }
