@@ -2,4 +2,5 @@
 
 pub mod config;
 pub mod plugins;
+pub mod relay;
 pub mod vars;
