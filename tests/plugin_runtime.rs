@@ -222,6 +222,19 @@ fn a_trap_is_reported_and_isolated() {
     assert_eq!(body(router.route(&head("/ok", "")).unwrap()), "GET /ok ");
 }
 
+#[tokio::test]
+async fn a_trap_on_a_tokio_worker_is_a_failed_call() {
+    // A panicking guest writes to stderr, whose sync host side panics inside
+    // a tokio runtime: the call fails, the caller's task survives.
+    let rt = runtime();
+    let router = probe_router(&rt);
+    assert!(matches!(
+        router.route(&head("/trap", "")),
+        Err(CallError::Trap(_))
+    ));
+    assert_eq!(body(router.route(&head("/ok", "")).unwrap()), "GET /ok ");
+}
+
 #[test]
 fn bytes_that_are_not_a_component_are_refused() {
     let rt = runtime();

@@ -8,6 +8,8 @@
 use super::error::{CallError, LoadError};
 use super::host_api::HostState;
 use super::plugin::{Plugin, Role};
+use std::any::Any;
+use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
 use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, Trap};
@@ -48,16 +50,33 @@ impl<G: RoleExport> Live<G> {
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         self.plugin.runtime.arm_call(&mut self.store);
-        f(&self.guest, &mut self.store).map_err(|error| {
-            let error = classify(error, &self.store);
-            tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "plugin call failed; instance discarded");
-            error
-        })
+        // A host function can panic under the guest: wasmtime-wasi's sync
+        // stdio blocks on tokio, so a guest writing to stderr (as a panicking
+        // Rust guest does) from a tokio worker panics there. That is this
+        // instance failing, not the proxy.
+        let error = match panic::catch_unwind(AssertUnwindSafe(|| f(&self.guest, &mut self.store)))
+        {
+            Ok(Ok(value)) => return Ok(value),
+            Ok(Err(error)) => classify(error, &self.store),
+            Err(panic) => CallError::Trap(format!(
+                "host function panicked: {}",
+                panic_message(&*panic)
+            )),
+        };
+        tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "plugin call failed; instance discarded");
+        Err(error)
     }
 
     /// The plugin this instance belongs to.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
+    }
+}
+
+fn panic_message(panic: &(dyn Any + Send)) -> &str {
+    match panic.downcast_ref::<&str>() {
+        Some(message) => message,
+        None => panic.downcast_ref::<String>().map_or("?", String::as_str),
     }
 }
 

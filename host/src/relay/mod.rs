@@ -1,4 +1,5 @@
 //! Moving WebSocket traffic once the handshake is done. Knows nothing of
 //! configuration: callers pass sockets, timeouts and (for frames) filters.
 
+pub mod frames;
 pub mod tunnel;

@@ -1,0 +1,588 @@
+//! The frame relay between real sockets on loopback: a tokio-tungstenite
+//! client, the relay (both legs plain `TcpStream`s, upgraded by hand as the
+//! proxy does), and a tokio-tungstenite echo upstream, with real wasm filters.
+
+mod support;
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+use support::test_plugins;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{mpsc, watch};
+use tokio::time::timeout;
+use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use wasp::plugins::{FilterPool, Limits, Plugin, RequestHead, Runtime};
+use wasp::relay::frames::{self, FilterSlot, FrameRelayConfig, RelayStats};
+
+/// Bound on every wait: generous, only there to fail instead of hanging.
+const WAIT: Duration = Duration::from_secs(10);
+
+type Ws = WebSocketStream<TcpStream>;
+
+fn runtime() -> &'static Arc<Runtime> {
+    static RUNTIME: OnceLock<Arc<Runtime>> = OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        let limits = Limits {
+            instances: 200,
+            ..Limits::default()
+        };
+        Runtime::new(limits, None).expect("engine")
+    })
+}
+
+fn probe() -> Arc<Plugin> {
+    static PROBE: OnceLock<Arc<Plugin>> = OnceLock::new();
+    PROBE
+        .get_or_init(|| runtime().load("probe", test_plugins::get("probe")).unwrap())
+        .clone()
+}
+
+fn probe_pool(tag: &str) -> Arc<FilterPool> {
+    Arc::new(FilterPool::new(probe(), format!(r#"{{"tag":"{tag}"}}"#)).unwrap())
+}
+
+fn slot(name: &str, pool: Arc<FilterPool>, fail_open: bool) -> FilterSlot {
+    FilterSlot {
+        name: name.into(),
+        pool: Arc::new(ArcSwap::new(pool)),
+        fail_open,
+    }
+}
+
+fn config() -> FrameRelayConfig {
+    FrameRelayConfig {
+        max_message_size: 1 << 20,
+        idle_timeout: Duration::from_secs(60),
+    }
+}
+
+fn head() -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        path: "/ws".into(),
+        query: String::new(),
+        headers: "upgrade: websocket".into(),
+        client_ip: "127.0.0.1".into(),
+        client_port: 40000,
+        listener: "127.0.0.1:0".into(),
+        tls: false,
+        sni: None,
+    }
+}
+
+/// Reads an HTTP head; returns it and the bytes read past it.
+async fn read_head(stream: &mut TcpStream) -> (String, Bytes) {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let rest = Bytes::copy_from_slice(&buf[end + 4..]);
+            buf.truncate(end);
+            return (String::from_utf8(buf).unwrap(), rest);
+        }
+        let mut chunk = [0; 1024];
+        let n = stream.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed inside an HTTP head");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+}
+
+const UPGRADE_REQUEST: &str = "GET /ws HTTP/1.1\r\nHost: test\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// Answers a client's upgrade with 101, as the proxy does before relaying.
+async fn accept_upgrade(stream: &mut TcpStream) -> Bytes {
+    let (head, rest) = read_head(stream).await;
+    let key = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-key")
+                .then(|| value.trim().to_owned())
+        })
+        .expect("a Sec-WebSocket-Key");
+    let response = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    stream.write_all(response.as_bytes()).await.unwrap();
+    rest
+}
+
+/// Upgrades a connection to a WebSocket server; returns the bytes read past the 101.
+async fn request_upgrade(stream: &mut TcpStream, request: &[u8]) -> Bytes {
+    stream.write_all(request).await.unwrap();
+    let (head, rest) = read_head(stream).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    rest
+}
+
+/// An echo server recording every message it reads. A text ending in
+/// `ping-me` also makes it ping, `close-me` close with 4100, `stall` stop reading.
+async fn upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Message>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (seen_tx, seen) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let seen = seen_tx.clone();
+            tokio::spawn(async move {
+                let mut ws = tokio_tungstenite::accept_async(tcp).await.unwrap();
+                while let Some(Ok(message)) = ws.next().await {
+                    let _ = seen.send(message.clone());
+                    let text = message.to_text().unwrap_or_default().to_owned();
+                    if text.ends_with("stall") {
+                        return std::future::pending().await;
+                    }
+                    if text.ends_with("ping-me") {
+                        ws.send(Message::Ping(Bytes::from_static(b"up")))
+                            .await
+                            .unwrap();
+                    }
+                    if text.ends_with("close-me") {
+                        let bye = CloseFrame {
+                            code: 4100.into(),
+                            reason: "upstream bye".into(),
+                        };
+                        ws.close(Some(bye)).await.unwrap();
+                    } else if message.is_text() || message.is_binary() {
+                        ws.send(message).await.unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (addr, seen)
+}
+
+/// A listener relaying each connection to `upstream` through `chain`.
+struct Proxy {
+    addr: SocketAddr,
+    stats: mpsc::UnboundedReceiver<RelayStats>,
+    shutdown: watch::Sender<bool>,
+}
+
+async fn proxy(upstream: SocketAddr, chain: Vec<FilterSlot>, config: FrameRelayConfig) -> Proxy {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stats_tx, stats) = mpsc::unbounded_channel();
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let chain = Arc::new(chain);
+    static CONN_IDS: AtomicU64 = AtomicU64::new(1);
+    tokio::spawn(async move {
+        loop {
+            let (mut client, _) = listener.accept().await.unwrap();
+            let (chain, stats_tx, shutdown_rx) =
+                (chain.clone(), stats_tx.clone(), shutdown_rx.clone());
+            tokio::spawn(async move {
+                let client_prefix = accept_upgrade(&mut client).await;
+                let mut up = TcpStream::connect(upstream).await.unwrap();
+                let upstream_prefix = request_upgrade(&mut up, UPGRADE_REQUEST.as_bytes()).await;
+                let conn = CONN_IDS.fetch_add(1, Ordering::Relaxed);
+                let stats = frames::run(
+                    client,
+                    client_prefix,
+                    up,
+                    upstream_prefix,
+                    conn,
+                    head(),
+                    &chain,
+                    config,
+                    shutdown_rx,
+                )
+                .await;
+                let _ = stats_tx.send(stats);
+            });
+        }
+    });
+    Proxy {
+        addr,
+        stats,
+        shutdown,
+    }
+}
+
+impl Proxy {
+    async fn client(&self) -> Ws {
+        let tcp = TcpStream::connect(self.addr).await.unwrap();
+        let url = format!("ws://{}/ws", self.addr);
+        tokio_tungstenite::client_async(url, tcp).await.unwrap().0
+    }
+
+    async fn stats(&mut self) -> RelayStats {
+        within(self.stats.recv()).await.unwrap()
+    }
+}
+
+async fn within<F: Future>(future: F) -> F::Output {
+    timeout(WAIT, future).await.expect("timed out")
+}
+
+async fn recv(ws: &mut Ws) -> Message {
+    within(ws.next()).await.expect("stream ended").unwrap()
+}
+
+async fn seen(upstream: &mut mpsc::UnboundedReceiver<Message>) -> Message {
+    within(upstream.recv()).await.unwrap()
+}
+
+fn text(s: &str) -> Message {
+    Message::text(s)
+}
+
+fn close(code: u16, reason: &str) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: code.into(),
+        reason: reason.into(),
+    }))
+}
+
+/// Expects a close frame next, then reads to the end of the stream.
+async fn expect_close(ws: &mut Ws, code: u16, reason: &str) {
+    assert_eq!(recv(ws).await, close(code, reason));
+    while within(ws.next()).await.is_some() {}
+}
+
+#[tokio::test]
+async fn messages_are_replaced_each_way_dropped_or_forwarded() {
+    let (up, mut seen_up) = upstream().await;
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut ws = proxy.client().await;
+
+    ws.send(text("x")).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, text("a>x"));
+    assert_eq!(recv(&mut ws).await, text("a<a>x"));
+
+    ws.send(text("drop")).await.unwrap();
+    ws.send(text("y")).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, text("a>y"));
+    assert_eq!(recv(&mut ws).await, text("a<a>y"));
+
+    let binary = Message::binary(vec![0u8, 1, 2]);
+    ws.send(binary.clone()).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, binary);
+    assert_eq!(recv(&mut ws).await, binary);
+
+    ws.close(None).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, Message::Close(None));
+    let stats = proxy.stats().await;
+    assert_eq!(stats.messages, [4, 3]);
+    assert_eq!(stats.bytes, [1 + 4 + 1 + 3, 3 + 3 + 3]);
+    assert_eq!(stats.close_code, Some(1005));
+}
+
+#[tokio::test]
+async fn chained_filters_apply_in_order() {
+    let (up, mut seen_up) = upstream().await;
+    let chain = vec![
+        slot("a", probe_pool("a"), false),
+        slot("b", probe_pool("b"), false),
+    ];
+    let proxy = proxy(up, chain, config()).await;
+    let mut ws = proxy.client().await;
+    ws.send(text("x")).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, text("b>a>x"));
+    assert_eq!(recv(&mut ws).await, text("b<a<b>a>x"));
+}
+
+#[tokio::test]
+async fn a_filter_close_reaches_both_peers() {
+    let (up, mut seen_up) = upstream().await;
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut ws = proxy.client().await;
+    ws.send(text("close")).await.unwrap();
+    expect_close(&mut ws, 4000, "closed by probe").await;
+    assert_eq!(seen(&mut seen_up).await, close(4000, "closed by probe"));
+    assert_eq!(proxy.stats().await.close_code, Some(4000));
+}
+
+#[tokio::test]
+async fn close_codes_are_relayed_from_either_side() {
+    let (up, mut seen_up) = upstream().await;
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+
+    let mut ws = proxy.client().await;
+    ws.close(Some(CloseFrame {
+        code: 4001.into(),
+        reason: "client bye".into(),
+    }))
+    .await
+    .unwrap();
+    assert_eq!(seen(&mut seen_up).await, close(4001, "client bye"));
+    // tungstenite answers the client's close with its own code.
+    expect_close(&mut ws, 4001, "client bye").await;
+    assert_eq!(proxy.stats().await.close_code, Some(4001));
+
+    let mut ws = proxy.client().await;
+    ws.send(text("close-me")).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, text("a>close-me"));
+    expect_close(&mut ws, 4100, "upstream bye").await;
+    assert_eq!(proxy.stats().await.close_code, Some(4100));
+}
+
+#[tokio::test]
+async fn a_fragmented_message_with_a_ping_inside_is_filtered_as_one() {
+    let (up, mut seen_up) = upstream().await;
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+
+    // Masked client frames (mask key 0), sent with the upgrade request so the
+    // relay gets them as the bytes read past the HTTP head.
+    let mut bytes = UPGRADE_REQUEST.as_bytes().to_vec();
+    bytes.extend_from_slice(&[0x01, 0x83, 0, 0, 0, 0]); // text, not final
+    bytes.extend_from_slice(b"hel");
+    bytes.extend_from_slice(&[0x89, 0x81, 0, 0, 0, 0]); // ping between fragments
+    bytes.extend_from_slice(b"p");
+    bytes.extend_from_slice(&[0x80, 0x82, 0, 0, 0, 0]); // final continuation
+    bytes.extend_from_slice(b"lo");
+    let mut tcp = TcpStream::connect(proxy.addr).await.unwrap();
+    let rest = request_upgrade(&mut tcp, &bytes).await;
+    let mut ws = WebSocketStream::from_partially_read(tcp, rest.to_vec(), Role::Client, None).await;
+
+    assert_eq!(
+        seen(&mut seen_up).await,
+        Message::Ping(Bytes::from_static(b"p"))
+    );
+    assert_eq!(seen(&mut seen_up).await, text("a>hello"));
+    assert_eq!(recv(&mut ws).await, Message::Pong(Bytes::from_static(b"p")));
+    assert_eq!(recv(&mut ws).await, text("a<a>hello"));
+}
+
+#[tokio::test]
+async fn pings_and_pongs_pass_through_and_each_ping_gets_one_pong() {
+    let (up, mut seen_up) = upstream().await;
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut ws = proxy.client().await;
+
+    ws.send(Message::Ping(Bytes::from_static(b"c")))
+        .await
+        .unwrap();
+    assert_eq!(recv(&mut ws).await, Message::Pong(Bytes::from_static(b"c")));
+    assert_eq!(
+        seen(&mut seen_up).await,
+        Message::Ping(Bytes::from_static(b"c"))
+    );
+    // The upstream's pong to the relayed ping is not a second one.
+    ws.send(text("x")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("a<a>x"));
+    assert_eq!(seen(&mut seen_up).await, text("a>x"));
+
+    // A ping from upstream reaches the client; the relay answered it, so the
+    // client's own pong (sent when it reads) is swallowed.
+    ws.send(text("ping-me")).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, text("a>ping-me"));
+    assert_eq!(
+        recv(&mut ws).await,
+        Message::Ping(Bytes::from_static(b"up"))
+    );
+    assert_eq!(recv(&mut ws).await, text("a<a>ping-me"));
+    assert_eq!(
+        seen(&mut seen_up).await,
+        Message::Pong(Bytes::from_static(b"up"))
+    );
+    ws.send(text("z")).await.unwrap();
+    assert_eq!(seen(&mut seen_up).await, text("a>z"));
+
+    // An unsolicited pong (a heartbeat) passes through.
+    ws.send(Message::Pong(Bytes::from_static(b"hb")))
+        .await
+        .unwrap();
+    assert_eq!(
+        seen(&mut seen_up).await,
+        Message::Pong(Bytes::from_static(b"hb"))
+    );
+}
+
+#[tokio::test]
+async fn a_message_over_the_limit_closes_with_1009() {
+    let (up, mut seen_up) = upstream().await;
+    let config = FrameRelayConfig {
+        max_message_size: 1024,
+        ..config()
+    };
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config).await;
+    let mut ws = proxy.client().await;
+
+    let fits = Message::binary(vec![7u8; 1024]);
+    ws.send(fits.clone()).await.unwrap();
+    assert_eq!(recv(&mut ws).await, fits);
+    assert_eq!(seen(&mut seen_up).await, fits);
+
+    ws.send(Message::binary(vec![7u8; 1025])).await.unwrap();
+    expect_close(&mut ws, 1009, "message too big from client").await;
+    assert_eq!(
+        seen(&mut seen_up).await,
+        close(1009, "message too big from client")
+    );
+    assert_eq!(proxy.stats().await.close_code, Some(1009));
+}
+
+#[tokio::test]
+async fn the_default_max_size_filter_closes_with_1009() {
+    let (up, mut seen_up) = upstream().await;
+    let bytes = wasp::plugins::embedded::get("filter-max-size").unwrap();
+    let plugin = runtime().load("filter-max-size", bytes).unwrap();
+    let pool = Arc::new(FilterPool::new(plugin, r#"{"max": 16}"#.into()).unwrap());
+    let proxy = proxy(up, vec![slot("max-size", pool, false)], config()).await;
+    let mut ws = proxy.client().await;
+
+    ws.send(text("sixteen bytes ok")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("sixteen bytes ok"));
+    ws.send(text("seventeen bytes!!")).await.unwrap();
+    expect_close(&mut ws, 1009, "message too big").await;
+    assert_eq!(seen(&mut seen_up).await, text("sixteen bytes ok"));
+    assert_eq!(seen(&mut seen_up).await, close(1009, "message too big"));
+}
+
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007_and_protocol_errors_with_1002() {
+    let (up, mut seen_up) = upstream().await;
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+
+    let mut ws = proxy.client().await;
+    let invalid = Frame::message(vec![b'a', 0xff, 0xfe], OpCode::Data(Data::Text), true);
+    ws.send(Message::Frame(invalid)).await.unwrap();
+    expect_close(&mut ws, 1007, "invalid UTF-8 from client").await;
+    assert_eq!(
+        seen(&mut seen_up).await,
+        close(1007, "invalid UTF-8 from client")
+    );
+
+    let mut ws = proxy.client().await;
+    let stray = Frame::message(b"x".to_vec(), OpCode::Data(Data::Continue), true);
+    ws.send(Message::Frame(stray)).await.unwrap();
+    expect_close(&mut ws, 1002, "protocol error from client").await;
+    assert_eq!(
+        seen(&mut seen_up).await,
+        close(1002, "protocol error from client")
+    );
+}
+
+#[tokio::test]
+async fn a_trap_closes_only_its_connection_and_instances_are_per_connection() {
+    let (up, _seen_up) = upstream().await;
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut first = proxy.client().await;
+    let mut second = proxy.client().await;
+
+    // The probe counts the messages of its connection, both directions.
+    second.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut second).await, text("a<a#1"));
+    first.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut first).await, text("a<a#1"));
+
+    first.send(text("trap")).await.unwrap();
+    expect_close(&mut first, 1011, "filter probe failed").await;
+    assert_eq!(proxy.stats().await.close_code, Some(1011));
+
+    second.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut second).await, text("a<a#3"));
+}
+
+#[tokio::test]
+async fn fail_open_forwards_unchanged_and_replaces_the_instance() {
+    let (up, mut seen_up) = upstream().await;
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), true)], config()).await;
+    let mut ws = proxy.client().await;
+
+    ws.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("a<a#1"));
+    // It traps on the way up and, on a new instance, again on the echo.
+    ws.send(text("trap")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("trap"));
+    ws.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("a<a#1"));
+    assert_eq!(seen(&mut seen_up).await, text("a#1"));
+    assert_eq!(seen(&mut seen_up).await, text("trap"));
+    assert_eq!(seen(&mut seen_up).await, text("a#1"));
+}
+
+#[tokio::test]
+async fn a_reload_moves_the_connection_to_the_new_version_at_its_next_message() {
+    let (up, _seen_up) = upstream().await;
+    let probe = slot("probe", probe_pool("a"), false);
+    let pool = probe.pool.clone();
+    let proxy = proxy(up, vec![probe], config()).await;
+    let mut ws = proxy.client().await;
+
+    ws.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("a<a#1"));
+    ws.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("a<a#3"));
+    pool.store(probe_pool("b"));
+    ws.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("b<b#1"));
+}
+
+#[tokio::test]
+async fn shutdown_closes_both_peers_with_1001() {
+    let (up, mut seen_up) = upstream().await;
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut ws = proxy.client().await;
+    ws.send(text("x")).await.unwrap();
+    assert_eq!(recv(&mut ws).await, text("a<a>x"));
+
+    proxy.shutdown.send(true).unwrap();
+    expect_close(&mut ws, 1001, "server shutting down").await;
+    assert_eq!(seen(&mut seen_up).await, text("a>x"));
+    assert_eq!(
+        seen(&mut seen_up).await,
+        close(1001, "server shutting down")
+    );
+    let stats = proxy.stats().await;
+    assert_eq!((stats.messages, stats.close_code), ([1, 1], Some(1001)));
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_with_1001() {
+    let (up, mut seen_up) = upstream().await;
+    let config = FrameRelayConfig {
+        idle_timeout: Duration::from_millis(300),
+        ..config()
+    };
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config).await;
+    let mut ws = proxy.client().await;
+    // Pings keep it open.
+    for _ in 0..4 {
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        ws.send(Message::Ping(Bytes::new())).await.unwrap();
+        assert_eq!(recv(&mut ws).await, Message::Pong(Bytes::new()));
+    }
+    let started = tokio::time::Instant::now();
+    expect_close(&mut ws, 1001, "idle timeout").await;
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    let mut last = seen(&mut seen_up).await;
+    while let Message::Ping(_) = last {
+        last = seen(&mut seen_up).await;
+    }
+    assert_eq!(last, close(1001, "idle timeout"));
+}
+
+#[tokio::test]
+async fn a_slow_reader_stops_the_writer() {
+    let (up, _seen_up) = upstream().await;
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut ws = proxy.client().await;
+    ws.send(text("stall")).await.unwrap();
+
+    // The upstream reads no more: its socket buffers fill, then the relay's
+    // send waits, so it stops reading the client, whose buffers fill in turn.
+    let chunk = Message::binary(vec![0u8; 64 << 10]);
+    let mut sent = 0usize;
+    while timeout(Duration::from_secs(1), ws.send(chunk.clone()))
+        .await
+        .is_ok()
+    {
+        sent += 64 << 10;
+        assert!(sent < 128 << 20, "128 MiB sent and no backpressure");
+    }
+}
