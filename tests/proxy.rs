@@ -12,10 +12,10 @@ use support::backend::{Backend, header};
 use support::{guide_config, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 
 type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
@@ -30,7 +30,9 @@ async fn ws_connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (
             value.parse().unwrap(),
         );
     }
-    let (mut ws, response) = connect_async(request).await.expect("handshake through wasp");
+    let (mut ws, response) = connect_async(request)
+        .await
+        .expect("handshake through wasp");
     assert_eq!(response.status(), 101);
     let report = match ws.next().await {
         Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
@@ -41,7 +43,11 @@ async fn ws_connect(addr: SocketAddr, path: &str, headers: &[(&str, &str)]) -> (
 
 /// Plain HTTP/1.1 request over a raw socket; returns status, headers, body.
 async fn http_get(addr: SocketAddr, path: &str, host: &str) -> (u16, String, String) {
-    raw_request(addr, &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")).await
+    raw_request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"),
+    )
+    .await
 }
 
 async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
@@ -51,15 +57,24 @@ async fn raw_request(addr: SocketAddr, request: &str) -> (u16, String, String) {
     stream.read_to_end(&mut raw).await.unwrap();
     let text = String::from_utf8_lossy(&raw).to_string();
     let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
-    let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
     (status, head.to_string(), body.to_string())
 }
 
 async fn exchange_messages(ws: &mut Ws) {
     ws.send(Message::text("hello")).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::text("hello"));
-    ws.send(Message::binary(vec![0u8, 1, 2, 255])).await.unwrap();
-    assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(vec![0u8, 1, 2, 255]));
+    ws.send(Message::binary(vec![0u8, 1, 2, 255]))
+        .await
+        .unwrap();
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![0u8, 1, 2, 255])
+    );
     let big: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     ws.send(Message::binary(big.clone())).await.unwrap();
     assert_eq!(ws.next().await.unwrap().unwrap(), Message::binary(big));
@@ -88,14 +103,23 @@ async fn every_guide_configuration_relays_websockets() {
         ("chat", "/ws/chat", "chat.example.com"),
     ] {
         let (proxy, addr) = start_proxy(&guide_config(name, &[backend.addr])).await;
-        let (mut ws, report) = ws_connect(addr, path, &[("host", host), ("x-forwarded-for", "203.0.113.7")]).await;
+        let (mut ws, report) = ws_connect(
+            addr,
+            path,
+            &[("host", host), ("x-forwarded-for", "203.0.113.7")],
+        )
+        .await;
         assert_eq!(report["version"], "HTTP/1.1", "{name}");
         assert_eq!(report["uri"], path, "{name}");
         assert_eq!(header(&report, "upgrade"), ["websocket"], "{name}");
         assert_eq!(header(&report, "connection"), ["upgrade"], "{name}");
         if name == "complete" || name == "chat" {
             assert_eq!(header(&report, "x-real-ip"), ["127.0.0.1"], "{name}");
-            assert_eq!(header(&report, "x-forwarded-for"), ["203.0.113.7, 127.0.0.1"], "{name}");
+            assert_eq!(
+                header(&report, "x-forwarded-for"),
+                ["203.0.113.7, 127.0.0.1"],
+                "{name}"
+            );
             assert_eq!(header(&report, "host"), [host], "{name}");
         } else {
             // nginx's default Host is $proxy_host: the upstream's name.
@@ -107,7 +131,13 @@ async fn every_guide_configuration_relays_websockets() {
         expect_close(&mut ws, 4001).await;
         // ...and the client's, which the backend echoes as its own close.
         let (mut second, _) = ws_connect(addr, path, &[("host", host)]).await;
-        second.close(Some(CloseFrame { code: CloseCode::from(4002), reason: "bye".into() })).await.unwrap();
+        second
+            .close(Some(CloseFrame {
+                code: CloseCode::from(4002),
+                reason: "bye".into(),
+            }))
+            .await
+            .unwrap();
         expect_close(&mut second, 4002).await;
         drop((ws, second));
         proxy.shutdown().await;
@@ -147,8 +177,12 @@ async fn the_guides_curl_command_reaches_the_backend() {
     let head = String::from_utf8_lossy(&got).to_string();
     assert!(head.starts_with("HTTP/1.1 101"), "{head}");
     // The accept key the backend computed for curl's key, passed through.
-    let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(b"SGVsbG8sIHdvcmxkIQ==");
-    assert!(head.contains(&format!("sec-websocket-accept: {accept}")), "{head}");
+    let accept =
+        tokio_tungstenite::tungstenite::handshake::derive_accept_key(b"SGVsbG8sIHdvcmxkIQ==");
+    assert!(
+        head.contains(&format!("sec-websocket-accept: {accept}")),
+        "{head}"
+    );
 }
 
 #[tokio::test]
@@ -165,12 +199,15 @@ async fn an_upstream_that_refuses_gets_502() {
 /// so a connect to it hangs (a loopback blackhole).
 fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
     let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket.bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into()).unwrap();
+    socket
+        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
+        .unwrap();
     socket.listen(0).unwrap();
     let addr = socket.local_addr().unwrap().as_socket().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        let filler = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        let filler =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
         filler.set_nonblocking(true).unwrap();
         let _ = filler.connect(&addr.into());
         fillers.push(std::net::TcpStream::from(filler));
@@ -216,8 +253,14 @@ async fn an_idle_tunnel_is_closed_after_read_timeout_and_an_active_one_is_not() 
     let (mut active, _) = ws_connect(addr, "/active", &[]).await;
     let idle_closed = tokio::spawn(async move { idle.next().await });
     for i in 0..12 {
-        active.send(Message::text(format!("ping {i}"))).await.unwrap();
-        assert_eq!(active.next().await.unwrap().unwrap(), Message::text(format!("ping {i}")));
+        active
+            .send(Message::text(format!("ping {i}")))
+            .await
+            .unwrap();
+        assert_eq!(
+            active.next().await.unwrap().unwrap(),
+            Message::text(format!("ping {i}"))
+        );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
     // 1.8 s of traffic every 150 ms kept the active tunnel open; the idle one
@@ -283,9 +326,15 @@ async fn proxy_pass_with_a_uri_replaces_the_matched_prefix() {
     );
     let (_proxy, addr) = start_proxy(&config).await;
     let (_, _, body) = http_get(addr, "/ws/room?a=1", "x").await;
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["uri"], "/chat/room?a=1");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["uri"],
+        "/chat/room?a=1"
+    );
     let (_, _, body) = http_get(addr, "/plain/room?a=1", "x").await;
-    assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["uri"], "/plain/room?a=1");
+    assert_eq!(
+        serde_json::from_str::<Value>(&body).unwrap()["uri"],
+        "/plain/room?a=1"
+    );
     let (mut ws, report) = ws_connect(addr, "/ws/lobby", &[]).await;
     assert_eq!(report["uri"], "/chat/lobby");
     exchange_messages(&mut ws).await;
@@ -313,20 +362,33 @@ async fn static_files_with_the_spa_fallback_and_no_traversal() {
     let (_proxy, addr) = start_proxy(&config).await;
     let (status, head, body) = http_get(addr, "/css/app.css", "x").await;
     assert_eq!((status, body.as_str()), (200, "body{}"));
-    assert!(head.to_ascii_lowercase().contains("content-type: text/css"), "{head}");
+    assert!(
+        head.to_ascii_lowercase().contains("content-type: text/css"),
+        "{head}"
+    );
     let (status, _, body) = http_get(addr, "/", "x").await;
     assert_eq!((status, body.as_str()), (200, "<h1>chat</h1>"));
     // The SPA fallback: an unknown path serves index.html.
     let (status, _, body) = http_get(addr, "/rooms/blue", "x").await;
     assert_eq!((status, body.as_str()), (200, "<h1>chat</h1>"));
     // Ranges and HEAD come from tower-http's ServeFile.
-    let (status, _, body) =
-        raw_request(addr, "GET /css/app.css HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\nConnection: close\r\n\r\n").await;
+    let (status, _, body) = raw_request(
+        addr,
+        "GET /css/app.css HTTP/1.1\r\nHost: x\r\nRange: bytes=0-3\r\nConnection: close\r\n\r\n",
+    )
+    .await;
     assert_eq!((status, body.as_str()), (206, "body"));
     // Climbing out of the root is refused, encoded or not.
-    for attack in ["/../wasp-secret.txt", "/%2e%2e/wasp-secret.txt", "/css/..%2f..%2fwasp-secret.txt"] {
+    for attack in [
+        "/../wasp-secret.txt",
+        "/%2e%2e/wasp-secret.txt",
+        "/css/..%2f..%2fwasp-secret.txt",
+    ] {
         let (status, _, body) = http_get(addr, attack, "x").await;
-        assert!(status == 400 || status == 404 || body == "<h1>chat</h1>", "{attack}: {status} {body}");
+        assert!(
+            status == 400 || status == 404 || body == "<h1>chat</h1>",
+            "{attack}: {status} {body}"
+        );
         assert!(!body.contains("secret"), "{attack} leaked the file");
     }
 }

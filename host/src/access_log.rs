@@ -23,7 +23,12 @@ pub struct AccessEntry {
 impl AccessEntry {
     pub fn new(parts: &Parts, client: IpAddr) -> AccessEntry {
         let header = |name: http::HeaderName| {
-            parts.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("-").to_string()
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-")
+                .to_string()
         };
         let target = parts.uri.path_and_query().map_or("/", |pq| pq.as_str());
         AccessEntry {
@@ -56,7 +61,9 @@ impl AccessEntry {
 
 /// `$time_local` in UTC: `21/Nov/2026:06:21:07 +0000`.
 fn nginx_time(time: SystemTime) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
     let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -91,7 +98,13 @@ pub struct LoggedBody<B, H> {
 
 impl<B, H> LoggedBody<B, H> {
     pub fn new(inner: B, entry: AccessEntry, status: u16, hold: H) -> Self {
-        LoggedBody { inner, entry: Some(entry), status, bytes: 0, _hold: hold }
+        LoggedBody {
+            inner,
+            entry: Some(entry),
+            status,
+            bytes: 0,
+            _hold: hold,
+        }
     }
 }
 
@@ -107,7 +120,10 @@ impl<B: Body<Data = Bytes> + Unpin, H: Unpin> Body for LoggedBody<B, H> {
     type Data = Bytes;
     type Error = B::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(frame))) = &polled {
             if let Some(data) = frame.data_ref() {

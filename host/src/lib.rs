@@ -12,6 +12,6 @@ pub mod plugins;
 pub mod relay;
 pub mod site;
 pub mod static_files;
-pub mod upstream;
 pub mod tls;
+pub mod upstream;
 pub mod vars;

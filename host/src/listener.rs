@@ -4,9 +4,9 @@
 use crate::config::Config;
 use crate::http::client_stream::ClientStream;
 use crate::http::{ConnInfo, ConnLimits, Shared, serve_connection, signalled};
-use crate::tls::{CertWatcher, TlsTerminator};
 use crate::plugins::{Limits, Runtime};
 use crate::site::Site;
+use crate::tls::{CertWatcher, TlsTerminator};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -56,26 +56,46 @@ impl Proxy {
         for listener in listeners(&config) {
             let tls = match listener.tls {
                 Some(sites) => {
-                    let terminator = TlsTerminator::new(sites).with_context(|| format!("TLS on {}", listener.listen))?;
+                    let terminator = TlsTerminator::new(sites)
+                        .with_context(|| format!("TLS on {}", listener.listen))?;
                     cert_watchers.push(terminator.watch()?);
                     Some(terminator)
                 }
                 None => None,
             };
             let listen = listener.listen;
-            let socket = TcpListener::bind(&listen).await.with_context(|| format!("cannot listen on {listen}"))?;
+            let socket = TcpListener::bind(&listen)
+                .await
+                .with_context(|| format!("cannot listen on {listen}"))?;
             let local = socket.local_addr()?;
             tracing::info!(listen = %listen, address = %local, tls = tls.is_some(), "listening");
             bound.push((listen.clone(), local));
-            let accept = Accept { listen: listen.into(), limits: listener.limits, tls, shared: shared.clone(), connections: connections.clone() };
+            let accept = Accept {
+                listen: listen.into(),
+                limits: listener.limits,
+                tls,
+                shared: shared.clone(),
+                connections: connections.clone(),
+            };
             tasks.spawn(accept.run(socket));
         }
-        Ok(Proxy { shared, bound, drain, close_websockets, tasks, grace, _cert_watchers: cert_watchers })
+        Ok(Proxy {
+            shared,
+            bound,
+            drain,
+            close_websockets,
+            tasks,
+            grace,
+            _cert_watchers: cert_watchers,
+        })
     }
 
     /// The address a configured `listen` string was bound to (useful with port 0).
     pub fn local_addr(&self, listen: &str) -> Option<SocketAddr> {
-        self.bound.iter().find(|(l, _)| l == listen).map(|(_, addr)| *addr)
+        self.bound
+            .iter()
+            .find(|(l, _)| l == listen)
+            .map(|(_, addr)| *addr)
     }
 
     /// What every connection shares (the site in service).
@@ -88,7 +108,10 @@ impl Proxy {
     pub async fn shutdown(self) {
         let _ = self.drain.send(true);
         self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.grace, self.tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::info!("grace period over; closing the remaining WebSockets");
             let _ = self.close_websockets.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
@@ -116,12 +139,19 @@ fn listeners(config: &Config) -> Vec<ListenerPlan> {
                         max_header_size: server.max_header_size,
                         redirect_https: server.redirect_http,
                     };
-                    plans.push(ListenerPlan { listen: listen.clone(), limits, tls: None });
+                    plans.push(ListenerPlan {
+                        listen: listen.clone(),
+                        limits,
+                        tls: None,
+                    });
                     plans.len() - 1
                 }
             };
             if let Some(files) = &server.tls {
-                plans[index].tls.get_or_insert_with(Vec::new).push((server.server_names.clone(), files.clone()));
+                plans[index]
+                    .tls
+                    .get_or_insert_with(Vec::new)
+                    .push((server.server_names.clone(), files.clone()));
             }
         }
     }
@@ -160,23 +190,36 @@ impl Accept {
             let _ = stream.set_nodelay(true);
             let this = this.clone();
             this.shared.tasks.clone().spawn(async move {
-                let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let local = stream
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let (stream, sni) = match &this.tls {
                     None => (ClientStream::Plain(stream), None),
-                    Some(tls) => match tokio::time::timeout(this.limits.header_timeout, tls.accept(stream)).await {
-                        Ok(Ok((stream, sni))) => (ClientStream::Tls(Box::new(stream)), sni),
-                        Ok(Err(error)) => {
-                            tracing::info!(%client, %error, "TLS handshake failed");
-                            return;
+                    Some(tls) => {
+                        match tokio::time::timeout(this.limits.header_timeout, tls.accept(stream))
+                            .await
+                        {
+                            Ok(Ok((stream, sni))) => (ClientStream::Tls(Box::new(stream)), sni),
+                            Ok(Err(error)) => {
+                                tracing::info!(%client, %error, "TLS handshake failed");
+                                return;
+                            }
+                            Err(_) => {
+                                tracing::info!(%client, "TLS handshake timed out");
+                                return;
+                            }
                         }
-                        Err(_) => {
-                            tracing::info!(%client, "TLS handshake timed out");
-                            return;
-                        }
-                    },
+                    }
                 };
                 let tls = matches!(stream, ClientStream::Tls(_));
-                let info = ConnInfo { client, local, listener: this.listen.clone(), tls, sni, _permit: permit };
+                let info = ConnInfo {
+                    client,
+                    local,
+                    listener: this.listen.clone(),
+                    tls,
+                    sni,
+                    _permit: permit,
+                };
                 serve_connection(stream, info, this.limits, this.shared.clone()).await;
             });
         }

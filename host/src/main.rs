@@ -8,7 +8,11 @@ use wasp::config::Config;
 use wasp::listener::Proxy;
 
 #[derive(Parser)]
-#[command(name = "wasp", version, about = "A WebAssembly-scriptable, WebSocket-aware reverse proxy")]
+#[command(
+    name = "wasp",
+    version,
+    about = "A WebAssembly-scriptable, WebSocket-aware reverse proxy"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -36,7 +40,12 @@ fn main() -> ExitCode {
         Some(path) => Config::load(path),
         None => Ok(Config::embedded_default()),
     };
-    let source = cli.config.as_ref().map_or("(embedded default)".to_string(), |p| p.display().to_string());
+    let source = cli
+        .config
+        .as_ref()
+        .map_or("(embedded default)".to_string(), |p| {
+            p.display().to_string()
+        });
     match cli.command.unwrap_or(Command::Run) {
         Command::Check => match config {
             Ok(config) => {
@@ -61,7 +70,10 @@ fn main() -> ExitCode {
 }
 
 fn run(config: Config) -> ExitCode {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().expect("tokio runtime");
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
     runtime.block_on(async {
         raise_fd_limit();
         let proxy = match Proxy::start(config).await {
@@ -90,10 +102,14 @@ async fn wait_for_stop_signal() {
 
 /// Two descriptors per proxied connection: take every one the hard limit allows.
 fn raise_fd_limit() {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: plain getrlimit/setrlimit on a valid struct.
     unsafe {
-        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }

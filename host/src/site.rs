@@ -4,7 +4,10 @@
 //! reload never changes what an in-flight request sees.
 
 use crate::config::{Config, Location, LocationAction};
-use crate::plugins::{BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded};
+use crate::plugins::{
+    BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded,
+};
+use crate::relay::frames::FilterSlot;
 use crate::upstream::{PeerState, UpstreamGroup, resolve};
 use crate::vars::Template;
 use arc_swap::ArcSwap;
@@ -20,15 +23,11 @@ pub enum SiteError {
     #[error("plugin {name}: {error}")]
     Plugin { name: String, error: LoadError },
     #[error("upstream {upstream}: cannot resolve {address}: {error}")]
-    Resolve { upstream: String, address: String, error: std::io::Error },
-}
-
-/// A filter of a location's chain. The pool sits behind an `ArcSwap` so a
-/// plugin reload reaches open connections at their next message.
-pub struct FilterSlot {
-    pub name: Arc<str>,
-    pub pool: Arc<ArcSwap<FilterPool>>,
-    pub fail_open: bool,
+    Resolve {
+        upstream: String,
+        address: String,
+        error: std::io::Error,
+    },
 }
 
 /// A location with what it needs at request time.
@@ -36,6 +35,8 @@ pub struct LocationRuntime {
     pub config: Location,
     /// Headers set upstream: nginx's defaults overridden by `set_headers`.
     pub set_headers: Vec<(HeaderName, Template)>,
+    /// The filter chain; each pool sits behind an `ArcSwap` so a plugin
+    /// reload reaches open connections at their next message.
     pub filters: Vec<FilterSlot>,
 }
 
@@ -52,10 +53,17 @@ impl Site {
     /// Builds everything a configuration needs. Blocking (compiles plugins,
     /// resolves names): run it off the async workers.
     pub fn load(config: Arc<Config>, runtime: &Arc<Runtime>) -> Result<Site, SiteError> {
-        let mut loader = PluginLoader { runtime, loaded: HashMap::new() };
+        let mut loader = PluginLoader {
+            runtime,
+            loaded: HashMap::new(),
+        };
         let plugins = &config.plugins;
         let router = loader.pool(plugins.router.as_deref(), "router", config.router_json())?;
-        let balancer = loader.pool(plugins.balancer.as_deref(), "balancer", config.balancer_json())?;
+        let balancer = loader.pool(
+            plugins.balancer.as_deref(),
+            "balancer",
+            config.balancer_json(),
+        )?;
         let origin = loader.pool(plugins.origin.as_deref(), "origin", config.origin_json())?;
 
         let mut locations = Vec::new();
@@ -92,7 +100,14 @@ impl Site {
             upstreams.insert(name.clone(), Arc::new(group));
         }
 
-        Ok(Site { config, router, balancer, origin, locations, upstreams })
+        Ok(Site {
+            config,
+            router,
+            balancer,
+            origin,
+            locations,
+            upstreams,
+        })
     }
 
     pub fn location(&self, id: u32) -> Option<&LocationRuntime> {
@@ -153,7 +168,10 @@ impl PluginLoader<'_> {
                 self.runtime.load(builtin, bytes)
             }
         }
-        .map_err(|error| SiteError::Plugin { name: key.clone(), error })?;
+        .map_err(|error| SiteError::Plugin {
+            name: key.clone(),
+            error,
+        })?;
         self.loaded.insert(key, plugin.clone());
         Ok(plugin)
     }

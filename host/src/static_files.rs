@@ -13,12 +13,20 @@ use tower_http::services::ServeFile;
 /// Serves request `path` from `root` following `try_files` (nginx: each
 /// candidate but the last is tried as a file, or as a directory with an
 /// index when it ends in `/`; the last is the fallback URI or `=CODE`).
-pub async fn serve(parts: Parts, path: &str, root: &Path, index: &[String], try_files: &[String]) -> Response<Body> {
+pub async fn serve(
+    parts: Parts,
+    path: &str,
+    root: &Path,
+    index: &[String],
+    try_files: &[String],
+) -> Response<Body> {
     let Some(decoded) = decode(path) else {
         return status(400, "bad request path");
     };
     if try_files.is_empty() {
-        return serve_uri(parts, root, &decoded, index, true).await.unwrap_or_else(|| status(404, ""));
+        return serve_uri(parts, root, &decoded, index, true)
+            .await
+            .unwrap_or_else(|| status(404, ""));
     }
     let (fallback, candidates) = match try_files.split_last() {
         Some((last, rest)) if !rest.is_empty() => (Some(last), rest),
@@ -45,7 +53,13 @@ pub async fn serve(parts: Parts, path: &str, root: &Path, index: &[String], try_
 
 /// nginx without `try_files`: the file, or for a directory its index (and a
 /// 301 adding the slash when the request lacked it).
-async fn serve_uri(parts: Parts, root: &Path, uri: &str, index: &[String], redirect_dirs: bool) -> Option<Response<Body>> {
+async fn serve_uri(
+    parts: Parts,
+    root: &Path,
+    uri: &str,
+    index: &[String],
+    redirect_dirs: bool,
+) -> Option<Response<Body>> {
     let full = resolve(root, uri)?;
     let meta = tokio::fs::metadata(&full).await.ok()?;
     if meta.is_file() {
@@ -54,7 +68,9 @@ async fn serve_uri(parts: Parts, root: &Path, uri: &str, index: &[String], redir
     if !uri.ends_with('/') && redirect_dirs {
         let mut response = status(301, "");
         let location = format!("{}/", parts.uri.path());
-        response.headers_mut().insert(header::LOCATION, location.parse().ok()?);
+        response
+            .headers_mut()
+            .insert(header::LOCATION, location.parse().ok()?);
         return Some(response);
     }
     let file = find(root, &format!("{}/", uri.trim_end_matches('/')), index).await?;
@@ -91,7 +107,9 @@ async fn send(parts: Parts, file: PathBuf) -> Response<Body> {
 
 /// Percent-decodes a request path; `None` if it is not valid UTF-8 or holds a NUL.
 fn decode(path: &str) -> Option<String> {
-    let decoded = percent_encoding::percent_decode_str(path).decode_utf8().ok()?;
+    let decoded = percent_encoding::percent_decode_str(path)
+        .decode_utf8()
+        .ok()?;
     (!decoded.contains('\0')).then(|| decoded.into_owned())
 }
 
@@ -120,7 +138,10 @@ mod tests {
     #[test]
     fn traversal_above_the_root_is_refused() {
         let root = Path::new("/srv/www");
-        assert_eq!(resolve(root, "/a/../b.html"), Some(PathBuf::from("/srv/www/b.html")));
+        assert_eq!(
+            resolve(root, "/a/../b.html"),
+            Some(PathBuf::from("/srv/www/b.html"))
+        );
         assert_eq!(resolve(root, "/../etc/passwd"), None);
         assert_eq!(resolve(root, "/a/../../etc/passwd"), None);
         assert_eq!(decode("/%2e%2e/x").as_deref(), Some("/../x"));

@@ -82,7 +82,9 @@ impl Template {
                     None => ("", 0),
                 },
                 None => {
-                    let end = after.find(|c: char| !(c.is_ascii_alphanumeric() || c == '_')).unwrap_or(after.len());
+                    let end = after
+                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                        .unwrap_or(after.len());
                     (&after[..end], end)
                 }
             };
@@ -132,7 +134,10 @@ pub struct RequestVars<'a> {
 
 impl RequestVars<'_> {
     fn header(&self, name: &str) -> &str {
-        self.headers.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
+        self.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
     }
 
     /// `$host`: the Host header without its port, lower-cased.
@@ -165,7 +170,11 @@ impl RequestVars<'_> {
             }
             Var::ConnectionUpgrade => {
                 // nginx's `map $http_upgrade $connection_upgrade { default upgrade; '' close; }`
-                out.push_str(if self.header("upgrade").is_empty() { "close" } else { "upgrade" });
+                out.push_str(if self.header("upgrade").is_empty() {
+                    "close"
+                } else {
+                    "upgrade"
+                });
             }
             Var::Scheme => out.push_str(if self.tls { "https" } else { "http" }),
             Var::RequestUri => {
@@ -184,7 +193,11 @@ impl RequestVars<'_> {
             }
             Var::Header(name) => {
                 // Repeated headers are joined as nginx does for most of them.
-                let mut values = self.headers.get_all(name.as_str()).iter().filter_map(|v| v.to_str().ok());
+                let mut values = self
+                    .headers
+                    .get_all(name.as_str())
+                    .iter()
+                    .filter_map(|v| v.to_str().ok());
                 if let Some(first) = values.next() {
                     out.push_str(first);
                     for value in values {
@@ -229,14 +242,27 @@ mod tests {
 
     #[test]
     fn guide_variables() {
-        assert_eq!(expand("$host", &[("host", "Chat.Example.com:8000")], ""), "chat.example.com");
+        assert_eq!(
+            expand("$host", &[("host", "Chat.Example.com:8000")], ""),
+            "chat.example.com"
+        );
         assert_eq!(expand("$remote_addr", &[], ""), "10.1.2.3");
-        assert_eq!(expand("$http_upgrade", &[("upgrade", "websocket")], ""), "websocket");
-        assert_eq!(expand("$connection_upgrade", &[("upgrade", "websocket")], ""), "upgrade");
+        assert_eq!(
+            expand("$http_upgrade", &[("upgrade", "websocket")], ""),
+            "websocket"
+        );
+        assert_eq!(
+            expand("$connection_upgrade", &[("upgrade", "websocket")], ""),
+            "upgrade"
+        );
         assert_eq!(expand("$connection_upgrade", &[], ""), "close");
         assert_eq!(expand("$proxy_add_x_forwarded_for", &[], ""), "10.1.2.3");
         assert_eq!(
-            expand("$proxy_add_x_forwarded_for", &[("x-forwarded-for", "1.1.1.1")], ""),
+            expand(
+                "$proxy_add_x_forwarded_for",
+                &[("x-forwarded-for", "1.1.1.1")],
+                ""
+            ),
             "1.1.1.1, 10.1.2.3"
         );
     }
@@ -244,9 +270,15 @@ mod tests {
     #[test]
     fn literals_braces_args_and_unknowns() {
         assert_eq!(expand("upgrade", &[], ""), "upgrade");
-        assert_eq!(expand("${scheme}://$host$request_uri", &[("host", "a")], "x=1"), "http://a/ws/chat?x=1");
+        assert_eq!(
+            expand("${scheme}://$host$request_uri", &[("host", "a")], "x=1"),
+            "http://a/ws/chat?x=1"
+        );
         assert_eq!(expand("room-$arg_room", &[], "a=1&room=blue"), "room-blue");
-        assert_eq!(expand("$http_x_user|$nope|$", &[("x-user", "ann")], ""), "ann||$");
+        assert_eq!(
+            expand("$http_x_user|$nope|$", &[("x-user", "ann")], ""),
+            "ann||$"
+        );
         assert_eq!(expand("$proxy_host", &[], ""), "backend");
     }
 }

@@ -173,6 +173,19 @@ pub trait Filter: Sized + 'static {
     }
 }
 
+/// Sends panic messages to wasp's log (tagged with the plugin's name)
+/// instead of stderr: the instance still traps, and the log says why.
+/// Called by [`export!`] before `configure`; not public API.
+#[doc(hidden)]
+pub fn __log_panics() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            host::log(LogLevel::Error, &format!("panic: {info}"))
+        }));
+    });
+}
+
 /// Exports plugin types as the roles they fill, e.g.
 /// `wasp_sdk::export!(filter: MyFilter);` or
 /// `wasp_sdk::export!(router: MyRouter, origin: MyOrigin);`.
@@ -206,6 +219,7 @@ macro_rules! __export_role {
             struct Export;
             impl Guest for Export {
                 fn configure(config: String) -> Result<(), String> {
+                    $crate::__log_panics();
                     init(<$ty as $crate::Router>::configure(&config)?);
                     Ok(())
                 }
@@ -223,6 +237,7 @@ macro_rules! __export_role {
             struct Export;
             impl Guest for Export {
                 fn configure(config: String) -> Result<(), String> {
+                    $crate::__log_panics();
                     init(<$ty as $crate::Balancer>::configure(&config)?);
                     Ok(())
                 }
@@ -246,6 +261,7 @@ macro_rules! __export_role {
             struct Export;
             impl Guest for Export {
                 fn configure(config: String) -> Result<(), String> {
+                    $crate::__log_panics();
                     init(<$ty as $crate::Origin>::configure(&config)?);
                     Ok(())
                 }
@@ -263,6 +279,7 @@ macro_rules! __export_role {
             struct Export;
             impl Guest for Export {
                 fn configure(config: String) -> Result<(), String> {
+                    $crate::__log_panics();
                     init(<$ty as $crate::Filter>::configure(&config)?);
                     Ok(())
                 }

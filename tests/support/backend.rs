@@ -17,10 +17,10 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 use tokio_tungstenite::WebSocketStream;
+use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use tokio_tungstenite::tungstenite::Message;
 
 /// A running backend; it stops when the test's runtime ends.
 pub struct Backend {
@@ -37,15 +37,23 @@ impl Backend {
         let label = name.to_string();
         tokio::spawn(async move {
             loop {
-                let Ok((stream, peer)) = listener.accept().await else { return };
+                let Ok((stream, peer)) = listener.accept().await else {
+                    return;
+                };
                 let label = label.clone();
                 tokio::spawn(async move {
                     let service = service_fn(move |req| serve(req, peer, label.clone()));
-                    let _ = http1::Builder::new().serve_connection(TokioIo::new(stream), service).with_upgrades().await;
+                    let _ = http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .with_upgrades()
+                        .await;
                 });
             }
         });
-        Backend { addr, name: name.to_string() }
+        Backend {
+            addr,
+            name: name.to_string(),
+        }
     }
 }
 
@@ -65,17 +73,25 @@ fn report(req: &Request<Incoming>, peer: SocketAddr, name: &str) -> Value {
     })
 }
 
-async fn serve(mut req: Request<Incoming>, peer: SocketAddr, name: String) -> Result<Response<Full<Bytes>>, Infallible> {
+async fn serve(
+    mut req: Request<Incoming>,
+    peer: SocketAddr,
+    name: String,
+) -> Result<Response<Full<Bytes>>, Infallible> {
     let report = report(&req, peer, &name);
     let key = req.headers().get("sec-websocket-key").cloned();
-    let wants_ws = req.headers().get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let wants_ws = req
+        .headers()
+        .get("upgrade")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     if let (true, Some(key)) = (wants_ws, key) {
         let accept = derive_accept_key(key.as_bytes());
         let upgrade = hyper::upgrade::on(&mut req);
         let protocol = req.headers().get("sec-websocket-protocol").cloned();
         tokio::spawn(async move {
             let Ok(upgraded) = upgrade.await else { return };
-            let ws = WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
+            let ws =
+                WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
             echo(ws, report).await;
         });
         let mut response = Response::builder()
@@ -85,12 +101,24 @@ async fn serve(mut req: Request<Incoming>, peer: SocketAddr, name: String) -> Re
             .header("sec-websocket-accept", accept);
         if let Some(protocol) = protocol {
             // Pick the first offered subprotocol.
-            let first = protocol.to_str().unwrap_or("").split(',').next().unwrap_or("").trim().to_string();
+            let first = protocol
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_string();
             response = response.header("sec-websocket-protocol", first);
         }
         return Ok(response.body(Full::default()).unwrap());
     }
-    let body = req.into_body().collect().await.map(|b| b.to_bytes()).unwrap_or_default();
+    let body = req
+        .into_body()
+        .collect()
+        .await
+        .map(|b| b.to_bytes())
+        .unwrap_or_default();
     let mut report = report;
     report["body_len"] = json!(body.len());
     Ok(Response::builder()
@@ -111,7 +139,10 @@ where
         match message {
             Message::Text(text) if text.starts_with("close:") => {
                 let code: u16 = text["close:".len()..].parse().unwrap_or(1000);
-                let frame = CloseFrame { code: CloseCode::from(code), reason: "backend closes".into() };
+                let frame = CloseFrame {
+                    code: CloseCode::from(code),
+                    reason: "backend closes".into(),
+                };
                 let _ = ws.close(Some(frame)).await;
             }
             Message::Text(_) | Message::Binary(_) => {

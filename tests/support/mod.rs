@@ -34,7 +34,10 @@ pub async fn start_proxy(toml: &str) -> (Proxy, SocketAddr) {
 /// address moved to an ephemeral port and its backends to `backends`
 /// (in order of appearance of 127.0.0.1:8080, :8081, ...).
 pub fn guide_config(name: &str, backends: &[SocketAddr]) -> String {
-    let path = format!("{}/../examples/nginx-guide/{name}.toml", env!("CARGO_MANIFEST_DIR"));
+    let path = format!(
+        "{}/../examples/nginx-guide/{name}.toml",
+        env!("CARGO_MANIFEST_DIR")
+    );
     let mut text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"));
     text = text.replace("127.0.0.1:8000", "127.0.0.1:0");
     for (i, backend) in backends.iter().enumerate() {

@@ -516,8 +516,14 @@ fn origin_json_contract() {
             "origins": ["https://chat.example.com", "https://*.example.com"],
             "allow_missing": false } } })
     );
+    // The embedded default (the chat example) checks Origin on /ws/ only.
     let json: Value = serde_json::from_str(&Config::embedded_default().origin_json()).unwrap();
-    assert_eq!(json, json!({ "locations": {} }));
+    assert_eq!(
+        json,
+        json!({ "locations": { "1": {
+            "origins": ["http://127.0.0.1:8000", "http://localhost:8000"],
+            "allow_missing": true } } })
+    );
 }
 
 #[test]

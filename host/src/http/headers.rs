@@ -20,18 +20,20 @@ const HOP_BY_HOP: [HeaderName; 8] = [
 /// True for a WebSocket opening handshake: `Upgrade: websocket` and a
 /// `Connection` header listing `upgrade`.
 pub fn is_websocket_upgrade(headers: &HeaderMap) -> bool {
-    let upgrade = headers
-        .get_all(header::UPGRADE)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("websocket"))));
+    let upgrade = headers.get_all(header::UPGRADE).iter().any(|v| {
+        v.to_str().is_ok_and(|v| {
+            v.split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case("websocket"))
+        })
+    });
     upgrade && connection_lists(headers, "upgrade")
 }
 
 fn connection_lists(headers: &HeaderMap, token: &str) -> bool {
-    headers
-        .get_all(header::CONNECTION)
-        .iter()
-        .any(|v| v.to_str().is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token))))
+    headers.get_all(header::CONNECTION).iter().any(|v| {
+        v.to_str()
+            .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(token)))
+    })
 }
 
 /// Removes hop-by-hop headers, including those the `Connection` header names.
@@ -75,7 +77,10 @@ pub fn upstream_request(
         }
     }
     for (name, value) in plugin_set {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(value),
+        ) {
             headers.insert(name, value);
         }
     }
@@ -96,9 +101,15 @@ mod tests {
 
     #[test]
     fn websocket_handshake_detection() {
-        assert!(is_websocket_upgrade(&map(&[("upgrade", "WebSocket"), ("connection", "keep-alive, Upgrade")])));
+        assert!(is_websocket_upgrade(&map(&[
+            ("upgrade", "WebSocket"),
+            ("connection", "keep-alive, Upgrade")
+        ])));
         assert!(!is_websocket_upgrade(&map(&[("upgrade", "websocket")])));
-        assert!(!is_websocket_upgrade(&map(&[("upgrade", "h2c"), ("connection", "upgrade")])));
+        assert!(!is_websocket_upgrade(&map(&[
+            ("upgrade", "h2c"),
+            ("connection", "upgrade")
+        ])));
     }
 
     #[test]

@@ -14,6 +14,7 @@ use crate::plugins::Decision;
 use crate::site::Site;
 use crate::static_files;
 use arc_swap::ArcSwap;
+use client_stream::ClientStream;
 use http::{HeaderName, HeaderValue, Request, Response};
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -26,7 +27,6 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use client_stream::ClientStream;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -57,7 +57,11 @@ pub struct Shared {
 }
 
 impl Shared {
-    pub fn new(site: Arc<Site>, drain: watch::Receiver<bool>, close_websockets: watch::Receiver<bool>) -> Arc<Shared> {
+    pub fn new(
+        site: Arc<Site>,
+        drain: watch::Receiver<bool>,
+        close_websockets: watch::Receiver<bool>,
+    ) -> Arc<Shared> {
         Arc::new(Shared {
             site: ArcSwap::new(site),
             drain,
@@ -84,7 +88,12 @@ pub struct ConnLimits {
 }
 
 /// Serves one client connection until it closes or shutdown drains it.
-pub async fn serve_connection(stream: ClientStream, info: ConnInfo, limits: ConnLimits, shared: Arc<Shared>) {
+pub async fn serve_connection(
+    stream: ClientStream,
+    info: ConnInfo,
+    limits: ConnLimits,
+    shared: Arc<Shared>,
+) {
     let info = Arc::new(info);
     let service = {
         let (info, shared) = (info.clone(), shared.clone());
@@ -103,7 +112,9 @@ pub async fn serve_connection(stream: ClientStream, info: ConnInfo, limits: Conn
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(limits.max_header_size.max(8192));
-    let connection = builder.serve_connection(TokioIo::new(stream), service).with_upgrades();
+    let connection = builder
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
     let mut connection = std::pin::pin!(connection);
     tokio::select! {
         result = connection.as_mut() => log_connection_end(result, &info),
@@ -133,7 +144,11 @@ fn log_connection_end(result: Result<(), hyper::Error>, info: &ConnInfo) {
 }
 
 /// Routes one request and carries out the decision.
-async fn handle(request: Request<Incoming>, info: &Arc<ConnInfo>, shared: &Arc<Shared>) -> Response<Body> {
+async fn handle(
+    request: Request<Incoming>,
+    info: &Arc<ConnInfo>,
+    shared: &Arc<Shared>,
+) -> Response<Body> {
     let site = shared.site.load_full();
     let (parts, body) = request.into_parts();
     let entry = AccessEntry::new(&parts, info.client.ip());
@@ -149,37 +164,57 @@ async fn handle(request: Request<Incoming>, info: &Arc<ConnInfo>, shared: &Arc<S
         Decision::Respond(answer) => logged(respond(answer), entry),
         Decision::StaticFiles(files) => {
             let response = match site.location(files.location).map(|l| &l.config.action) {
-                Some(crate::config::LocationAction::Static { root, index, try_files }) => {
-                    static_files::serve(parts, &files.path, root, index, try_files).await
-                }
+                Some(crate::config::LocationAction::Static {
+                    root,
+                    index,
+                    try_files,
+                }) => static_files::serve(parts, &files.path, root, index, try_files).await,
                 _ => {
-                    tracing::error!(location = files.location, "router chose static files on a location without root");
+                    tracing::error!(
+                        location = files.location,
+                        "router chose static files on a location without root"
+                    );
                     status(500, "")
                 }
             };
             logged(response, entry)
         }
-        Decision::Proxy(target) => proxy::forward(parts, body, target, head, entry, info, &site, shared).await,
+        Decision::Proxy(target) => {
+            proxy::forward(parts, body, target, head, entry, info, &site, shared).await
+        }
     }
 }
 
 /// `redirect_http`: the same URL over https (nginx's `return 301 https://$host$request_uri`).
 fn redirect_to_https(request: &Request<Incoming>) -> Response<Body> {
-    let host = request.headers().get(http::header::HOST).and_then(|h| h.to_str().ok()).unwrap_or("localhost");
-    let host = host.rsplit_once(':').filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit())).map_or(host, |(name, _)| name);
+    let host = request
+        .headers()
+        .get(http::header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("localhost");
+    let host = host
+        .rsplit_once(':')
+        .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+        .map_or(host, |(name, _)| name);
     let target = request.uri().path_and_query().map_or("/", |pq| pq.as_str());
     let mut response = status(301, "");
     if let Ok(location) = HeaderValue::from_str(&format!("https://{host}{target}")) {
-        response.headers_mut().insert(http::header::LOCATION, location);
+        response
+            .headers_mut()
+            .insert(http::header::LOCATION, location);
     }
     response
 }
 
 fn respond(answer: crate::plugins::Response) -> Response<Body> {
     let mut response = Response::new(full(answer.body));
-    *response.status_mut() = http::StatusCode::from_u16(answer.status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *response.status_mut() = http::StatusCode::from_u16(answer.status)
+        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     for (name, value) in answer.headers {
-        if let (Ok(name), Ok(value)) = (HeaderName::from_bytes(name.as_bytes()), HeaderValue::from_str(&value)) {
+        if let (Ok(name), Ok(value)) = (
+            HeaderName::from_bytes(name.as_bytes()),
+            HeaderValue::from_str(&value),
+        ) {
             response.headers_mut().append(name, value);
         }
     }

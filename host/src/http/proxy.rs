@@ -29,9 +29,13 @@ pub async fn forward(
     site: &Arc<Site>,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
-    let fail = |code: u16, reason: &str, entry: AccessEntry| super::logged(status(code, reason), entry);
+    let fail =
+        |code: u16, reason: &str, entry: AccessEntry| super::logged(status(code, reason), entry);
     let Some(location) = site.location(target.location) else {
-        tracing::error!(location = target.location, "router chose an unknown location");
+        tracing::error!(
+            location = target.location,
+            "router chose an unknown location"
+        );
         return fail(500, "", entry);
     };
     let Some(group) = site.upstreams.get(&target.upstream) else {
@@ -43,7 +47,11 @@ pub async fn forward(
         match site.origin.check(&head, location.config.id) {
             Ok(Ok(())) => {}
             Ok(Err(reason)) => {
-                let origin = parts.headers.get("origin").and_then(|v| v.to_str().ok()).unwrap_or("-");
+                let origin = parts
+                    .headers
+                    .get("origin")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
                 tracing::warn!(client = %info.client, origin, %reason, "WebSocket handshake refused by the origin check");
                 return fail(403, &reason, entry);
             }
@@ -64,9 +72,18 @@ pub async fn forward(
         tls: info.tls,
         proxy_host: &group.proxy_host,
     };
-    let headers = upstream_request(&parts.headers, &location.set_headers, &target.set_headers, &vars, !location.filters.is_empty());
+    let headers = upstream_request(
+        &parts.headers,
+        &location.set_headers,
+        &target.set_headers,
+        &vars,
+        !location.filters.is_empty(),
+    );
     let config = &location.config;
-    let (stream, guard) = match group.connect(&head, &vars, &site.balancer, config.connect_timeout).await {
+    let (stream, guard) = match group
+        .connect(&head, &vars, &site.balancer, config.connect_timeout)
+        .await
+    {
         Ok(connected) => connected,
         Err(error) => {
             tracing::error!(upstream = %group.name, %error, "no upstream connection");
@@ -117,16 +134,19 @@ pub async fn forward(
             guard,
             site: site.clone(),
             location: target.location,
-            conn: info.clone(),
+            _conn: info.clone(),
             shutdown: shared.close_websockets.clone(),
         };
-        shared.tasks.spawn(relay.run(client_upgrade, upstream_upgrade));
+        shared
+            .tasks
+            .spawn(relay.run(client_upgrade, upstream_upgrade));
         return Response::from_parts(response_parts, super::response::empty());
     }
 
     let code = response.status().as_u16();
     strip_hop_by_hop(response.headers_mut());
-    response.map(|body| LoggedBody::new(body.map_err(Into::into), entry, code, guard).boxed_unsync())
+    response
+        .map(|body| LoggedBody::new(body.map_err(Into::into), entry, code, guard).boxed_unsync())
 }
 
 /// Sends `request` on a fresh HTTP/1.1 connection over `io`.

@@ -4,6 +4,7 @@
 use super::client_stream::ClientStream;
 use crate::access_log::AccessEntry;
 use crate::plugins::RequestHead;
+use crate::relay::frames::{self, FrameRelayConfig};
 use crate::relay::tunnel;
 use crate::site::Site;
 use crate::upstream::PeerGuard;
@@ -24,7 +25,7 @@ pub struct Relay {
     pub site: Arc<Site>,
     pub location: u32,
     /// Keeps the client connection's `max_connections` slot.
-    pub conn: Arc<super::ConnInfo>,
+    pub _conn: Arc<super::ConnInfo>,
     pub shutdown: watch::Receiver<bool>,
 }
 
@@ -38,24 +39,79 @@ impl Relay {
                 return;
             }
         };
-        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) = (into_client(client), into_tcp(upstream)) else {
+        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) =
+            (into_client(client), into_tcp(upstream))
+        else {
             tracing::error!("upgraded connection is not one wasp made");
             return;
         };
-        let Some(location) = self.site.location(self.location) else { return };
+        let Some(location) = self.site.location(self.location) else {
+            return;
+        };
         let idle = location.config.read_timeout;
+        let peer = &self.guard.peer().address;
+        if !location.filters.is_empty() {
+            let config = FrameRelayConfig {
+                max_message_size: location.config.max_message_size,
+                idle_timeout: idle,
+            };
+            let chain = &location.filters;
+            let (id, head, stop) = (self.conn_id, self.head, self.shutdown);
+            let stats = frames::run(
+                client,
+                client_prefix,
+                upstream,
+                upstream_prefix,
+                id,
+                head,
+                chain,
+                config,
+                stop,
+            )
+            .await;
+            let [up, down] = stats.messages;
+            let close = stats.close_code.unwrap_or(1006);
+            self.entry.log(
+                101,
+                stats.bytes[1],
+                &format!(
+                    " ws_up={} ws_msgs={up}/{down} ws_close={close} peer={peer}",
+                    stats.bytes[0]
+                ),
+            );
+            return;
+        }
         let stats = match client {
             ClientStream::Plain(client) => {
-                tunnel::run(client, client_prefix, upstream, upstream_prefix, idle, self.shutdown).await
+                tunnel::run(
+                    client,
+                    client_prefix,
+                    upstream,
+                    upstream_prefix,
+                    idle,
+                    self.shutdown,
+                )
+                .await
             }
             ClientStream::Tls(client) => {
-                tunnel::run_streams(client, client_prefix, upstream, upstream_prefix, idle, self.shutdown).await
+                tunnel::run_streams(
+                    client,
+                    client_prefix,
+                    upstream,
+                    upstream_prefix,
+                    idle,
+                    self.shutdown,
+                )
+                .await
             }
         };
         self.entry.log(
             101,
             stats.client_bytes,
-            &format!(" ws_up={} ws_end={:?} peer={}", stats.upstream_bytes, stats.end, self.guard.peer().address),
+            &format!(
+                " ws_up={} ws_end={:?} peer={peer}",
+                stats.upstream_bytes, stats.end
+            ),
         );
     }
 }

@@ -50,18 +50,10 @@ impl<G: RoleExport> Live<G> {
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
         self.plugin.runtime.arm_call(&mut self.store);
-        // A host function can panic under the guest: wasmtime-wasi's sync
-        // stdio blocks on tokio, so a guest writing to stderr (as a panicking
-        // Rust guest does) from a tokio worker panics there. That is this
-        // instance failing, not the proxy.
-        let error = match panic::catch_unwind(AssertUnwindSafe(|| f(&self.guest, &mut self.store)))
-        {
+        let error = match guarded(|| f(&self.guest, &mut self.store)) {
             Ok(Ok(value)) => return Ok(value),
             Ok(Err(error)) => classify(error, &self.store),
-            Err(panic) => CallError::Trap(format!(
-                "host function panicked: {}",
-                panic_message(&*panic)
-            )),
+            Err(panicked) => panicked,
         };
         tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "plugin call failed; instance discarded");
         Err(error)
@@ -71,6 +63,20 @@ impl<G: RoleExport> Live<G> {
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin
     }
+}
+
+/// Runs guest code, turning a panic in a host function under it into a
+/// trap of this instance. wasmtime-wasi's synchronous stdio blocks on tokio,
+/// so a guest writing to stdout/stderr from a tokio worker panics there; the
+/// SDK routes guest panic messages to the host log instead, but a plugin
+/// that prints must still fail alone, not take the proxy down.
+fn guarded<R>(f: impl FnOnce() -> R) -> Result<R, CallError> {
+    panic::catch_unwind(AssertUnwindSafe(f)).map_err(|panic| {
+        CallError::Trap(format!(
+            "host function panicked: {}",
+            panic_message(&*panic)
+        ))
+    })
 }
 
 fn panic_message(panic: &(dyn Any + Send)) -> &str {
@@ -164,14 +170,14 @@ impl<G: RoleExport> Pool<G> {
         let mut store = runtime.new_store(self.plugin.name().clone());
         // A new store's deadline is 0: set it before any guest code runs.
         runtime.arm_configure(&mut store);
-        let instance = self
-            .plugin
-            .pre
-            .instantiate(&mut store)
+        let instance = guarded(|| self.plugin.pre.instantiate(&mut store))
+            .map_err(LoadError::ConfigureFailed)?
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
         let guest = G::load(&self.indices, &mut store, &instance)
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
-        match guest.configure(&mut store, &self.config) {
+        match guarded(|| guest.configure(&mut store, &self.config))
+            .map_err(LoadError::ConfigureFailed)?
+        {
             Ok(Ok(())) => Ok(Live {
                 store,
                 guest,

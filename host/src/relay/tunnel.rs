@@ -60,7 +60,10 @@ struct Flow {
 
 impl Flow {
     fn with_prefix(prefix: Bytes) -> Flow {
-        Flow { pending: prefix.to_vec(), ..Flow::default() }
+        Flow {
+            pending: prefix.to_vec(),
+            ..Flow::default()
+        }
     }
 
     fn done(&self) -> bool {
@@ -162,7 +165,11 @@ pub async fn run(
             Err(_) => break TunnelEnd::Error,
         }
     };
-    TunnelStats { upstream_bytes: up.bytes, client_bytes: down.bytes, end }
+    TunnelStats {
+        upstream_bytes: up.bytes,
+        client_bytes: down.bytes,
+        end,
+    }
 }
 
 /// The tunnel for streams without socket readiness (TLS): tokio's
@@ -181,13 +188,25 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
-    let failed = |end| TunnelStats { upstream_bytes: 0, client_bytes: 0, end };
-    if upstream.write_all(&client_prefix).await.is_err() || client.write_all(&upstream_prefix).await.is_err() {
+    let failed = |end| TunnelStats {
+        upstream_bytes: 0,
+        client_bytes: 0,
+        end,
+    };
+    if upstream.write_all(&client_prefix).await.is_err()
+        || client.write_all(&upstream_prefix).await.is_err()
+    {
         return failed(TunnelEnd::Error);
     }
     let activity = Activity::default();
-    let mut client = Stamped { inner: client, activity: &activity };
-    let mut upstream = Stamped { inner: upstream, activity: &activity };
+    let mut client = Stamped {
+        inner: client,
+        activity: &activity,
+    };
+    let mut upstream = Stamped {
+        inner: upstream,
+        activity: &activity,
+    };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 8192, 8192);
     tokio::pin!(copy);
     let mut deadline = Instant::now() + idle;
@@ -241,7 +260,11 @@ struct Stamped<'a, S> {
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
-    fn poll_read(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
         if buf.filled().len() > before {
@@ -252,7 +275,11 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
 }
 
 impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
-    fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         Pin::new(&mut self.inner).poll_write(cx, buf)
     }
 

@@ -81,7 +81,9 @@ impl UpstreamGroup {
         let mut tried = vec![false; self.peers.len()];
         let mut last_error = ConnectError::NoPeer;
         for _ in 0..self.tries {
-            let Some(index) = self.pick(head, vars, balancer, &tried) else { break };
+            let Some(index) = self.pick(head, vars, balancer, &tried) else {
+                break;
+            };
             if tried[index] {
                 break;
             }
@@ -105,7 +107,13 @@ impl UpstreamGroup {
     }
 
     /// The balancer's choice among the peers; a single peer needs no choice.
-    fn pick(&self, head: &RequestHead, vars: &RequestVars<'_>, balancer: &BalancerPool, tried: &[bool]) -> Option<usize> {
+    fn pick(
+        &self,
+        head: &RequestHead,
+        vars: &RequestVars<'_>,
+        balancer: &BalancerPool,
+        tried: &[bool],
+    ) -> Option<usize> {
         let cursor = self.cursor.fetch_add(1, Ordering::Relaxed);
         if self.peers.len() == 1 {
             return Some(0);
@@ -123,7 +131,11 @@ impl UpstreamGroup {
                 backup: peer.backup,
             })
             .collect();
-        let hash_key = self.hash_key.as_ref().map(|t| t.expand(vars)).unwrap_or_default();
+        let hash_key = self
+            .hash_key
+            .as_ref()
+            .map(|t| t.expand(vars))
+            .unwrap_or_default();
         match balancer.pick(head, &self.name, &peers, cursor, &hash_key) {
             Ok(choice) => choice.map(|i| i as usize).filter(|&i| i < peers.len()),
             // Fail open: a broken balancer must not take the upstream down.
@@ -148,7 +160,10 @@ async fn connect_peer(peer: &PeerState, timeout: Duration) -> Result<TcpStream, 
         }
     }
     Err(last.unwrap_or_else(|| {
-        ConnectError::Failed(peer.address.clone(), std::io::Error::other("address did not resolve"))
+        ConnectError::Failed(
+            peer.address.clone(),
+            std::io::Error::other("address did not resolve"),
+        )
     }))
 }
 

@@ -3,9 +3,9 @@
 //! shared across configuration and plugin reloads, so this state survives.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// nginx's `max_fails`/`fail_timeout`: failures counted in a window; at
@@ -66,7 +66,9 @@ impl PeerState {
             return false;
         }
         let mut failures = self.failures.lock().unwrap();
-        let window_over = failures.window_start.is_none_or(|start| now.duration_since(start) >= self.fail_timeout);
+        let window_over = failures
+            .window_start
+            .is_none_or(|start| now.duration_since(start) >= self.fail_timeout);
         if window_over {
             failures.count = 0;
             failures.window_start = Some(now);
