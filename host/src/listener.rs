@@ -1,134 +1,117 @@
-//! Binding the configured addresses, accepting clients under the global
-//! connection cap, and shutting down gracefully.
+//! The listening sockets: one per configured address, each accepting
+//! clients under the global connection cap with its current settings
+//! (protocol limits, TLS certificates), which a reload may replace. A reload
+//! also opens new addresses and closes removed ones; connections already
+//! accepted are never touched.
 
-use crate::config::Config;
+use crate::config::{Config, TlsFiles};
 use crate::http::client_stream::ClientStream;
 use crate::http::{ConnInfo, ConnLimits, Shared, serve_connection, signalled};
-use crate::plugins::{Limits, Runtime};
-use crate::site::Site;
 use crate::tls::{CertWatcher, TlsTerminator};
 use anyhow::Context;
+use arc_swap::ArcSwap;
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{Semaphore, watch};
-use tokio_util::task::TaskTracker;
 
-/// A running proxy.
-pub struct Proxy {
-    shared: Arc<Shared>,
-    bound: Vec<(String, SocketAddr)>,
-    drain: watch::Sender<bool>,
-    close_websockets: watch::Sender<bool>,
-    tasks: TaskTracker,
-    grace: Duration,
-    /// Reload certificates when their files change, while the proxy runs.
-    _cert_watchers: Vec<CertWatcher>,
+/// What an address accepts with; swapped whole on reload.
+struct Settings {
+    limits: ConnLimits,
+    tls: Option<Arc<TlsTerminator>>,
+    /// Reloads the certificates when their files change.
+    _cert_watcher: Option<CertWatcher>,
 }
 
-impl Proxy {
-    /// Loads the plugins, binds every listen address and starts serving.
-    pub async fn start(config: Config) -> anyhow::Result<Proxy> {
-        let settings = &config.plugins;
-        let limits = Limits {
-            call_timeout: settings.call_timeout,
-            memory_limit: settings.memory_limit,
-            instances: settings.instances,
-        };
-        let runtime = Runtime::new(limits, settings.cache_dir.as_deref())
-            .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e:#}"))?;
-        let grace = config.shutdown_grace;
-        let max_connections = config.max_connections;
-        let config = Arc::new(config);
-        let site = {
-            let config = config.clone();
-            tokio::task::spawn_blocking(move || Site::load(config, &runtime)).await??
-        };
+struct Bound {
+    local: SocketAddr,
+    settings: Arc<ArcSwap<Settings>>,
+    stop: watch::Sender<bool>,
+}
 
-        let (drain, drain_rx) = watch::channel(false);
-        let (close_websockets, close_rx) = watch::channel(false);
-        let shared = Shared::new(Arc::new(site), drain_rx, close_rx);
-        let connections = Arc::new(Semaphore::new(max_connections));
-        let tasks = shared.tasks.clone();
-        let mut bound = Vec::new();
-        let mut cert_watchers = Vec::new();
-        for listener in listeners(&config) {
-            let tls = match listener.tls {
+/// Every address wasp listens on.
+pub struct Listeners {
+    shared: Arc<Shared>,
+    connections: Arc<Semaphore>,
+    bound: HashMap<String, Bound>,
+}
+
+impl Listeners {
+    pub fn new(shared: Arc<Shared>, max_connections: usize) -> Listeners {
+        Listeners { shared, connections: Arc::new(Semaphore::new(max_connections)), bound: HashMap::new() }
+    }
+
+    /// Makes the listening sockets match `config`. Everything is prepared
+    /// (certificates loaded, new addresses bound) before anything changes,
+    /// so an error leaves the current listeners as they were.
+    pub async fn apply(&mut self, config: &Config) -> anyhow::Result<()> {
+        let mut prepared = Vec::new();
+        for plan in plans(config) {
+            let tls = match plan.tls {
                 Some(sites) => {
-                    let terminator = TlsTerminator::new(sites)
-                        .with_context(|| format!("TLS on {}", listener.listen))?;
-                    cert_watchers.push(terminator.watch()?);
-                    Some(terminator)
+                    let terminator = TlsTerminator::new(sites).with_context(|| format!("TLS on {}", plan.listen))?;
+                    let watcher = terminator.watch()?;
+                    Some((terminator, watcher))
                 }
                 None => None,
             };
-            let listen = listener.listen;
-            let socket = TcpListener::bind(&listen)
-                .await
-                .with_context(|| format!("cannot listen on {listen}"))?;
-            let local = socket.local_addr()?;
-            tracing::info!(listen = %listen, address = %local, tls = tls.is_some(), "listening");
-            bound.push((listen.clone(), local));
-            let accept = Accept {
-                listen: listen.into(),
-                limits: listener.limits,
-                tls,
-                shared: shared.clone(),
-                connections: connections.clone(),
+            let socket = match self.bound.contains_key(&plan.listen) {
+                true => None,
+                false => Some(TcpListener::bind(&plan.listen).await.with_context(|| format!("cannot listen on {}", plan.listen))?),
             };
-            tasks.spawn(accept.run(socket));
+            prepared.push((plan.listen, plan.limits, tls, socket));
         }
-        Ok(Proxy {
-            shared,
-            bound,
-            drain,
-            close_websockets,
-            tasks,
-            grace,
-            _cert_watchers: cert_watchers,
-        })
+        let wanted: Vec<String> = prepared.iter().map(|(listen, ..)| listen.clone()).collect();
+        for (listen, limits, tls, socket) in prepared {
+            let (tls, watcher) = tls.map_or((None, None), |(t, w)| (Some(t), Some(w)));
+            let settings = Settings { limits, tls, _cert_watcher: watcher };
+            match socket {
+                None => self.bound[&listen].settings.store(Arc::new(settings)),
+                Some(socket) => {
+                    let local = socket.local_addr()?;
+                    tracing::info!(listen = %listen, address = %local, tls = settings.tls.is_some(), "listening");
+                    let settings = Arc::new(ArcSwap::from_pointee(settings));
+                    let (stop, stopped) = watch::channel(false);
+                    let accept = Accept {
+                        listen: listen.as_str().into(),
+                        settings: settings.clone(),
+                        shared: self.shared.clone(),
+                        connections: self.connections.clone(),
+                    };
+                    self.shared.tasks.spawn(accept.run(socket, stopped));
+                    self.bound.insert(listen, Bound { local, settings, stop });
+                }
+            }
+        }
+        self.bound.retain(|listen, bound| {
+            let keep = wanted.contains(listen);
+            if !keep {
+                tracing::info!(listen = %listen, "no longer listening (removed from the configuration)");
+                let _ = bound.stop.send(true);
+            }
+            keep
+        });
+        Ok(())
     }
 
-    /// The address a configured `listen` string was bound to (useful with port 0).
+    /// The address a configured `listen` string is bound to.
     pub fn local_addr(&self, listen: &str) -> Option<SocketAddr> {
-        self.bound
-            .iter()
-            .find(|(l, _)| l == listen)
-            .map(|(_, addr)| *addr)
-    }
-
-    /// What every connection shares (the site in service).
-    pub fn shared(&self) -> &Arc<Shared> {
-        &self.shared
-    }
-
-    /// Stops accepting, lets in-flight requests finish, then after the grace
-    /// period closes the remaining WebSockets with 1001.
-    pub async fn shutdown(self) {
-        let _ = self.drain.send(true);
-        self.tasks.close();
-        if tokio::time::timeout(self.grace, self.tasks.wait())
-            .await
-            .is_err()
-        {
-            tracing::info!("grace period over; closing the remaining WebSockets");
-            let _ = self.close_websockets.send(true);
-            let _ = tokio::time::timeout(Duration::from_secs(5), self.tasks.wait()).await;
-        }
+        self.bound.get(listen).map(|bound| bound.local)
     }
 }
 
 /// One listen address: its protocol settings (from its default, first,
 /// server) and, when its servers have certificates, TLS by SNI.
-struct ListenerPlan {
+struct Plan {
     listen: String,
     limits: ConnLimits,
-    tls: Option<Vec<(Vec<String>, crate::config::TlsFiles)>>,
+    tls: Option<Vec<(Vec<String>, TlsFiles)>>,
 }
 
-fn listeners(config: &Config) -> Vec<ListenerPlan> {
-    let mut plans: Vec<ListenerPlan> = Vec::new();
+fn plans(config: &Config) -> Vec<Plan> {
+    let mut plans: Vec<Plan> = Vec::new();
     for server in &config.servers {
         for listen in &server.listen {
             let index = match plans.iter().position(|p| &p.listen == listen) {
@@ -139,19 +122,12 @@ fn listeners(config: &Config) -> Vec<ListenerPlan> {
                         max_header_size: server.max_header_size,
                         redirect_https: server.redirect_http,
                     };
-                    plans.push(ListenerPlan {
-                        listen: listen.clone(),
-                        limits,
-                        tls: None,
-                    });
+                    plans.push(Plan { listen: listen.clone(), limits, tls: None });
                     plans.len() - 1
                 }
             };
             if let Some(files) = &server.tls {
-                plans[index]
-                    .tls
-                    .get_or_insert_with(Vec::new)
-                    .push((server.server_names.clone(), files.clone()));
+                plans[index].tls.get_or_insert_with(Vec::new).push((server.server_names.clone(), files.clone()));
             }
         }
     }
@@ -161,14 +137,13 @@ fn listeners(config: &Config) -> Vec<ListenerPlan> {
 /// Accepts the clients of one listen address.
 struct Accept {
     listen: Arc<str>,
-    limits: ConnLimits,
-    tls: Option<Arc<TlsTerminator>>,
+    settings: Arc<ArcSwap<Settings>>,
     shared: Arc<Shared>,
     connections: Arc<Semaphore>,
 }
 
 impl Accept {
-    async fn run(self, socket: TcpListener) {
+    async fn run(self, socket: TcpListener, stop: watch::Receiver<bool>) {
         let this = Arc::new(self);
         loop {
             let (stream, client) = tokio::select! {
@@ -182,6 +157,7 @@ impl Accept {
                     }
                 },
                 () = signalled(this.shared.drain.clone()) => return,
+                () = signalled(stop.clone()) => return,
             };
             let Ok(permit) = this.connections.clone().try_acquire_owned() else {
                 tracing::warn!(%client, "max_connections reached; connection closed");
@@ -190,37 +166,25 @@ impl Accept {
             let _ = stream.set_nodelay(true);
             let this = this.clone();
             this.shared.tasks.clone().spawn(async move {
-                let local = stream
-                    .local_addr()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
-                let (stream, sni) = match &this.tls {
+                let settings = this.settings.load_full();
+                let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let (stream, sni) = match &settings.tls {
                     None => (ClientStream::Plain(stream), None),
-                    Some(tls) => {
-                        match tokio::time::timeout(this.limits.header_timeout, tls.accept(stream))
-                            .await
-                        {
-                            Ok(Ok((stream, sni))) => (ClientStream::Tls(Box::new(stream)), sni),
-                            Ok(Err(error)) => {
-                                tracing::info!(%client, %error, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::info!(%client, "TLS handshake timed out");
-                                return;
-                            }
+                    Some(tls) => match tokio::time::timeout(settings.limits.header_timeout, tls.accept(stream)).await {
+                        Ok(Ok((stream, sni))) => (ClientStream::Tls(Box::new(stream)), sni),
+                        Ok(Err(error)) => {
+                            tracing::info!(%client, %error, "TLS handshake failed");
+                            return;
                         }
-                    }
+                        Err(_) => {
+                            tracing::info!(%client, "TLS handshake timed out");
+                            return;
+                        }
+                    },
                 };
                 let tls = matches!(stream, ClientStream::Tls(_));
-                let info = ConnInfo {
-                    client,
-                    local,
-                    listener: this.listen.clone(),
-                    tls,
-                    sni,
-                    _permit: permit,
-                };
-                serve_connection(stream, info, this.limits, this.shared.clone()).await;
+                let info = ConnInfo { client, local, listener: this.listen.clone(), tls, sni, _permit: permit };
+                serve_connection(stream, info, settings.limits, this.shared.clone()).await;
             });
         }
     }

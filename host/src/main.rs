@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wasp::config::Config;
-use wasp::listener::Proxy;
+use wasp::proxy::Proxy;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +40,7 @@ fn main() -> ExitCode {
         Some(path) => Config::load(path),
         None => Ok(Config::embedded_default()),
     };
+    let path = cli.config.clone();
     let source = cli
         .config
         .as_ref()
@@ -60,7 +61,7 @@ fn main() -> ExitCode {
             }
         },
         Command::Run => match config {
-            Ok(config) => run(config),
+            Ok(config) => run(config, path),
             Err(error) => {
                 eprintln!("{error}");
                 ExitCode::FAILURE
@@ -69,35 +70,43 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(config: Config) -> ExitCode {
+/// Serves until SIGTERM/SIGINT; SIGHUP reloads the configuration and plugins.
+fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
+    use tokio::signal::unix::{SignalKind, signal};
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");
     runtime.block_on(async {
         raise_fd_limit();
-        let proxy = match Proxy::start(config).await {
+        let started = match path {
+            // A file is watched and reloaded; the embedded default is fixed.
+            Some(path) => Proxy::start_file(config, path).await,
+            None => Proxy::start(config).await,
+        };
+        let proxy = match started {
             Ok(proxy) => proxy,
             Err(error) => {
                 tracing::error!("{error:#}");
                 return ExitCode::FAILURE;
             }
         };
-        wait_for_stop_signal().await;
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        loop {
+            tokio::select! {
+                _ = term.recv() => break,
+                _ = int.recv() => break,
+                _ = hup.recv() => {
+                    let _ = proxy.reload().await;
+                }
+            }
+        }
         tracing::info!("shutting down: no new connections, finishing requests in flight");
         proxy.shutdown().await;
         ExitCode::SUCCESS
     })
-}
-
-async fn wait_for_stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = int.recv() => {}
-    }
 }
 
 /// Two descriptors per proxied connection: take every one the hard limit allows.

@@ -5,7 +5,7 @@ pub mod backend;
 
 use std::net::SocketAddr;
 use wasp::config::Config;
-use wasp::listener::Proxy;
+use wasp::proxy::Proxy;
 
 /// The test plugins compiled by `tests/build.rs`.
 pub mod test_plugins {
@@ -26,7 +26,7 @@ pub async fn start_proxy(toml: &str) -> (Proxy, SocketAddr) {
     let config = Config::parse(toml, "test.toml").unwrap_or_else(|e| panic!("test config: {e}"));
     let listen = config.servers[0].listen[0].clone();
     let proxy = Proxy::start(config).await.expect("proxy starts");
-    let addr = proxy.local_addr(&listen).expect("bound");
+    let addr = proxy.local_addr(&listen).await.expect("bound");
     (proxy, addr)
 }
 

@@ -8,14 +8,16 @@ use crate::plugins::{
     BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded,
 };
 use crate::relay::frames::FilterSlot;
-use crate::upstream::{PeerState, UpstreamGroup, resolve};
+use crate::upstream::{UpstreamGroup, resolve};
 use crate::vars::Template;
-use arc_swap::ArcSwap;
 use http::HeaderName;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
+
+mod registry;
+pub use registry::Registry;
+use registry::Swap;
 
 /// Why a configuration could not be put in service.
 #[derive(Debug, thiserror::Error)]
@@ -47,12 +49,16 @@ pub struct Site {
     pub origin: OriginPool,
     pub locations: Vec<LocationRuntime>,
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
+    /// Every plugin this site uses, for status and reload checks.
+    pub plugins: Vec<Arc<Plugin>>,
+    /// New filter versions for slots open connections already use.
+    swaps: Vec<Swap>,
 }
 
 impl Site {
     /// Builds everything a configuration needs. Blocking (compiles plugins,
     /// resolves names): run it off the async workers.
-    pub fn load(config: Arc<Config>, runtime: &Arc<Runtime>) -> Result<Site, SiteError> {
+    pub fn load(config: Arc<Config>, runtime: &Arc<Runtime>, registry: &Registry) -> Result<Site, SiteError> {
         let mut loader = PluginLoader {
             runtime,
             loaded: HashMap::new(),
@@ -67,14 +73,18 @@ impl Site {
         let origin = loader.pool(plugins.origin.as_deref(), "origin", config.origin_json())?;
 
         let mut locations = Vec::new();
+        let mut swaps = Vec::new();
         for location in config.locations() {
             let mut filters = Vec::new();
             for spec in &location.filters {
                 let (path, builtin) = filter_source(&spec.plugin);
-                let pool: FilterPool = loader.pool(path, &builtin, spec.config.to_string())?;
+                let filter_config = spec.config.to_string();
+                let pool: FilterPool = loader.pool(path, &builtin, filter_config.clone())?;
+                let (slot, swap) = registry.filter_slot(&spec.plugin, &filter_config, Arc::new(pool));
+                swaps.extend(swap);
                 filters.push(FilterSlot {
                     name: spec.plugin.as_str().into(),
-                    pool: Arc::new(ArcSwap::from_pointee(pool)),
+                    pool: slot,
                     fail_open: spec.fail_open,
                 });
             }
@@ -94,9 +104,9 @@ impl Site {
                     address: server.address.clone(),
                     error,
                 })?;
-                peers.push(Arc::new(PeerState::new(server, addrs)));
+                peers.push(registry.peer(name, server, addrs));
             }
-            let group = UpstreamGroup::new(name, upstream, peers, Arc::new(AtomicU64::new(0)));
+            let group = UpstreamGroup::new(name, upstream, peers, registry.cursor(name));
             upstreams.insert(name.clone(), Arc::new(group));
         }
 
@@ -107,7 +117,29 @@ impl Site {
             origin,
             locations,
             upstreams,
+            plugins: loader.loaded.into_values().collect(),
+            swaps,
         })
+    }
+
+    /// Puts this site's filter versions in service for open connections too,
+    /// and lets the registry forget what this site no longer uses. Call it
+    /// right before the site replaces the one in service.
+    pub fn activate(&mut self, registry: &Registry) {
+        for swap in self.swaps.drain(..) {
+            swap.apply();
+        }
+        let peers: Vec<(String, String)> = self
+            .upstreams
+            .values()
+            .flat_map(|group| group.peers.iter().map(|peer| (group.name.clone(), peer.address.clone())))
+            .collect();
+        let filters: Vec<(String, String)> = self
+            .config
+            .locations()
+            .flat_map(|location| location.filters.iter().map(|spec| (spec.plugin.clone(), spec.config.to_string())))
+            .collect();
+        registry.retain(&peers, &filters);
     }
 
     pub fn location(&self, id: u32) -> Option<&LocationRuntime> {

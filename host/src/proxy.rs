@@ -1,0 +1,199 @@
+//! A running wasp: the site in service, its listeners, and reloading both
+//! without dropping a connection.
+//!
+//! Reload semantics: a new configuration and new plugin versions are
+//! prepared completely off the request path (parsed, validated, compiled,
+//! configured); if anything fails, nothing changes and the cause is logged
+//! in one line. Otherwise the new site replaces the old one atomically: new
+//! requests and handshakes use it at once, requests in flight finish with
+//! the site they started with, open tunnels are untouched, and filtered
+//! WebSockets switch to a new filter version at their next message (the new
+//! instance first gets `on-open` for the connection).
+
+use crate::config::Config;
+use crate::http::Shared;
+use crate::listener::Listeners;
+use crate::plugins::{Limits, Runtime};
+use crate::site::{Registry, Site};
+use crate::watch::{FileWatcher, watch_files};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Why and what to reload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReloadCause {
+    /// A watched file changed.
+    FileChanged,
+    /// SIGHUP or the admin endpoint.
+    Requested,
+}
+
+/// A running proxy. Cheap to share: reloads hold a reference.
+pub struct Proxy {
+    inner: Arc<Inner>,
+    drain: watch::Sender<bool>,
+    close_websockets: watch::Sender<bool>,
+}
+
+struct Inner {
+    shared: Arc<Shared>,
+    runtime: Arc<Runtime>,
+    registry: Arc<Registry>,
+    config_path: Option<PathBuf>,
+    listeners: tokio::sync::Mutex<Listeners>,
+    /// One reload at a time.
+    reloading: tokio::sync::Mutex<()>,
+    watcher: Mutex<Option<FileWatcher>>,
+    grace: Duration,
+}
+
+impl Proxy {
+    /// Starts from `config`, read from file `path`, which is then watched
+    /// and reloaded.
+    pub async fn start_file(config: Config, path: PathBuf) -> anyhow::Result<Proxy> {
+        Proxy::start_with(config, Some(path)).await
+    }
+
+    /// Starts from a configuration in memory (the embedded default, tests).
+    /// Plugin files it names are still watched.
+    pub async fn start(config: Config) -> anyhow::Result<Proxy> {
+        Proxy::start_with(config, None).await
+    }
+
+    async fn start_with(config: Config, config_path: Option<PathBuf>) -> anyhow::Result<Proxy> {
+        let settings = &config.plugins;
+        let limits = Limits {
+            call_timeout: settings.call_timeout,
+            memory_limit: settings.memory_limit,
+            instances: settings.instances,
+        };
+        let runtime = Runtime::new(limits, settings.cache_dir.as_deref())
+            .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e:#}"))?;
+        let registry = Arc::new(Registry::default());
+        let config = Arc::new(config);
+        let mut site = load_site(config.clone(), &runtime, &registry).await?;
+        site.activate(&registry);
+
+        let (drain, drain_rx) = watch::channel(false);
+        let (close_websockets, close_rx) = watch::channel(false);
+        let shared = Shared::new(Arc::new(site), drain_rx, close_rx);
+        let mut listeners = Listeners::new(shared.clone(), config.max_connections);
+        listeners.apply(&config).await?;
+        let inner = Arc::new(Inner {
+            shared,
+            runtime,
+            registry,
+            config_path,
+            listeners: tokio::sync::Mutex::new(listeners),
+            reloading: tokio::sync::Mutex::new(()),
+            watcher: Mutex::new(None),
+            grace: config.shutdown_grace,
+        });
+        inner.watch_files(&config);
+        Ok(Proxy { inner, drain, close_websockets })
+    }
+
+    /// Re-reads the configuration file (if any) and every plugin file, and
+    /// puts them in service; on error nothing changes. Returns a summary.
+    pub async fn reload(&self) -> Result<String, String> {
+        self.inner.reload(ReloadCause::Requested).await
+    }
+
+    /// The address a configured `listen` string is bound to (useful with port 0).
+    pub async fn local_addr(&self, listen: &str) -> Option<SocketAddr> {
+        self.inner.listeners.lock().await.local_addr(listen)
+    }
+
+    /// What every connection shares (the site in service).
+    pub fn shared(&self) -> &Arc<Shared> {
+        &self.inner.shared
+    }
+
+    /// Stops accepting, lets in-flight requests finish, then after the grace
+    /// period closes the remaining WebSockets with 1001.
+    pub async fn shutdown(self) {
+        self.inner.watcher.lock().unwrap().take();
+        let _ = self.drain.send(true);
+        let tasks = &self.inner.shared.tasks;
+        tasks.close();
+        if tokio::time::timeout(self.inner.grace, tasks.wait()).await.is_err() {
+            tracing::info!("grace period over; closing the remaining WebSockets");
+            let _ = self.close_websockets.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+        }
+    }
+}
+
+/// Builds a site off the async workers (compiling plugins is CPU-bound).
+/// It is not active yet: see [`Site::activate`].
+async fn load_site(config: Arc<Config>, runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> anyhow::Result<Site> {
+    let (runtime, registry) = (runtime.clone(), registry.clone());
+    Ok(tokio::task::spawn_blocking(move || Site::load(config, &runtime, &registry)).await??)
+}
+
+impl Inner {
+    async fn reload(self: &Arc<Self>, cause: ReloadCause) -> Result<String, String> {
+        let _one_at_a_time = self.reloading.lock().await;
+        let result = self.try_reload().await;
+        match &result {
+            Ok(summary) => tracing::info!(?cause, "reloaded: {summary}"),
+            Err(error) => tracing::error!(?cause, "reload refused, the previous configuration keeps serving: {error}"),
+        }
+        result
+    }
+
+    async fn try_reload(self: &Arc<Self>) -> Result<String, String> {
+        let config = match &self.config_path {
+            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            None => (*self.shared.site.load().config).clone(),
+        };
+        if config.plugins.call_timeout != self.runtime.limits().call_timeout
+            || config.plugins.memory_limit != self.runtime.limits().memory_limit
+            || config.plugins.instances != self.runtime.limits().instances
+        {
+            tracing::warn!("plugin limits changed: they apply after a restart");
+        }
+        let config = Arc::new(config);
+        let mut site = load_site(config.clone(), &self.runtime, &self.registry).await.map_err(|e| format!("{e:#}"))?;
+        self.listeners.lock().await.apply(&config).await.map_err(|e| format!("{e:#}"))?;
+        site.activate(&self.registry);
+        let summary = site
+            .plugins
+            .iter()
+            .map(|plugin| format!("{} {}", plugin.name(), &plugin.sha256()[..12]))
+            .collect::<Vec<_>>()
+            .join(", ");
+        self.shared.site.store(Arc::new(site));
+        self.watch_files(&config);
+        Ok(format!("plugins: {summary}"))
+    }
+
+    /// Watches the configuration file and every plugin file it names.
+    fn watch_files(self: &Arc<Self>, config: &Config) {
+        let mut files: Vec<PathBuf> = self.config_path.iter().cloned().collect();
+        let plugins = &config.plugins;
+        files.extend([&plugins.router, &plugins.balancer, &plugins.origin].into_iter().flatten().cloned());
+        for location in config.locations() {
+            files.extend(location.filters.iter().filter(|f| f.plugin.ends_with(".wasm")).map(|f| PathBuf::from(&f.plugin)));
+        }
+        if files.is_empty() {
+            return;
+        }
+        // A weak reference: the watcher must not keep a stopped proxy alive.
+        let weak: Weak<Inner> = Arc::downgrade(self);
+        let watcher = watch_files(files, move |changed| {
+            let Some(inner) = weak.upgrade() else { return };
+            tracing::info!(files = ?changed, "file changed; reloading");
+            tokio::spawn(async move {
+                let _ = inner.reload(ReloadCause::FileChanged).await;
+            });
+        });
+        match watcher {
+            Ok(watcher) => *self.watcher.lock().unwrap() = Some(watcher),
+            Err(error) => tracing::warn!(%error, "cannot watch the configuration and plugin files; reload with SIGHUP"),
+        }
+    }
+}
