@@ -5,9 +5,11 @@
 //! `relay` serve; `config` and `site` hold what was loaded.
 
 pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod http;
 pub mod listener;
+pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod relay;
