@@ -17,16 +17,7 @@ const TARGET: &str = "wasm32-wasip2";
 /// `pub const PLUGINS: &[(&str, &[u8])]`: each directory name with the bytes
 /// of its component.
 pub fn build_plugin_dir(dir: &str, prefix: &str, out_file: &str) {
-    let root = workspace_root();
-    let plugin_dir = root.join(dir);
-    for watched in [plugin_dir.as_path(), &root.join("sdk"), &root.join("wit")] {
-        println!("cargo:rerun-if-changed={}", watched.display());
-    }
-    println!(
-        "cargo:rerun-if-changed={}",
-        root.join("Cargo.lock").display()
-    );
-
+    let plugin_dir = workspace_root().join(dir);
     let mut names: Vec<String> = fs::read_dir(&plugin_dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", plugin_dir.display()))
         .filter_map(|entry| entry.ok())
@@ -34,6 +25,29 @@ pub fn build_plugin_dir(dir: &str, prefix: &str, out_file: &str) {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
+    let plugins: Vec<(String, String)> = names
+        .into_iter()
+        .map(|name| {
+            let package = format!("{prefix}{name}");
+            (name, package)
+        })
+        .collect();
+    build_plugins(dir, &plugins, out_file);
+}
+
+/// Builds the `(name, package)` crates of `plugins`, which live under `dir`
+/// (watched for changes), and writes `$OUT_DIR/{out_file}` declaring
+/// `pub const PLUGINS: &[(&str, &[u8])]`: each name with the bytes of its
+/// package's component.
+pub fn build_plugins(dir: &str, plugins: &[(String, String)], out_file: &str) {
+    let root = workspace_root();
+    for watched in [root.join(dir), root.join("sdk"), root.join("wit")] {
+        println!("cargo:rerun-if-changed={}", watched.display());
+    }
+    println!(
+        "cargo:rerun-if-changed={}",
+        root.join("Cargo.lock").display()
+    );
 
     ensure_target();
     let target_dir = root.join("target").join("wasm");
@@ -49,8 +63,8 @@ pub fn build_plugin_dir(dir: &str, prefix: &str, out_file: &str) {
             "--target-dir",
         ])
         .arg(&target_dir);
-    for name in &names {
-        cargo.args(["-p", &format!("{prefix}{name}")]);
+    for (_, package) in plugins {
+        cargo.args(["-p", package]);
     }
     // Flags meant for the host build (coverage, sanitizers, a host target)
     // must not leak into the wasm build.
@@ -72,8 +86,7 @@ pub fn build_plugin_dir(dir: &str, prefix: &str, out_file: &str) {
 
     let artifacts = target_dir.join(TARGET).join("plugin");
     let mut generated = String::from("pub const PLUGINS: &[(&str, &[u8])] = &[\n");
-    for name in &names {
-        let package = format!("{prefix}{name}");
+    for (name, package) in plugins {
         // A library crate yields `snake_name.wasm`, a binary `package-name.wasm`.
         let wasm = [package.replace('-', "_"), package.clone()]
             .iter()
