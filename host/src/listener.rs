@@ -40,7 +40,11 @@ pub struct Listeners {
 
 impl Listeners {
     pub fn new(shared: Arc<Shared>, max_connections: usize) -> Listeners {
-        Listeners { shared, connections: Arc::new(Semaphore::new(max_connections)), bound: HashMap::new() }
+        Listeners {
+            shared,
+            connections: Arc::new(Semaphore::new(max_connections)),
+            bound: HashMap::new(),
+        }
     }
 
     /// Makes the listening sockets match `config`. Everything is prepared
@@ -51,7 +55,8 @@ impl Listeners {
         for plan in plans(config) {
             let tls = match plan.tls {
                 Some(sites) => {
-                    let terminator = TlsTerminator::new(sites).with_context(|| format!("TLS on {}", plan.listen))?;
+                    let terminator = TlsTerminator::new(sites)
+                        .with_context(|| format!("TLS on {}", plan.listen))?;
                     let watcher = terminator.watch()?;
                     Some((terminator, watcher))
                 }
@@ -59,14 +64,22 @@ impl Listeners {
             };
             let socket = match self.bound.contains_key(&plan.listen) {
                 true => None,
-                false => Some(TcpListener::bind(&plan.listen).await.with_context(|| format!("cannot listen on {}", plan.listen))?),
+                false => Some(
+                    TcpListener::bind(&plan.listen)
+                        .await
+                        .with_context(|| format!("cannot listen on {}", plan.listen))?,
+                ),
             };
             prepared.push((plan.listen, plan.limits, tls, socket));
         }
         let wanted: Vec<String> = prepared.iter().map(|(listen, ..)| listen.clone()).collect();
         for (listen, limits, tls, socket) in prepared {
             let (tls, watcher) = tls.map_or((None, None), |(t, w)| (Some(t), Some(w)));
-            let settings = Settings { limits, tls, _cert_watcher: watcher };
+            let settings = Settings {
+                limits,
+                tls,
+                _cert_watcher: watcher,
+            };
             match socket {
                 None => self.bound[&listen].settings.store(Arc::new(settings)),
                 Some(socket) => {
@@ -81,7 +94,14 @@ impl Listeners {
                         connections: self.connections.clone(),
                     };
                     self.shared.tasks.spawn(accept.run(socket, stopped));
-                    self.bound.insert(listen, Bound { local, settings, stop });
+                    self.bound.insert(
+                        listen,
+                        Bound {
+                            local,
+                            settings,
+                            stop,
+                        },
+                    );
                 }
             }
         }
@@ -122,12 +142,19 @@ fn plans(config: &Config) -> Vec<Plan> {
                         max_header_size: server.max_header_size,
                         redirect_https: server.redirect_http,
                     };
-                    plans.push(Plan { listen: listen.clone(), limits, tls: None });
+                    plans.push(Plan {
+                        listen: listen.clone(),
+                        limits,
+                        tls: None,
+                    });
                     plans.len() - 1
                 }
             };
             if let Some(files) = &server.tls {
-                plans[index].tls.get_or_insert_with(Vec::new).push((server.server_names.clone(), files.clone()));
+                plans[index]
+                    .tls
+                    .get_or_insert_with(Vec::new)
+                    .push((server.server_names.clone(), files.clone()));
             }
         }
     }
@@ -167,10 +194,17 @@ impl Accept {
             let this = this.clone();
             this.shared.tasks.clone().spawn(async move {
                 let settings = this.settings.load_full();
-                let local = stream.local_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let local = stream
+                    .local_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let (stream, sni) = match &settings.tls {
                     None => (ClientStream::Plain(stream), None),
-                    Some(tls) => match tokio::time::timeout(settings.limits.header_timeout, tls.accept(stream)).await {
+                    Some(tls) => match tokio::time::timeout(
+                        settings.limits.header_timeout,
+                        tls.accept(stream),
+                    )
+                    .await
+                    {
                         Ok(Ok((stream, sni))) => (ClientStream::Tls(Box::new(stream)), sni),
                         Ok(Err(error)) => {
                             tracing::info!(%client, %error, "TLS handshake failed");
@@ -183,7 +217,14 @@ impl Accept {
                     },
                 };
                 let tls = matches!(stream, ClientStream::Tls(_));
-                let info = ConnInfo { client, local, listener: this.listen.clone(), tls, sni, _permit: permit };
+                let info = ConnInfo {
+                    client,
+                    local,
+                    listener: this.listen.clone(),
+                    tls,
+                    sni,
+                    _permit: permit,
+                };
                 serve_connection(stream, info, settings.limits, this.shared.clone()).await;
             });
         }

@@ -93,7 +93,11 @@ impl Proxy {
             grace: config.shutdown_grace,
         });
         inner.watch_files(&config);
-        Ok(Proxy { inner, drain, close_websockets })
+        Ok(Proxy {
+            inner,
+            drain,
+            close_websockets,
+        })
     }
 
     /// Re-reads the configuration file (if any) and every plugin file, and
@@ -119,7 +123,10 @@ impl Proxy {
         let _ = self.drain.send(true);
         let tasks = &self.inner.shared.tasks;
         tasks.close();
-        if tokio::time::timeout(self.inner.grace, tasks.wait()).await.is_err() {
+        if tokio::time::timeout(self.inner.grace, tasks.wait())
+            .await
+            .is_err()
+        {
             tracing::info!("grace period over; closing the remaining WebSockets");
             let _ = self.close_websockets.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
@@ -129,7 +136,11 @@ impl Proxy {
 
 /// Builds a site off the async workers (compiling plugins is CPU-bound).
 /// It is not active yet: see [`Site::activate`].
-async fn load_site(config: Arc<Config>, runtime: &Arc<Runtime>, registry: &Arc<Registry>) -> anyhow::Result<Site> {
+async fn load_site(
+    config: Arc<Config>,
+    runtime: &Arc<Runtime>,
+    registry: &Arc<Registry>,
+) -> anyhow::Result<Site> {
     let (runtime, registry) = (runtime.clone(), registry.clone());
     Ok(tokio::task::spawn_blocking(move || Site::load(config, &runtime, &registry)).await??)
 }
@@ -140,7 +151,10 @@ impl Inner {
         let result = self.try_reload().await;
         match &result {
             Ok(summary) => tracing::info!(?cause, "reloaded: {summary}"),
-            Err(error) => tracing::error!(?cause, "reload refused, the previous configuration keeps serving: {error}"),
+            Err(error) => tracing::error!(
+                ?cause,
+                "reload refused, the previous configuration keeps serving: {error}"
+            ),
         }
         result
     }
@@ -157,8 +171,15 @@ impl Inner {
             tracing::warn!("plugin limits changed: they apply after a restart");
         }
         let config = Arc::new(config);
-        let mut site = load_site(config.clone(), &self.runtime, &self.registry).await.map_err(|e| format!("{e:#}"))?;
-        self.listeners.lock().await.apply(&config).await.map_err(|e| format!("{e:#}"))?;
+        let mut site = load_site(config.clone(), &self.runtime, &self.registry)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
+        self.listeners
+            .lock()
+            .await
+            .apply(&config)
+            .await
+            .map_err(|e| format!("{e:#}"))?;
         site.activate(&self.registry);
         let summary = site
             .plugins
@@ -175,9 +196,20 @@ impl Inner {
     fn watch_files(self: &Arc<Self>, config: &Config) {
         let mut files: Vec<PathBuf> = self.config_path.iter().cloned().collect();
         let plugins = &config.plugins;
-        files.extend([&plugins.router, &plugins.balancer, &plugins.origin].into_iter().flatten().cloned());
+        files.extend(
+            [&plugins.router, &plugins.balancer, &plugins.origin]
+                .into_iter()
+                .flatten()
+                .cloned(),
+        );
         for location in config.locations() {
-            files.extend(location.filters.iter().filter(|f| f.plugin.ends_with(".wasm")).map(|f| PathBuf::from(&f.plugin)));
+            files.extend(
+                location
+                    .filters
+                    .iter()
+                    .filter(|f| f.plugin.ends_with(".wasm"))
+                    .map(|f| PathBuf::from(&f.plugin)),
+            );
         }
         if files.is_empty() {
             return;
@@ -193,7 +225,9 @@ impl Inner {
         });
         match watcher {
             Ok(watcher) => *self.watcher.lock().unwrap() = Some(watcher),
-            Err(error) => tracing::warn!(%error, "cannot watch the configuration and plugin files; reload with SIGHUP"),
+            Err(error) => {
+                tracing::warn!(%error, "cannot watch the configuration and plugin files; reload with SIGHUP")
+            }
         }
     }
 }

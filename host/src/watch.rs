@@ -34,11 +34,15 @@ where
             let _ = tx.send(event.paths);
         }
     })?;
-    let dirs: HashSet<PathBuf> = files.iter().filter_map(|f| f.parent().map(Path::to_path_buf)).collect();
+    let dirs: HashSet<PathBuf> = files
+        .iter()
+        .filter_map(|f| f.parent().map(Path::to_path_buf))
+        .collect();
     for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    let mut seen: HashMap<PathBuf, Option<Vec<u8>>> = files.iter().map(|f| (f.clone(), digest(f))).collect();
+    let mut seen: HashMap<PathBuf, Option<Vec<u8>>> =
+        files.iter().map(|f| (f.clone(), digest(f))).collect();
     tokio::spawn(async move {
         // Ends when the watcher (and with it the sender) is dropped.
         while let Some(paths) = rx.recv().await {
@@ -74,7 +78,9 @@ where
 }
 
 fn digest(file: &Path) -> Option<Vec<u8>> {
-    std::fs::read(file).ok().map(|bytes| Sha256::digest(bytes).to_vec())
+    std::fs::read(file)
+        .ok()
+        .map(|bytes| Sha256::digest(bytes).to_vec())
 }
 
 fn absolute(file: &Path) -> PathBuf {
@@ -93,7 +99,10 @@ mod tests {
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        panic!("expected {count} change reports, got {:?}", events.lock().unwrap());
+        panic!(
+            "expected {count} change reports, got {:?}",
+            events.lock().unwrap()
+        );
     }
 
     #[tokio::test]
@@ -104,7 +113,10 @@ mod tests {
         std::fs::write(&file, b"one").unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
         let sink = events.clone();
-        let _watcher = watch_files(vec![file.clone()], move |changed| sink.lock().unwrap().push(changed)).unwrap();
+        let _watcher = watch_files(vec![file.clone()], move |changed| {
+            sink.lock().unwrap().push(changed)
+        })
+        .unwrap();
 
         // An atomic replace (write elsewhere, rename over) is seen.
         std::fs::write(dir.join("tmp"), b"two").unwrap();

@@ -58,7 +58,11 @@ pub struct Site {
 impl Site {
     /// Builds everything a configuration needs. Blocking (compiles plugins,
     /// resolves names): run it off the async workers.
-    pub fn load(config: Arc<Config>, runtime: &Arc<Runtime>, registry: &Registry) -> Result<Site, SiteError> {
+    pub fn load(
+        config: Arc<Config>,
+        runtime: &Arc<Runtime>,
+        registry: &Registry,
+    ) -> Result<Site, SiteError> {
         let mut loader = PluginLoader {
             runtime,
             loaded: HashMap::new(),
@@ -80,7 +84,8 @@ impl Site {
                 let (path, builtin) = filter_source(&spec.plugin);
                 let filter_config = spec.config.to_string();
                 let pool: FilterPool = loader.pool(path, &builtin, filter_config.clone())?;
-                let (slot, swap) = registry.filter_slot(&spec.plugin, &filter_config, Arc::new(pool));
+                let (slot, swap) =
+                    registry.filter_slot(&spec.plugin, &filter_config, Arc::new(pool));
                 swaps.extend(swap);
                 filters.push(FilterSlot {
                     name: spec.plugin.as_str().into(),
@@ -132,12 +137,22 @@ impl Site {
         let peers: Vec<(String, String)> = self
             .upstreams
             .values()
-            .flat_map(|group| group.peers.iter().map(|peer| (group.name.clone(), peer.address.clone())))
+            .flat_map(|group| {
+                group
+                    .peers
+                    .iter()
+                    .map(|peer| (group.name.clone(), peer.address.clone()))
+            })
             .collect();
         let filters: Vec<(String, String)> = self
             .config
             .locations()
-            .flat_map(|location| location.filters.iter().map(|spec| (spec.plugin.clone(), spec.config.to_string())))
+            .flat_map(|location| {
+                location
+                    .filters
+                    .iter()
+                    .map(|spec| (spec.plugin.clone(), spec.config.to_string()))
+            })
             .collect();
         registry.retain(&peers, &filters);
     }

@@ -24,7 +24,12 @@ pub struct Registry {
 impl Registry {
     /// The peer `server` of `upstream`: the same one as before while its
     /// settings are unchanged, so its connection count and failures persist.
-    pub fn peer(&self, upstream: &str, server: &UpstreamServer, addrs: Vec<SocketAddr>) -> Arc<PeerState> {
+    pub fn peer(
+        &self,
+        upstream: &str,
+        server: &UpstreamServer,
+        addrs: Vec<SocketAddr>,
+    ) -> Arc<PeerState> {
         let mut peers = self.peers.lock().unwrap();
         let key = (upstream.to_string(), server.address.clone());
         match peers.get(&key) {
@@ -39,16 +44,32 @@ impl Registry {
 
     /// The balancer's pick counter of `upstream`.
     pub fn cursor(&self, upstream: &str) -> Arc<AtomicU64> {
-        self.cursors.lock().unwrap().entry(upstream.to_string()).or_default().clone()
+        self.cursors
+            .lock()
+            .unwrap()
+            .entry(upstream.to_string())
+            .or_default()
+            .clone()
     }
 
     /// The slot of filter `plugin` with `config`: open connections read the
     /// pool from it at each message. A new slot starts with `pool`; an
     /// existing one keeps serving its current pool until [`Swap::apply`].
-    pub fn filter_slot(&self, plugin: &str, config: &str, pool: Arc<FilterPool>) -> (Arc<ArcSwap<FilterPool>>, Option<Swap>) {
+    pub fn filter_slot(
+        &self,
+        plugin: &str,
+        config: &str,
+        pool: Arc<FilterPool>,
+    ) -> (Arc<ArcSwap<FilterPool>>, Option<Swap>) {
         let mut filters = self.filters.lock().unwrap();
         match filters.get(&(plugin.to_string(), config.to_string())) {
-            Some(slot) => (slot.clone(), Some(Swap { slot: slot.clone(), pool })),
+            Some(slot) => (
+                slot.clone(),
+                Some(Swap {
+                    slot: slot.clone(),
+                    pool,
+                }),
+            ),
             None => {
                 let slot = Arc::new(ArcSwap::new(pool));
                 filters.insert((plugin.to_string(), config.to_string()), slot.clone());
@@ -59,9 +80,18 @@ impl Registry {
 
     /// Forgets what the site in service no longer uses.
     pub fn retain(&self, upstreams: &[(String, String)], filters: &[FilterKey]) {
-        self.peers.lock().unwrap().retain(|key, _| upstreams.contains(key));
-        self.cursors.lock().unwrap().retain(|name, _| upstreams.iter().any(|(u, _)| u == name));
-        self.filters.lock().unwrap().retain(|key, _| filters.contains(key));
+        self.peers
+            .lock()
+            .unwrap()
+            .retain(|key, _| upstreams.contains(key));
+        self.cursors
+            .lock()
+            .unwrap()
+            .retain(|name, _| upstreams.iter().any(|(u, _)| u == name));
+        self.filters
+            .lock()
+            .unwrap()
+            .retain(|key, _| filters.contains(key));
     }
 }
 

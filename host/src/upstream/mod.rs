@@ -1,9 +1,11 @@
 //! Upstream groups: choosing a peer through the balancer plugin, connecting
-//! with a timeout, passive health, and retrying the next peer on connect
-//! errors (never after a byte was sent upstream).
+//! with a timeout, passive and active health, and retrying the next peer on
+//! connect errors (never after a byte was sent upstream).
 
+mod health;
 mod peer;
 
+pub use health::{HealthObserver, spawn_health_checks};
 pub use peer::{PeerGuard, PeerState};
 
 use crate::plugins::{BalancerPool, Peer, RequestHead};

@@ -1,11 +1,12 @@
 //! One upstream server and the state the host keeps for it: open
-//! connections (WebSockets included) and passive-health failures. Peers are
+//! connections (WebSockets included), passive-health failures and the
+//! active health checks' verdict. Peers are
 //! shared across configuration and plugin reloads, so this state survives.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 /// nginx's `max_fails`/`fail_timeout`: failures counted in a window; at
@@ -29,6 +30,9 @@ pub struct PeerState {
     pub fail_timeout: Duration,
     active: AtomicU32,
     failures: Mutex<Failures>,
+    /// The active health checks' verdict; true until they say otherwise, so
+    /// a peer without checks (or before the first `fall`) takes traffic.
+    healthy: AtomicBool,
 }
 
 impl PeerState {
@@ -43,6 +47,7 @@ impl PeerState {
             fail_timeout: server.fail_timeout,
             active: AtomicU32::new(0),
             failures: Mutex::default(),
+            healthy: AtomicBool::new(true),
         }
     }
 
@@ -51,13 +56,24 @@ impl PeerState {
         self.active.load(Ordering::Relaxed)
     }
 
-    /// Not marked down and not taken out by recent failures.
+    /// Not marked down, not failing active health checks and not taken out
+    /// by recent failures.
     pub fn available(&self, now: Instant) -> bool {
-        if self.down {
+        if self.down || !self.healthy() {
             return false;
         }
         let failures = self.failures.lock().unwrap();
         failures.out_until.is_none_or(|until| now >= until)
+    }
+
+    /// The active health checks' verdict (true when there are none).
+    pub fn healthy(&self) -> bool {
+        self.healthy.load(Ordering::Relaxed)
+    }
+
+    /// Set by the active health checks when a peer rises or falls.
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::Relaxed);
     }
 
     /// Records a failed attempt; returns true when this takes the peer out.
@@ -148,6 +164,17 @@ mod tests {
         p.record_failure(t0);
         assert!(!p.record_failure(t0 + Duration::from_secs(11)));
         assert!(p.available(t0 + Duration::from_secs(11)));
+    }
+
+    #[test]
+    fn an_unhealthy_peer_is_unavailable() {
+        let p = peer(1);
+        let now = Instant::now();
+        assert!(p.healthy() && p.available(now));
+        p.set_healthy(false);
+        assert!(!p.available(now));
+        p.set_healthy(true);
+        assert!(p.available(now));
     }
 
     #[test]
