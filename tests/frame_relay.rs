@@ -37,7 +37,7 @@ fn runtime() -> &'static Arc<Runtime> {
             instances: 200,
             ..Limits::default()
         };
-        Runtime::new(limits, None).expect("engine")
+        Runtime::new(limits, None, None).expect("engine")
     })
 }
 
@@ -64,6 +64,7 @@ fn config() -> FrameRelayConfig {
     FrameRelayConfig {
         max_message_size: 1 << 20,
         idle_timeout: Duration::from_secs(60),
+        traffic: wasp::metrics::Metrics::new().location("test"),
     }
 }
 
@@ -182,8 +183,12 @@ async fn proxy(upstream: SocketAddr, chain: Vec<FilterSlot>, config: FrameRelayC
     tokio::spawn(async move {
         loop {
             let (mut client, _) = listener.accept().await.unwrap();
-            let (chain, stats_tx, shutdown_rx) =
-                (chain.clone(), stats_tx.clone(), shutdown_rx.clone());
+            let (chain, stats_tx, shutdown_rx, config) = (
+                chain.clone(),
+                stats_tx.clone(),
+                shutdown_rx.clone(),
+                config.clone(),
+            );
             tokio::spawn(async move {
                 let client_prefix = accept_upgrade(&mut client).await;
                 let mut up = TcpStream::connect(upstream).await.unwrap();

@@ -17,7 +17,7 @@ fn runtime() -> Arc<Runtime> {
         instances: 64,
         ..Limits::default()
     };
-    Runtime::new(limits, None).expect("engine")
+    Runtime::new(limits, None, None).expect("engine")
 }
 
 fn head(path: &str, headers: &str) -> RequestHead {

@@ -2,11 +2,13 @@
 //! request time; for WebSockets one line when the connection ends, with the
 //! bytes relayed and its duration. Written through tracing (target `access`).
 
+use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::request::Parts;
 use hyper::body::{Body, Frame, SizeHint};
 use std::net::IpAddr;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -18,10 +20,11 @@ pub struct AccessEntry {
     user_agent: String,
     started: Instant,
     time: SystemTime,
+    metrics: Arc<Metrics>,
 }
 
 impl AccessEntry {
-    pub fn new(parts: &Parts, client: IpAddr) -> AccessEntry {
+    pub fn new(parts: &Parts, client: IpAddr, metrics: Arc<Metrics>) -> AccessEntry {
         let header = |name: http::HeaderName| {
             parts
                 .headers
@@ -38,11 +41,14 @@ impl AccessEntry {
             user_agent: header(http::header::USER_AGENT),
             started: Instant::now(),
             time: SystemTime::now(),
+            metrics,
         }
     }
 
-    /// Writes the line; `extra` is appended (e.g. WebSocket traffic).
+    /// Writes the line (`extra` is appended, e.g. WebSocket traffic) and
+    /// counts the request by status class.
     pub fn log(&self, status: u16, bytes: u64, extra: &str) {
+        self.metrics.request(status);
         tracing::info!(
             target: "access",
             "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" rt={:.3}{}",
@@ -125,10 +131,10 @@ impl<B: Body<Data = Bytes> + Unpin, H: Unpin> Body for LoggedBody<B, H> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, B::Error>>> {
         let polled = Pin::new(&mut self.inner).poll_frame(cx);
-        if let Poll::Ready(Some(Ok(frame))) = &polled {
-            if let Some(data) = frame.data_ref() {
-                self.bytes += data.len() as u64;
-            }
+        if let Poll::Ready(Some(Ok(frame))) = &polled
+            && let Some(data) = frame.data_ref()
+        {
+            self.bytes += data.len() as u64;
         }
         polled
     }

@@ -217,6 +217,7 @@ impl Accept {
                     },
                 };
                 let tls = matches!(stream, ClientStream::Tls(_));
+                let _gauge = this.shared.metrics.connection_opened(&this.listen);
                 let info = ConnInfo {
                     client,
                     local,
@@ -224,6 +225,7 @@ impl Accept {
                     tls,
                     sni,
                     _permit: permit,
+                    _gauge,
                 };
                 serve_connection(stream, info, settings.limits, this.shared.clone()).await;
             });

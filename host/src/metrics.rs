@@ -541,6 +541,26 @@ impl LocationCounters {
     }
 }
 
+impl crate::plugins::CallObserver for Metrics {
+    fn call(
+        &self,
+        plugin: &str,
+        role: crate::plugins::Role,
+        elapsed: std::time::Duration,
+        error: Option<&crate::plugins::CallError>,
+    ) {
+        use crate::plugins::CallError;
+        let outcome = match error {
+            None => CallOutcome::Ok,
+            Some(CallError::Timeout) => CallOutcome::Timeout,
+            Some(CallError::OutOfMemory) => CallOutcome::OutOfMemory,
+            Some(CallError::Trap(_)) => CallOutcome::Trap,
+            Some(CallError::Unavailable(_)) => CallOutcome::Unavailable,
+        };
+        self.plugin_call(plugin, role.as_str(), elapsed.as_secs_f64(), outcome);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -10,12 +10,15 @@
 //! WebSockets switch to a new filter version at their next message (the new
 //! instance first gets `on-open` for the connection).
 
+use crate::admin::{self, AdminHooks};
 use crate::config::Config;
 use crate::http::Shared;
 use crate::listener::Listeners;
-use crate::plugins::{Limits, Runtime};
+use crate::metrics::Metrics;
+use crate::plugins::{CallObserver, Limits, Runtime};
 use crate::site::{Registry, Site};
 use crate::watch::{FileWatcher, watch_files};
+use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
@@ -70,16 +73,18 @@ impl Proxy {
             memory_limit: settings.memory_limit,
             instances: settings.instances,
         };
-        let runtime = Runtime::new(limits, settings.cache_dir.as_deref())
+        let metrics = Metrics::new();
+        let observer: Arc<dyn CallObserver> = metrics.clone();
+        let runtime = Runtime::new(limits, settings.cache_dir.as_deref(), Some(observer))
             .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e:#}"))?;
         let registry = Arc::new(Registry::default());
         let config = Arc::new(config);
-        let mut site = load_site(config.clone(), &runtime, &registry).await?;
-        site.activate(&registry);
+        let mut site = load_site(config.clone(), &runtime, &registry, &metrics).await?;
+        site.activate(&registry, &metrics);
 
         let (drain, drain_rx) = watch::channel(false);
         let (close_websockets, close_rx) = watch::channel(false);
-        let shared = Shared::new(Arc::new(site), drain_rx, close_rx);
+        let shared = Shared::new(Arc::new(site), drain_rx, close_rx, metrics);
         let mut listeners = Listeners::new(shared.clone(), config.max_connections);
         listeners.apply(&config).await?;
         let inner = Arc::new(Inner {
@@ -93,6 +98,17 @@ impl Proxy {
             grace: config.shutdown_grace,
         });
         inner.watch_files(&config);
+        if let Some(address) = config.admin {
+            let socket = tokio::net::TcpListener::bind(address)
+                .await
+                .with_context(|| format!("admin listener {address}"))?;
+            tracing::info!(%address, "admin listener: /metrics /status /reload");
+            let hooks: Arc<dyn AdminHooks> = Arc::new(Admin(Arc::downgrade(&inner)));
+            inner
+                .shared
+                .tasks
+                .spawn(admin::serve(socket, hooks, drain.subscribe()));
+        }
         Ok(Proxy {
             inner,
             drain,
@@ -140,15 +156,27 @@ async fn load_site(
     config: Arc<Config>,
     runtime: &Arc<Runtime>,
     registry: &Arc<Registry>,
+    metrics: &Arc<Metrics>,
 ) -> anyhow::Result<Site> {
-    let (runtime, registry) = (runtime.clone(), registry.clone());
-    Ok(tokio::task::spawn_blocking(move || Site::load(config, &runtime, &registry)).await??)
+    let (runtime, registry, metrics) = (runtime.clone(), registry.clone(), metrics.clone());
+    Ok(
+        tokio::task::spawn_blocking(move || Site::load(config, &runtime, &registry, &metrics))
+            .await??,
+    )
 }
 
 impl Inner {
     async fn reload(self: &Arc<Self>, cause: ReloadCause) -> Result<String, String> {
         let _one_at_a_time = self.reloading.lock().await;
         let result = self.try_reload().await;
+        self.shared.metrics.reload(
+            if self.config_path.is_some() {
+                "config"
+            } else {
+                "plugin"
+            },
+            result.is_ok(),
+        );
         match &result {
             Ok(summary) => tracing::info!(?cause, "reloaded: {summary}"),
             Err(error) => tracing::error!(
@@ -171,23 +199,28 @@ impl Inner {
             tracing::warn!("plugin limits changed: they apply after a restart");
         }
         let config = Arc::new(config);
-        let mut site = load_site(config.clone(), &self.runtime, &self.registry)
-            .await
-            .map_err(|e| format!("{e:#}"))?;
+        let mut site = load_site(
+            config.clone(),
+            &self.runtime,
+            &self.registry,
+            &self.shared.metrics,
+        )
+        .await
+        .map_err(|e| format!("{e:#}"))?;
         self.listeners
             .lock()
             .await
             .apply(&config)
             .await
             .map_err(|e| format!("{e:#}"))?;
-        site.activate(&self.registry);
+        site.activate(&self.registry, &self.shared.metrics);
         let summary = site
             .plugins
             .iter()
             .map(|plugin| format!("{} {}", plugin.name(), &plugin.sha256()[..12]))
             .collect::<Vec<_>>()
             .join(", ");
-        self.shared.site.store(Arc::new(site));
+        self.shared.site.swap(Arc::new(site)).retire();
         self.watch_files(&config);
         Ok(format!("plugins: {summary}"))
     }
@@ -229,5 +262,65 @@ impl Inner {
                 tracing::warn!(%error, "cannot watch the configuration and plugin files; reload with SIGHUP")
             }
         }
+    }
+}
+
+/// What the admin listener asks of the proxy. Weak: the admin task must not
+/// keep a stopped proxy alive.
+struct Admin(Weak<Inner>);
+
+impl AdminHooks for Admin {
+    fn metrics(&self) -> String {
+        self.0
+            .upgrade()
+            .map(|inner| inner.shared.metrics.encode())
+            .unwrap_or_default()
+    }
+
+    fn status(&self) -> serde_json::Value {
+        let Some(inner) = self.0.upgrade() else {
+            return serde_json::Value::Null;
+        };
+        let site = inner.shared.site.load();
+        let now = std::time::Instant::now();
+        let plugins: Vec<serde_json::Value> = site
+            .plugins
+            .iter()
+            .map(|p| serde_json::json!({ "name": &**p.name(), "sha256": p.sha256(), "roles": p.roles().iter().map(|r| r.as_str()).collect::<Vec<_>>() }))
+            .collect();
+        let upstreams: serde_json::Map<String, serde_json::Value> = site
+            .upstreams
+            .iter()
+            .map(|(name, group)| {
+                let peers: Vec<serde_json::Value> = group
+                    .peers
+                    .iter()
+                    .map(|peer| {
+                        serde_json::json!({
+                            "address": peer.address,
+                            "active": peer.active(),
+                            "healthy": peer.healthy(),
+                            "available": peer.available(now),
+                            "weight": peer.weight,
+                            "backup": peer.backup,
+                        })
+                    })
+                    .collect();
+                (name.clone(), serde_json::json!({ "peers": peers }))
+            })
+            .collect();
+        serde_json::json!({ "plugins": plugins, "upstreams": upstreams })
+    }
+
+    fn reload(
+        &self,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>> {
+        let inner = self.0.upgrade();
+        Box::pin(async move {
+            match inner {
+                Some(inner) => inner.reload(ReloadCause::Requested).await,
+                None => Err("wasp is shutting down".to_string()),
+            }
+        })
     }
 }

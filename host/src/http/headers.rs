@@ -70,10 +70,10 @@ pub fn upstream_request(
     for (name, template) in set {
         let value = template.expand(vars);
         headers.remove(name);
-        if !value.is_empty() {
-            if let Ok(value) = HeaderValue::from_str(&value) {
-                headers.insert(name.clone(), value);
-            }
+        if !value.is_empty()
+            && let Ok(value) = HeaderValue::from_str(&value)
+        {
+            headers.insert(name.clone(), value);
         }
     }
     for (name, value) in plugin_set {

@@ -10,6 +10,7 @@ pub mod response;
 mod upgrade;
 
 use crate::access_log::{AccessEntry, LoggedBody};
+use crate::metrics::{ConnectionGuard, Metrics};
 use crate::plugins::Decision;
 use crate::site::Site;
 use crate::static_files;
@@ -31,7 +32,6 @@ use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 /// Facts about a client connection that requests need.
-#[derive(Debug)]
 pub struct ConnInfo {
     pub client: SocketAddr,
     pub local: SocketAddr,
@@ -42,6 +42,8 @@ pub struct ConnInfo {
     /// Counts the connection against `max_connections` while it (or the
     /// WebSocket it became) lives.
     pub _permit: tokio::sync::OwnedSemaphorePermit,
+    /// Counts it in the open-connections gauge likewise.
+    pub _gauge: ConnectionGuard,
 }
 
 /// What every connection shares: the site in service (swapped on reload),
@@ -53,6 +55,7 @@ pub struct Shared {
     /// Close open WebSockets (with 1001) now.
     pub close_websockets: watch::Receiver<bool>,
     pub tasks: TaskTracker,
+    pub metrics: Arc<Metrics>,
     next_conn_id: AtomicU64,
 }
 
@@ -61,12 +64,14 @@ impl Shared {
         site: Arc<Site>,
         drain: watch::Receiver<bool>,
         close_websockets: watch::Receiver<bool>,
+        metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             site: ArcSwap::new(site),
             drain,
             close_websockets,
             tasks: TaskTracker::new(),
+            metrics,
             next_conn_id: AtomicU64::new(1),
         })
     }
@@ -151,7 +156,7 @@ async fn handle(
 ) -> Response<Body> {
     let site = shared.site.load_full();
     let (parts, body) = request.into_parts();
-    let entry = AccessEntry::new(&parts, info.client.ip());
+    let entry = AccessEntry::new(&parts, info.client.ip(), shared.metrics.clone());
     let head = head::request_head(&parts, info);
     let decision = match site.router.route(&head) {
         Ok(decision) => decision,

@@ -29,8 +29,13 @@ pub async fn forward(
     site: &Arc<Site>,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
-    let fail =
-        |code: u16, reason: &str, entry: AccessEntry| super::logged(status(code, reason), entry);
+    let websocket = is_websocket_upgrade(&parts.headers);
+    let fail = |code: u16, reason: &str, entry: AccessEntry| {
+        if websocket && let Some(location) = site.location(target.location) {
+            shared.metrics.handshake(&location.label, code);
+        }
+        super::logged(status(code, reason), entry)
+    };
     let Some(location) = site.location(target.location) else {
         tracing::error!(
             location = target.location,
@@ -42,7 +47,6 @@ pub async fn forward(
         tracing::error!(upstream = %target.upstream, "router chose an unknown upstream");
         return fail(502, "", entry);
     };
-    let websocket = is_websocket_upgrade(&parts.headers);
     if websocket {
         match site.origin.check(&head, location.config.id) {
             Ok(Ok(())) => {}
@@ -125,6 +129,7 @@ pub async fn forward(
             tracing::error!(upstream = %group.name, "upstream switched protocols without a WebSocket handshake");
             return fail(502, "", entry);
         };
+        shared.metrics.handshake(&location.label, 101);
         let upstream_upgrade = hyper::upgrade::on(&mut response);
         let (response_parts, _) = response.into_parts();
         let relay = upgrade::Relay {
@@ -135,6 +140,8 @@ pub async fn forward(
             site: site.clone(),
             location: target.location,
             _conn: info.clone(),
+            metrics: shared.metrics.clone(),
+            upstream: group.name.clone(),
             shutdown: shared.close_websockets.clone(),
         };
         shared
@@ -144,6 +151,9 @@ pub async fn forward(
     }
 
     let code = response.status().as_u16();
+    if websocket {
+        shared.metrics.handshake(&location.label, code);
+    }
     strip_hop_by_hop(response.headers_mut());
     response
         .map(|body| LoggedBody::new(body.map_err(Into::into), entry, code, guard).boxed_unsync())

@@ -3,6 +3,7 @@
 
 use super::client_stream::ClientStream;
 use crate::access_log::AccessEntry;
+use crate::metrics::Metrics;
 use crate::plugins::RequestHead;
 use crate::relay::frames::{self, FrameRelayConfig};
 use crate::relay::tunnel;
@@ -27,6 +28,8 @@ pub struct Relay {
     /// Keeps the client connection's `max_connections` slot.
     pub _conn: Arc<super::ConnInfo>,
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
+    pub upstream: String,
 }
 
 impl Relay {
@@ -50,10 +53,14 @@ impl Relay {
         };
         let idle = location.config.read_timeout;
         let peer = &self.guard.peer().address;
+        let _open = self
+            .metrics
+            .websocket_opened(&location.label, &self.upstream, peer);
         if !location.filters.is_empty() {
             let config = FrameRelayConfig {
                 max_message_size: location.config.max_message_size,
                 idle_timeout: idle,
+                traffic: location.counters.clone(),
             };
             let chain = &location.filters;
             let (id, head, stop) = (self.conn_id, self.head, self.shutdown);
@@ -89,6 +96,7 @@ impl Relay {
                     upstream,
                     upstream_prefix,
                     idle,
+                    &location.counters,
                     self.shutdown,
                 )
                 .await
@@ -100,6 +108,7 @@ impl Relay {
                     upstream,
                     upstream_prefix,
                     idle,
+                    &location.counters,
                     self.shutdown,
                 )
                 .await

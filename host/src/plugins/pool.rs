@@ -11,6 +11,7 @@ use super::plugin::{Plugin, Role};
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 use wasmtime::component::{Instance, InstancePre};
 use wasmtime::{Store, Trap};
 
@@ -49,14 +50,26 @@ impl<G: RoleExport> Live<G> {
         &mut self,
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.plugin.runtime.arm_call(&mut self.store);
-        let error = match guarded(|| f(&self.guest, &mut self.store)) {
-            Ok(Ok(value)) => return Ok(value),
-            Ok(Err(error)) => classify(error, &self.store),
-            Err(panicked) => panicked,
+        let runtime = &self.plugin.runtime;
+        runtime.arm_call(&mut self.store);
+        let started = Instant::now();
+        let result = match guarded(|| f(&self.guest, &mut self.store)) {
+            Ok(Ok(value)) => Ok(value),
+            Ok(Err(error)) => Err(classify(error, &self.store)),
+            Err(panicked) => Err(panicked),
         };
-        tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "plugin call failed; instance discarded");
-        Err(error)
+        if let Some(observer) = runtime.observer() {
+            observer.call(
+                self.plugin.name(),
+                G::ROLE,
+                started.elapsed(),
+                result.as_ref().err(),
+            );
+        }
+        if let Err(error) = &result {
+            tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "plugin call failed; instance discarded");
+        }
+        result
     }
 
     /// The plugin this instance belongs to.

@@ -3,9 +3,9 @@
 //! CPU deadlines, and the linker holding the host functions.
 
 use super::bindings::Full;
-use super::error::LoadError;
+use super::error::{CallError, LoadError};
 use super::host_api::{HostState, SharedState};
-use super::plugin::Plugin;
+use super::plugin::{Plugin, Role};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -42,17 +42,27 @@ impl Default for Limits {
 }
 
 /// Compiles and runs plugins. One per process (tests make several).
+/// Told about every plugin call (metrics); must be cheap, it runs inline.
+pub trait CallObserver: Send + Sync {
+    fn call(&self, plugin: &str, role: Role, elapsed: Duration, error: Option<&CallError>);
+}
+
 pub struct Runtime {
     engine: Engine,
     linker: Linker<HostState>,
     limits: Limits,
+    observer: Option<Arc<dyn CallObserver>>,
     shared: Arc<SharedState>,
 }
 
 impl Runtime {
     /// Builds the engine. `cache_dir` holds compiled plugins so a restart does
     /// not recompile unchanged ones; `None` uses wasmtime's per-user cache.
-    pub fn new(limits: Limits, cache_dir: Option<&Path>) -> wasmtime::Result<Arc<Self>> {
+    pub fn new(
+        limits: Limits,
+        cache_dir: Option<&Path>,
+        observer: Option<Arc<dyn CallObserver>>,
+    ) -> wasmtime::Result<Arc<Self>> {
         let mut pool = PoolingAllocationConfig::new();
         // A Rust component holds a few core instances and tables (the main
         // module plus the shims the component linker adds): size those ~10×.
@@ -84,6 +94,7 @@ impl Runtime {
         Full::add_to_linker::<HostState, HasSelf<HostState>>(&mut linker, |state| state)?;
 
         Ok(Arc::new(Runtime {
+            observer,
             engine,
             linker,
             limits,
@@ -93,6 +104,10 @@ impl Runtime {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub(super) fn observer(&self) -> Option<&Arc<dyn CallObserver>> {
+        self.observer.as_ref()
     }
 
     /// Compiles `bytes` as plugin `name`. Slow (tens of milliseconds unless

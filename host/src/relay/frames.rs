@@ -57,6 +57,7 @@
 //! `on-close`, a new one `on-open`, then the message. Every live instance
 //! gets `on-close` when relaying ends.
 
+use crate::metrics::{Dir, LocationCounters};
 use crate::plugins::{
     Action, CloseFrame, Direction, FilterInstance, FilterPool, Message, RequestHead,
 };
@@ -87,12 +88,14 @@ pub struct FilterSlot {
 }
 
 /// A location's settings for its frame relays.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct FrameRelayConfig {
     /// Largest message (and frame) accepted from either peer; larger is a 1009.
     pub max_message_size: usize,
     /// Close both peers with 1001 after this long without a frame either way.
     pub idle_timeout: Duration,
+    /// Counts messages and bytes per direction as they pass.
+    pub traffic: LocationCounters,
 }
 
 /// What went through one connection.
@@ -157,7 +160,7 @@ where
 
     // Both directions run in this one task, so the lock is never contended;
     // a Mutex rather than a RefCell keeps the future `Send`.
-    let state = Mutex::new(State::new(conn_id, head, chain));
+    let state = Mutex::new(State::new(conn_id, head, chain, config.traffic.clone()));
     let opened = state.lock().unwrap().open_filters();
     let end = match opened {
         Err(end) => end,
@@ -216,6 +219,14 @@ impl Side {
     /// Index into per-direction arrays: that of the messages this side sends.
     fn index(self) -> usize {
         self as usize
+    }
+
+    /// The metrics direction of the messages this side sends.
+    fn dir(self) -> Dir {
+        match self {
+            Side::Client => Dir::ClientToUpstream,
+            Side::Upstream => Dir::UpstreamToClient,
+        }
     }
 
     /// The direction of the messages this side sends.
@@ -414,10 +425,16 @@ struct State<'a> {
     pings: [VecDeque<Bytes>; 2],
     last_active: Instant,
     stats: RelayStats,
+    traffic: LocationCounters,
 }
 
 impl<'a> State<'a> {
-    fn new(conn: u64, head: RequestHead, chain: &'a [FilterSlot]) -> Self {
+    fn new(
+        conn: u64,
+        head: RequestHead,
+        chain: &'a [FilterSlot],
+        traffic: LocationCounters,
+    ) -> Self {
         State {
             conn,
             head,
@@ -425,6 +442,7 @@ impl<'a> State<'a> {
             pings: Default::default(),
             last_active: Instant::now(),
             stats: RelayStats::default(),
+            traffic,
         }
     }
 
@@ -480,6 +498,7 @@ impl<'a> State<'a> {
         };
         self.stats.messages[from.index()] += 1;
         self.stats.bytes[from.index()] += message.len() as u64;
+        self.traffic.message(from.dir(), message.len());
         match self.filter(from.direction(), input) {
             Action::Forward => Step::Send(message),
             Action::Replace(Message::Text(text)) => Step::Send(WsMessage::text(text)),

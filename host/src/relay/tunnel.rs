@@ -8,6 +8,7 @@
 //! which also stops reading that side (backpressure) until it drains. At
 //! ten thousand idle WebSockets, 2 × 8 KiB per tunnel would be 160 MiB.
 
+use crate::metrics::{Dir, LocationCounters};
 use bytes::Bytes;
 use socket2::SockRef;
 use std::cell::RefCell;
@@ -71,7 +72,13 @@ impl Flow {
     }
 
     /// Reads what `from` has and passes it to `to`; keeps what `to` refused.
-    fn pump(&mut self, from: &TcpStream, to: &TcpStream) -> io::Result<bool> {
+    fn pump(
+        &mut self,
+        from: &TcpStream,
+        to: &TcpStream,
+        traffic: &LocationCounters,
+        dir: Dir,
+    ) -> io::Result<bool> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let n = match from.try_read(&mut scratch) {
@@ -84,6 +91,7 @@ impl Flow {
                 Err(e) => return Err(e),
             };
             self.bytes += n as u64;
+            traffic.bytes(dir, n as u64);
             let written = match to.try_write(&scratch[..n]) {
                 Ok(written) => written,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
@@ -126,6 +134,7 @@ pub async fn run(
     upstream: TcpStream,
     upstream_prefix: Bytes,
     idle: Duration,
+    traffic: &LocationCounters,
     mut shutdown: watch::Receiver<bool>,
 ) -> TunnelStats {
     // Bytes the client sent after its request head go upstream, and so on.
@@ -140,9 +149,9 @@ pub async fn run(
             break TunnelEnd::Closed;
         }
         let moved = tokio::select! {
-            r = client.readable(), if up.pending.is_empty() && !up.source_done => r.and_then(|()| up.pump(&client, &upstream)),
+            r = client.readable(), if up.pending.is_empty() && !up.source_done => r.and_then(|()| up.pump(&client, &upstream, traffic, Dir::ClientToUpstream)),
             r = upstream.writable(), if !up.pending.is_empty() => r.and_then(|()| up.drain(&upstream)),
-            r = upstream.readable(), if down.pending.is_empty() && !down.source_done => r.and_then(|()| down.pump(&upstream, &client)),
+            r = upstream.readable(), if down.pending.is_empty() && !down.source_done => r.and_then(|()| down.pump(&upstream, &client, traffic, Dir::UpstreamToClient)),
             r = client.writable(), if !down.pending.is_empty() => r.and_then(|()| down.drain(&client)),
             () = sleep_until(deadline) => {
                 // Activity only stamps a time; the timer is re-armed here.
@@ -182,6 +191,7 @@ pub async fn run_streams<C, U>(
     mut upstream: U,
     upstream_prefix: Bytes,
     idle: Duration,
+    traffic: &LocationCounters,
     mut shutdown: watch::Receiver<bool>,
 ) -> TunnelStats
 where
@@ -202,10 +212,14 @@ where
     let mut client = Stamped {
         inner: client,
         activity: &activity,
+        traffic,
+        dir: Dir::ClientToUpstream,
     };
     let mut upstream = Stamped {
         inner: upstream,
         activity: &activity,
+        traffic,
+        dir: Dir::UpstreamToClient,
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 8192, 8192);
     tokio::pin!(copy);
@@ -253,10 +267,13 @@ impl Activity {
     }
 }
 
-/// A stream that stamps [`Activity`] whenever a read returns data.
+/// A stream that stamps [`Activity`] and counts bytes whenever a read
+/// returns data (`dir`: where what it reads goes).
 struct Stamped<'a, S> {
     inner: S,
     activity: &'a Activity,
+    traffic: &'a LocationCounters,
+    dir: Dir,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
@@ -267,8 +284,10 @@ impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if buf.filled().len() > before {
+        let read = buf.filled().len() - before;
+        if read > 0 {
             self.activity.touch();
+            self.traffic.bytes(self.dir, read as u64);
         }
         polled
     }

@@ -4,16 +4,18 @@
 //! reload never changes what an in-flight request sees.
 
 use crate::config::{Config, Location, LocationAction};
+use crate::metrics::{LocationCounters, Metrics};
 use crate::plugins::{
     BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded,
 };
 use crate::relay::frames::FilterSlot;
-use crate::upstream::{UpstreamGroup, resolve};
+use crate::upstream::{HealthObserver, UpstreamGroup, resolve, spawn_health_checks};
 use crate::vars::Template;
 use http::HeaderName;
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
+use tokio::sync::watch;
 
 mod registry;
 pub use registry::Registry;
@@ -35,6 +37,11 @@ pub enum SiteError {
 /// A location with what it needs at request time.
 pub struct LocationRuntime {
     pub config: Location,
+    /// The path as written (`= /exact`, `/ws/`), naming the location in
+    /// metrics.
+    pub label: String,
+    /// Its message and byte counters.
+    pub counters: LocationCounters,
     /// Headers set upstream: nginx's defaults overridden by `set_headers`.
     pub set_headers: Vec<(HeaderName, Template)>,
     /// The filter chain; each pool sits behind an `ArcSwap` so a plugin
@@ -53,6 +60,8 @@ pub struct Site {
     pub plugins: Vec<Arc<Plugin>>,
     /// New filter versions for slots open connections already use.
     swaps: Vec<Swap>,
+    /// Stops this site's active health checks.
+    health_stop: watch::Sender<bool>,
 }
 
 impl Site {
@@ -62,6 +71,7 @@ impl Site {
         config: Arc<Config>,
         runtime: &Arc<Runtime>,
         registry: &Registry,
+        metrics: &Arc<Metrics>,
     ) -> Result<Site, SiteError> {
         let mut loader = PluginLoader {
             runtime,
@@ -93,7 +103,12 @@ impl Site {
                     fail_open: spec.fail_open,
                 });
             }
+            let label = format!("{} {}", location.kind.modifier(), location.pattern)
+                .trim()
+                .to_string();
             locations.push(LocationRuntime {
+                counters: metrics.location(&label),
+                label,
                 set_headers: upstream_headers(location),
                 config: location.clone(),
                 filters,
@@ -111,7 +126,8 @@ impl Site {
                 })?;
                 peers.push(registry.peer(name, server, addrs));
             }
-            let group = UpstreamGroup::new(name, upstream, peers, registry.cursor(name));
+            let cursor = registry.cursor(name);
+            let group = UpstreamGroup::new(name, upstream, peers, cursor, metrics.clone());
             upstreams.insert(name.clone(), Arc::new(group));
         }
 
@@ -124,15 +140,30 @@ impl Site {
             upstreams,
             plugins: loader.loaded.into_values().collect(),
             swaps,
+            health_stop: watch::channel(false).0,
         })
     }
 
     /// Puts this site's filter versions in service for open connections too,
     /// and lets the registry forget what this site no longer uses. Call it
     /// right before the site replaces the one in service.
-    pub fn activate(&mut self, registry: &Registry) {
+    pub fn activate(&mut self, registry: &Registry, metrics: &Arc<Metrics>) {
         for swap in self.swaps.drain(..) {
             swap.apply();
+        }
+        for (name, group) in &self.upstreams {
+            match &self.config.upstreams[name].health {
+                Some(check) => {
+                    let metrics = metrics.clone();
+                    let observer: HealthObserver = Arc::new(move |upstream, peer, healthy| {
+                        metrics.health_change(upstream, peer, healthy)
+                    });
+                    let stop = self.health_stop.subscribe();
+                    spawn_health_checks(group.clone(), check.clone(), observer, stop);
+                }
+                // Checks removed by a reload must not leave a peer marked down.
+                None => group.peers.iter().for_each(|peer| peer.set_healthy(true)),
+            }
         }
         let peers: Vec<(String, String)> = self
             .upstreams
@@ -159,6 +190,14 @@ impl Site {
 
     pub fn location(&self, id: u32) -> Option<&LocationRuntime> {
         self.locations.get(id as usize)
+    }
+}
+
+impl Site {
+    /// Called when a newer site took over: its health checks stop (requests
+    /// still holding this site finish with it).
+    pub fn retire(&self) {
+        let _ = self.health_stop.send(true);
     }
 }
 

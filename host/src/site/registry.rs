@@ -13,10 +13,12 @@ use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
 type FilterKey = (String, String);
+/// `(upstream, address)` → the settings a peer was made with, and the peer.
+type Peers = HashMap<(String, String), (UpstreamServer, Arc<PeerState>)>;
 
 #[derive(Default)]
 pub struct Registry {
-    peers: Mutex<HashMap<(String, String), (UpstreamServer, Arc<PeerState>)>>,
+    peers: Mutex<Peers>,
     cursors: Mutex<HashMap<String, Arc<AtomicU64>>>,
     filters: Mutex<HashMap<FilterKey, Arc<ArcSwap<FilterPool>>>>,
 }

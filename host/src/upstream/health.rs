@@ -340,6 +340,7 @@ mod tests {
             &config,
             peers,
             Arc::new(AtomicU64::new(0)),
+            crate::metrics::Metrics::new(),
         ))
     }
 

@@ -8,6 +8,7 @@ mod peer;
 pub use health::{HealthObserver, spawn_health_checks};
 pub use peer::{PeerGuard, PeerState};
 
+use crate::metrics::Metrics;
 use crate::plugins::{BalancerPool, Peer, RequestHead};
 use crate::vars::{RequestVars, Template};
 use std::net::SocketAddr;
@@ -48,6 +49,7 @@ pub struct UpstreamGroup {
     hash_key: Option<Template>,
     /// Picks made so far: the balancer's round-robin position.
     cursor: Arc<AtomicU64>,
+    metrics: Arc<Metrics>,
 }
 
 impl UpstreamGroup {
@@ -56,12 +58,14 @@ impl UpstreamGroup {
         config: &crate::config::Upstream,
         peers: Vec<Arc<PeerState>>,
         cursor: Arc<AtomicU64>,
+        metrics: Arc<Metrics>,
     ) -> Self {
         let tries = match config.next_upstream_tries as usize {
             0 => peers.len(),
             n => n.min(peers.len()),
         };
         UpstreamGroup {
+            metrics,
             name: name.to_string(),
             proxy_host: name.strip_suffix(":80").unwrap_or(name).to_string(),
             peers,
@@ -97,6 +101,7 @@ impl UpstreamGroup {
                     return Ok((stream, PeerGuard::new(peer.clone())));
                 }
                 Err(error) => {
+                    self.metrics.upstream_failure(&self.name, &peer.address);
                     if peer.record_failure(Instant::now()) {
                         tracing::warn!(upstream = %self.name, peer = %peer.address, "peer marked unavailable for {:?} after failures", peer.fail_timeout);
                     }

@@ -47,7 +47,7 @@ fn misbehave(word: &str) {
     }
 }
 
-struct Probe {
+pub struct Probe {
     tag: String,
     /// Messages seen per connection, to prove per-connection state.
     seen: HashMap<u64, u32>,
