@@ -8,6 +8,7 @@ pub mod access_log;
 pub mod admin;
 pub mod config;
 pub mod http;
+pub mod limits;
 pub mod listener;
 pub mod metrics;
 pub mod plugins;

@@ -10,10 +10,12 @@ pub mod response;
 mod upgrade;
 
 use crate::access_log::{AccessEntry, LoggedBody};
+use crate::limits::{ConnectionLimits, ConnectionSlot, RateLimits};
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::plugins::Decision;
-use crate::site::Site;
+use crate::site::{LocationRuntime, Site};
 use crate::static_files;
+use crate::vars::RequestVars;
 use arc_swap::ArcSwap;
 use client_stream::ClientStream;
 use http::{HeaderName, HeaderValue, Request, Response};
@@ -28,6 +30,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
+use std::time::Instant;
 use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
@@ -56,6 +59,9 @@ pub struct Shared {
     pub close_websockets: watch::Receiver<bool>,
     pub tasks: TaskTracker,
     pub metrics: Arc<Metrics>,
+    /// `limit_conn` and `limit_req` state: per process, kept across reloads.
+    pub connection_limits: Arc<ConnectionLimits>,
+    pub rate_limits: RateLimits,
     next_conn_id: AtomicU64,
 }
 
@@ -72,6 +78,8 @@ impl Shared {
             close_websockets,
             tasks: TaskTracker::new(),
             metrics,
+            connection_limits: Arc::default(),
+            rate_limits: RateLimits::default(),
             next_conn_id: AtomicU64::new(1),
         })
     }
@@ -165,6 +173,16 @@ async fn handle(
             return logged(status(500, "routing failed"), entry);
         }
     };
+    let location = match &decision {
+        Decision::Proxy(target) => site.location(target.location),
+        Decision::StaticFiles(files) => site.location(files.location),
+        Decision::Respond(_) => None,
+    };
+    let slot = match location.map(|location| admit(location, &parts, info, shared)) {
+        Some(Ok(slot)) => slot,
+        Some(Err(refused)) => return logged(refused, entry),
+        None => None,
+    };
     match decision {
         Decision::Respond(answer) => logged(respond(answer), entry),
         Decision::StaticFiles(files) => {
@@ -182,10 +200,74 @@ async fn handle(
                     status(500, "")
                 }
             };
-            logged(response, entry)
+            let code = response.status().as_u16();
+            response.map(|body| LoggedBody::new(body, entry, code, slot).boxed_unsync())
         }
         Decision::Proxy(target) => {
-            proxy::forward(parts, body, target, head, entry, info, &site, shared).await
+            let request = proxy::ProxyRequest {
+                parts,
+                body,
+                target,
+                head,
+                entry,
+                slot,
+            };
+            proxy::forward(request, info, &site, shared).await
+        }
+    }
+}
+
+/// The location's admission rules: body size (413), `limit_req` and
+/// `limit_conn` (503 or `limit_conn_status`). A connection slot, when
+/// limited, is held until the response (or the WebSocket) ends.
+fn admit(
+    location: &LocationRuntime,
+    parts: &http::request::Parts,
+    info: &ConnInfo,
+    shared: &Shared,
+) -> Result<Option<ConnectionSlot>, Response<Body>> {
+    let declared = parts
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > location.max_body) {
+        tracing::info!(client = %info.client, "request body larger than client_max_body_size");
+        return Err(status(413, "request body too large"));
+    }
+    let vars = RequestVars {
+        headers: &parts.headers,
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        client: info.client,
+        local: info.local,
+        tls: info.tls,
+        proxy_host: "",
+    };
+    let config = &location.config;
+    if let (Some(limit), Some(key)) = (&config.limit_req, &location.limit_req_key) {
+        let key = format!("{}\0{}", location.label, key.expand(&vars));
+        if !shared
+            .rate_limits
+            .allow(&key, limit.rate_per_sec, limit.burst, Instant::now())
+        {
+            tracing::warn!(client = %info.client, location = %location.label, "limiting requests (limit_req)");
+            return Err(status(503, "too many requests"));
+        }
+    }
+    let Some(limit) = config.limit_conn else {
+        return Ok(None);
+    };
+    let key = format!(
+        "{}\0{}",
+        location.label,
+        location.limit_conn_key.expand(&vars)
+    );
+    match shared.connection_limits.acquire(key, limit) {
+        Some(slot) => Ok(Some(slot)),
+        None => {
+            tracing::warn!(client = %info.client, location = %location.label, limit, "limiting connections (limit_conn)");
+            Err(status(config.limit_conn_status, "too many connections"))
         }
     }
 }

@@ -6,29 +6,44 @@ use super::headers::{is_websocket_upgrade, strip_hop_by_hop, upstream_request};
 use super::response::{Body, status};
 use super::{ConnInfo, Shared, upgrade};
 use crate::access_log::{AccessEntry, LoggedBody};
+use crate::limits::ConnectionSlot;
 use crate::plugins::{ProxyTo, RequestHead};
 use crate::site::Site;
 use crate::vars::RequestVars;
 use http::request::Parts;
 use http::{Request, Response, StatusCode, Version};
-use http_body_util::BodyExt;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use tokio_io_timeout::TimeoutStream;
 
-#[allow(clippy::too_many_arguments)] // one request's whole context
+/// A request the router sent upstream, with what came with it.
+pub struct ProxyRequest {
+    pub parts: Parts,
+    pub body: Incoming,
+    pub target: ProxyTo,
+    pub head: RequestHead,
+    pub entry: AccessEntry,
+    /// The `limit_conn` slot, held until the response or WebSocket ends.
+    pub slot: Option<ConnectionSlot>,
+}
+
 pub async fn forward(
-    mut parts: Parts,
-    body: Incoming,
-    target: ProxyTo,
-    head: RequestHead,
-    entry: AccessEntry,
+    request: ProxyRequest,
     info: &Arc<ConnInfo>,
     site: &Arc<Site>,
     shared: &Arc<Shared>,
 ) -> Response<Body> {
+    let ProxyRequest {
+        mut parts,
+        body,
+        target,
+        head,
+        entry,
+        slot,
+    } = request;
     let websocket = is_websocket_upgrade(&parts.headers);
     let fail = |code: u16, reason: &str, entry: AccessEntry| {
         if websocket && let Some(location) = site.location(target.location) {
@@ -47,6 +62,10 @@ pub async fn forward(
         tracing::error!(upstream = %target.upstream, "router chose an unknown upstream");
         return fail(502, "", entry);
     };
+    if websocket && location.strict_websocket && !valid_handshake(&parts.headers) {
+        tracing::info!(client = %info.client, "WebSocket upgrade without a valid Sec-WebSocket-Key/Version 13 (strict_websocket)");
+        return fail(400, "invalid WebSocket handshake", entry);
+    }
     if websocket {
         match site.origin.check(&head, location.config.id) {
             Ok(Ok(())) => {}
@@ -99,7 +118,8 @@ pub async fn forward(
         return fail(500, "", entry);
     };
     let client_upgrade = parts.extensions.remove::<OnUpgrade>();
-    let mut request = Request::new(body);
+    // Chunked bodies have no declared size: cut them at the limit (413).
+    let mut request = Request::new(Limited::new(body, location.max_body as usize));
     *request.method_mut() = parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -117,6 +137,10 @@ pub async fn forward(
     };
     let mut response = match sent {
         Ok(response) => response,
+        Err(error) if body_too_large(&error) => {
+            tracing::info!(client = %info.client, "request body larger than client_max_body_size");
+            return fail(413, "request body too large", entry);
+        }
         Err(error) => {
             tracing::error!(upstream = %group.name, peer = %guard.peer().address, %error, "upstream request failed");
             let code = if error.is_timeout() { 504 } else { 502 };
@@ -137,6 +161,7 @@ pub async fn forward(
             head,
             entry,
             guard,
+            _slot: slot,
             site: site.clone(),
             location: target.location,
             _conn: info.clone(),
@@ -155,12 +180,16 @@ pub async fn forward(
         shared.metrics.handshake(&location.label, code);
     }
     strip_hop_by_hop(response.headers_mut());
-    response
-        .map(|body| LoggedBody::new(body.map_err(Into::into), entry, code, guard).boxed_unsync())
+    response.map(|body| {
+        LoggedBody::new(body.map_err(Into::into), entry, code, (guard, slot)).boxed_unsync()
+    })
 }
 
 /// Sends `request` on a fresh HTTP/1.1 connection over `io`.
-async fn send<I>(io: I, request: Request<Incoming>) -> Result<Response<Incoming>, hyper::Error>
+async fn send<I>(
+    io: I,
+    request: Request<Limited<Incoming>>,
+) -> Result<Response<Incoming>, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
 {
@@ -171,4 +200,34 @@ where
         }
     });
     sender.send_request(request).await
+}
+
+/// Whether sending failed because the client's body passed the limit.
+fn body_too_large(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}
+
+/// RFC 6455 §4.1: a `Sec-WebSocket-Key` of 16 base64-encoded bytes and
+/// `Sec-WebSocket-Version: 13`.
+fn valid_handshake(headers: &http::HeaderMap) -> bool {
+    let version_13 = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v == "13");
+    let key_ok = headers.get("sec-websocket-key").is_some_and(|key| {
+        let key = key.as_bytes();
+        // 16 bytes encode to 22 base64 characters plus "==".
+        key.len() == 24
+            && key.ends_with(b"==")
+            && key[..22]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+    });
+    version_13 && key_ok
 }

@@ -23,6 +23,8 @@ pub struct Relay {
     pub entry: AccessEntry,
     /// Counts the connection against its peer (least_conn) until it ends.
     pub guard: PeerGuard,
+    /// The `limit_conn` slot: an open WebSocket counts until it closes.
+    pub _slot: Option<crate::limits::ConnectionSlot>,
     pub site: Arc<Site>,
     pub location: u32,
     /// Keeps the client connection's `max_connections` slot.

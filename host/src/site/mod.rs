@@ -44,6 +44,12 @@ pub struct LocationRuntime {
     pub counters: LocationCounters,
     /// Headers set upstream: nginx's defaults overridden by `set_headers`.
     pub set_headers: Vec<(HeaderName, Template)>,
+    /// Keys of `limit_conn` and `limit_req`.
+    pub limit_conn_key: Template,
+    pub limit_req_key: Option<Template>,
+    /// From the location's server: `client_max_body_size` and `strict_websocket`.
+    pub max_body: u64,
+    pub strict_websocket: bool,
     /// The filter chain; each pool sits behind an `ArcSwap` so a plugin
     /// reload reaches open connections at their next message.
     pub filters: Vec<FilterSlot>,
@@ -88,7 +94,11 @@ impl Site {
 
         let mut locations = Vec::new();
         let mut swaps = Vec::new();
-        for location in config.locations() {
+        let located = config
+            .servers
+            .iter()
+            .flat_map(|server| server.locations.iter().map(move |l| (server, l)));
+        for (server, location) in located {
             let mut filters = Vec::new();
             for spec in &location.filters {
                 let (path, builtin) = filter_source(&spec.plugin);
@@ -110,6 +120,13 @@ impl Site {
                 counters: metrics.location(&label),
                 label,
                 set_headers: upstream_headers(location),
+                limit_conn_key: Template::parse(&location.limit_conn_key),
+                limit_req_key: location
+                    .limit_req
+                    .as_ref()
+                    .map(|limit| Template::parse(&limit.key)),
+                max_body: server.client_max_body_size,
+                strict_websocket: server.strict_websocket,
                 config: location.clone(),
                 filters,
             });

@@ -1,0 +1,77 @@
+//! The `wasp` command line: `wasp check` validates like `nginx -t`.
+
+use std::process::Command;
+
+fn check(name: &str, text: &str) -> (i32, String, String) {
+    let path = std::env::temp_dir().join(format!("wasp-cli-{}-{name}.toml", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["check", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    (
+        output.status.code().unwrap(),
+        stdout,
+        stderr.replace(&path.display().to_string(), "FILE"),
+    )
+}
+
+const GOOD: &str = r#"
+[upstreams.chat]
+servers = ["127.0.0.1:8081", "127.0.0.1:8082"]
+balance = "ip_hash"
+
+[[server]]
+listen = "127.0.0.1:8000"
+
+[[server.location]]
+path = "/ws/"
+proxy_pass = "http://chat"
+read_timeout = "1h"
+"#;
+
+#[test]
+fn a_valid_configuration_is_printed_resolved() {
+    let (code, stdout, stderr) = check("good", GOOD);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stderr.contains("syntax is ok"), "{stderr}");
+    // Defaults are filled in and units normalised.
+    assert!(stdout.contains("read_timeout = \"3600s\""), "{stdout}");
+    assert!(stdout.contains("connect_timeout = \"60s\""), "{stdout}");
+    assert!(stdout.contains("balance = \"ip_hash\""), "{stdout}");
+}
+
+#[test]
+fn errors_name_the_line_and_fail() {
+    let unknown_key = GOOD.replace(
+        "read_timeout = \"1h\"",
+        "read_timeout = \"1h\"\nproxy_buffering = false",
+    );
+    let (code, _, stderr) = check("unknown", &unknown_key);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("FILE:13:"), "{stderr}");
+    assert!(stderr.contains("proxy_buffering"), "{stderr}");
+    assert!(stderr.contains("test failed"), "{stderr}");
+
+    let (code, _, stderr) = check("duration", &GOOD.replace("\"1h\"", "\"1 hour\""));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("FILE:12:"), "{stderr}");
+
+    let (code, _, stderr) = check("upstream", &GOOD.replace("http://chat", "http://chat2"));
+    assert_eq!(code, 1);
+    assert!(stderr.contains("FILE:11:"), "{stderr}");
+    assert!(stderr.contains("unknown upstream `chat2`"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_an_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["check", "-c", "/nonexistent/wasp.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/wasp.toml"));
+}
