@@ -180,7 +180,7 @@ async fn handle(
     };
     let slot = match location.map(|location| admit(location, &parts, info, shared)) {
         Some(Ok(slot)) => slot,
-        Some(Err(refused)) => return logged(refused, entry),
+        Some(Err((code, reason))) => return logged(status(code, reason), entry),
         None => None,
     };
     match decision {
@@ -225,14 +225,14 @@ fn admit(
     parts: &http::request::Parts,
     info: &ConnInfo,
     shared: &Shared,
-) -> Result<Option<ConnectionSlot>, Response<Body>> {
+) -> Result<Option<ConnectionSlot>, (u16, &'static str)> {
     let declared = parts
         .headers
         .get(http::header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
     if declared.is_some_and(|length| length > location.max_body) {
         tracing::info!(client = %info.client, "request body larger than client_max_body_size");
-        return Err(status(413, "request body too large"));
+        return Err((413, "request body too large"));
     }
     let vars = RequestVars {
         headers: &parts.headers,
@@ -252,7 +252,7 @@ fn admit(
             .allow(&key, limit.rate_per_sec, limit.burst, Instant::now())
         {
             tracing::warn!(client = %info.client, location = %location.label, "limiting requests (limit_req)");
-            return Err(status(503, "too many requests"));
+            return Err((503, "too many requests"));
         }
     }
     let Some(limit) = config.limit_conn else {
@@ -267,7 +267,7 @@ fn admit(
         Some(slot) => Ok(Some(slot)),
         None => {
             tracing::warn!(client = %info.client, location = %location.label, limit, "limiting connections (limit_conn)");
-            Err(status(config.limit_conn_status, "too many connections"))
+            Err((config.limit_conn_status, "too many connections"))
         }
     }
 }
