@@ -392,3 +392,32 @@ async fn static_files_with_the_spa_fallback_and_no_traversal() {
         assert!(!body.contains("secret"), "{attack} leaked the file");
     }
 }
+
+#[tokio::test]
+async fn shutdown_closes_open_websockets_with_1001_after_the_grace_period() {
+    let backend = Backend::start("b1").await;
+    let config = format!(
+        r#"
+        shutdown_grace = "300ms"
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "/"
+        proxy_pass = "http://{}"
+        "#,
+        backend.addr
+    );
+    let (proxy, addr) = start_proxy(&config).await;
+    let (mut ws, _) = ws_connect(addr, "/tunnel", &[]).await;
+    // Mid-conversation: a large message is in flight in both directions.
+    ws.send(Message::binary(vec![3u8; 200_000])).await.unwrap();
+    let stopping = tokio::spawn(proxy.shutdown());
+    assert_eq!(
+        ws.next().await.unwrap().unwrap(),
+        Message::binary(vec![3u8; 200_000])
+    );
+    expect_close(&mut ws, 1001).await;
+    stopping.await.unwrap();
+    // No longer accepting.
+    assert!(TcpStream::connect(addr).await.is_err());
+}

@@ -6,7 +6,7 @@ use crate::access_log::AccessEntry;
 use crate::metrics::Metrics;
 use crate::plugins::RequestHead;
 use crate::relay::frames::{self, FrameRelayConfig};
-use crate::relay::tunnel;
+use crate::relay::tunnel::{self, TunnelConfig};
 use crate::site::Site;
 use crate::upstream::PeerGuard;
 use bytes::Bytes;
@@ -58,6 +58,10 @@ impl Relay {
         let _open = self
             .metrics
             .websocket_opened(&location.label, &self.upstream, peer);
+        let tunnel_config = TunnelConfig {
+            idle,
+            buffer: location.config.buffer_size,
+        };
         if !location.filters.is_empty() {
             let config = FrameRelayConfig {
                 max_message_size: location.config.max_message_size,
@@ -97,7 +101,7 @@ impl Relay {
                     client_prefix,
                     upstream,
                     upstream_prefix,
-                    idle,
+                    tunnel_config,
                     &location.counters,
                     self.shutdown,
                 )
@@ -109,7 +113,7 @@ impl Relay {
                     client_prefix,
                     upstream,
                     upstream_prefix,
-                    idle,
+                    tunnel_config,
                     &location.counters,
                     self.shutdown,
                 )

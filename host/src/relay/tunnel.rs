@@ -23,6 +23,11 @@ use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 const SCRATCH: usize = 32 * 1024;
+/// On shutdown, how long a frame in flight may take to finish before the
+/// close frames are sent (or the connection simply closed).
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// Close reason sent to both sides on shutdown.
+const SHUTDOWN_REASON: &[u8] = b"server shutting down";
 
 thread_local! {
     static SCRATCH_BUF: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into_boxed_slice());
@@ -57,14 +62,37 @@ struct Flow {
     source_done: bool,
     sink_shut: bool,
     bytes: u64,
+    /// Where the bytes read so far stand in WebSocket framing.
+    cursor: FrameCursor,
+    /// A shutdown close frame went to the sink: relay nothing more this way.
+    close_sent: bool,
 }
 
 impl Flow {
     fn with_prefix(prefix: Bytes) -> Flow {
+        let mut cursor = FrameCursor::default();
+        cursor.advance(&prefix);
         Flow {
             pending: prefix.to_vec(),
+            cursor,
             ..Flow::default()
         }
+    }
+
+    /// Whether the next byte the sink gets would start a frame.
+    fn sink_at_boundary(&self) -> bool {
+        self.pending.is_empty() && self.cursor.at_boundary()
+    }
+
+    /// Sends `frame` (a close frame) to the sink, keeping what it refuses.
+    fn send_close(&mut self, frame: &[u8], to: &TcpStream) {
+        let written = to.try_write(frame).unwrap_or(0);
+        self.pending.extend_from_slice(&frame[written..]);
+        self.close_sent = true;
+    }
+
+    fn may_read(&self) -> bool {
+        self.pending.is_empty() && !self.source_done && !self.close_sent
     }
 
     fn done(&self) -> bool {
@@ -78,10 +106,11 @@ impl Flow {
         to: &TcpStream,
         traffic: &LocationCounters,
         dir: Dir,
+        chunk: usize,
     ) -> io::Result<bool> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = match from.try_read(&mut scratch) {
+            let n = match from.try_read(&mut scratch[..chunk]) {
                 Ok(0) => {
                     self.source_done = true;
                     return Ok(true);
@@ -91,6 +120,7 @@ impl Flow {
                 Err(e) => return Err(e),
             };
             self.bytes += n as u64;
+            self.cursor.advance(&scratch[..n]);
             traffic.bytes(dir, n as u64);
             let written = match to.try_write(&scratch[..n]) {
                 Ok(written) => written,
@@ -126,32 +156,57 @@ impl Flow {
     }
 }
 
+/// How a tunnel is relayed: its idle timeout and the most it reads at once
+/// per direction (`buffer_size`, so also the most it holds per direction
+/// when the other side is slow).
+#[derive(Debug, Clone, Copy)]
+pub struct TunnelConfig {
+    pub idle: Duration,
+    pub buffer: usize,
+}
+
 /// Relays until both sides are closed, an error, `idle` without traffic, or
-/// shutdown. `*_prefix` are bytes already read past the HTTP heads.
+/// shutdown. `*_prefix` are bytes already read past the HTTP heads. On
+/// shutdown each side gets a 1001 close frame, sent between two frames.
 pub async fn run(
     client: TcpStream,
     client_prefix: Bytes,
     upstream: TcpStream,
     upstream_prefix: Bytes,
-    idle: Duration,
+    config: TunnelConfig,
     traffic: &LocationCounters,
     mut shutdown: watch::Receiver<bool>,
 ) -> TunnelStats {
+    let (idle, chunk) = (config.idle, config.buffer.clamp(1, SCRATCH));
     // Bytes the client sent after its request head go upstream, and so on.
     let mut up = Flow::with_prefix(client_prefix);
     let mut down = Flow::with_prefix(upstream_prefix);
     let mut last_activity = Instant::now();
     let mut deadline = last_activity + idle;
+    let mut closing: Option<Instant> = None;
     let end = loop {
         up.finish(&upstream);
         down.finish(&client);
         if up.done() && down.done() {
             break TunnelEnd::Closed;
         }
+        if let Some(give_up) = closing {
+            // Each side gets its close frame once its stream is between frames.
+            if !down.close_sent && down.sink_at_boundary() {
+                down.send_close(&close_frame(false), &client);
+            }
+            if !up.close_sent && up.sink_at_boundary() {
+                up.send_close(&close_frame(true), &upstream);
+            }
+            let flushed = up.pending.is_empty() && down.pending.is_empty();
+            if (up.close_sent && down.close_sent && flushed) || Instant::now() >= give_up {
+                break TunnelEnd::Shutdown;
+            }
+        }
         let moved = tokio::select! {
-            r = client.readable(), if up.pending.is_empty() && !up.source_done => r.and_then(|()| up.pump(&client, &upstream, traffic, Dir::ClientToUpstream)),
+            r = client.readable(), if up.may_read() => r.and_then(|()| up.pump(&client, &upstream, traffic, Dir::ClientToUpstream, chunk)),
             r = upstream.writable(), if !up.pending.is_empty() => r.and_then(|()| up.drain(&upstream)),
-            r = upstream.readable(), if down.pending.is_empty() && !down.source_done => r.and_then(|()| down.pump(&upstream, &client, traffic, Dir::UpstreamToClient)),
+            r = upstream.readable(), if down.may_read() => r.and_then(|()| down.pump(&upstream, &client, traffic, Dir::UpstreamToClient, chunk)),
             r = client.writable(), if !down.pending.is_empty() => r.and_then(|()| down.drain(&client)),
             () = sleep_until(deadline) => {
                 // Activity only stamps a time; the timer is re-armed here.
@@ -161,9 +216,10 @@ pub async fn run(
                 deadline = last_activity + idle;
                 Ok(false)
             }
-            changed = shutdown.changed() => {
+            changed = shutdown.changed(), if closing.is_none() => {
                 if changed.is_err() || *shutdown.borrow() {
-                    break TunnelEnd::Shutdown;
+                    closing = Some(Instant::now() + CLOSE_GRACE);
+                    deadline = Instant::now() + CLOSE_GRACE;
                 }
                 Ok(false)
             }
@@ -181,6 +237,79 @@ pub async fn run(
     }
 }
 
+/// A close frame with code 1001 (RFC 6455 §5.5.1). Frames towards the
+/// upstream come from the client side, so they must be masked (§5.3); any
+/// key does, the proxy is not a browser.
+fn close_frame(masked: bool) -> Vec<u8> {
+    let mut payload = 1001u16.to_be_bytes().to_vec();
+    payload.extend_from_slice(SHUTDOWN_REASON);
+    let mut frame = vec![0x88, payload.len() as u8 | if masked { 0x80 } else { 0 }];
+    if masked {
+        let key = [0x5a, 0x17, 0xc3, 0x9e];
+        frame.extend_from_slice(&key);
+        frame.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        frame.extend_from_slice(&payload);
+    }
+    frame
+}
+
+/// Where a byte stream stands in WebSocket framing (RFC 6455 §5.2): enough
+/// to know when it is between two frames, the only place a close frame may
+/// be inserted. Reads frame headers only; payloads are skipped.
+#[derive(Debug, Default)]
+struct FrameCursor {
+    payload_left: u64,
+    header: [u8; 14],
+    header_len: usize,
+}
+
+impl FrameCursor {
+    fn at_boundary(&self) -> bool {
+        self.payload_left == 0 && self.header_len == 0
+    }
+
+    fn advance(&mut self, mut bytes: &[u8]) {
+        while !bytes.is_empty() {
+            if self.payload_left > 0 {
+                let skip = self.payload_left.min(bytes.len() as u64);
+                self.payload_left -= skip;
+                bytes = &bytes[skip as usize..];
+                continue;
+            }
+            self.header[self.header_len] = bytes[0];
+            self.header_len += 1;
+            bytes = &bytes[1..];
+            if let Some(payload) = self.complete_header() {
+                self.payload_left = payload;
+                self.header_len = 0;
+            }
+        }
+    }
+
+    /// The payload length once the header gathered so far is complete.
+    fn complete_header(&self) -> Option<u64> {
+        let h = &self.header[..self.header_len];
+        if h.len() < 2 {
+            return None;
+        }
+        let (extended, short) = match h[1] & 0x7f {
+            126 => (2, None),
+            127 => (8, None),
+            n => (0, Some(u64::from(n))),
+        };
+        let mask = if h[1] & 0x80 != 0 { 4 } else { 0 };
+        if h.len() < 2 + extended + mask {
+            return None;
+        }
+        Some(short.unwrap_or_else(|| {
+            h[2..2 + extended]
+                .iter()
+                .fold(0, |n, b| n << 8 | u64::from(*b))
+        }))
+    }
+}
+
 /// The tunnel for streams without socket readiness (TLS): tokio's
 /// `copy_bidirectional` with the same idle timeout and shutdown. Its two
 /// buffers live as long as the tunnel; TLS already keeps buffers per
@@ -190,7 +319,7 @@ pub async fn run_streams<C, U>(
     client_prefix: Bytes,
     mut upstream: U,
     upstream_prefix: Bytes,
-    idle: Duration,
+    config: TunnelConfig,
     traffic: &LocationCounters,
     mut shutdown: watch::Receiver<bool>,
 ) -> TunnelStats
@@ -198,6 +327,7 @@ where
     C: AsyncRead + AsyncWrite + Unpin,
     U: AsyncRead + AsyncWrite + Unpin,
 {
+    let idle = config.idle;
     let failed = |end| TunnelStats {
         upstream_bytes: 0,
         client_bytes: 0,
@@ -308,5 +438,55 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.inner).poll_shutdown(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_cursor_finds_frame_boundaries_across_chunks() {
+        // A masked 5-byte text frame, a 300-byte binary frame (16-bit length), then a ping.
+        let mut stream = vec![0x81, 0x85, 1, 2, 3, 4];
+        stream.extend_from_slice(b"hello");
+        stream.extend_from_slice(&[0x82, 126, 0x01, 0x2c]);
+        stream.extend(std::iter::repeat_n(7u8, 300));
+        stream.extend_from_slice(&[0x89, 0x00]);
+        let boundaries = [0, 11, 315, 317];
+        for chunk in [1, 2, 3, 7, 64, 1000] {
+            let mut cursor = FrameCursor::default();
+            let mut seen = vec![0];
+            for (i, piece) in stream.chunks(chunk).enumerate() {
+                cursor.advance(piece);
+                if cursor.at_boundary() {
+                    seen.push((i * chunk + piece.len()).min(stream.len()));
+                }
+            }
+            assert!(
+                seen.iter().all(|at| boundaries.contains(at)),
+                "chunk {chunk}: {seen:?}"
+            );
+            assert!(cursor.at_boundary());
+        }
+        let mut cursor = FrameCursor::default();
+        cursor.advance(&stream[..13]);
+        assert!(!cursor.at_boundary(), "inside the binary frame's payload");
+    }
+
+    #[test]
+    fn shutdown_close_frames_are_well_formed() {
+        let plain = close_frame(false);
+        assert_eq!(&plain[..4], &[0x88, 22, 0x03, 0xe9]);
+        assert_eq!(&plain[4..], SHUTDOWN_REASON);
+        let masked = close_frame(true);
+        assert_eq!(masked[1], 0x80 | 22);
+        let key = &masked[2..6];
+        let unmasked: Vec<u8> = masked[6..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        assert_eq!(unmasked, plain[2..]);
     }
 }
