@@ -160,14 +160,9 @@ impl Config {
                 );
                 match &location.limit_req {
                     Some(limit) => {
-                        let rate = if limit.rate_per_sec.fract() == 0.0 {
-                            format!("{}r/s", limit.rate_per_sec)
-                        } else {
-                            format!("{}r/m", (limit.rate_per_sec * 60.0).round())
-                        };
                         let value = format!(
                             "{{ rate = {}, burst = {}, key = {} }}",
-                            string(&rate),
+                            string(&rate(limit.rate_per_sec)),
                             limit.burst,
                             string(&limit.key)
                         );
@@ -306,6 +301,20 @@ fn duration(value: Duration) -> String {
     } else {
         string(&format!("{millis}ms"))
     }
+}
+
+/// A `limit_req` rate that `parse_rate` reads back as exactly `per_sec`.
+fn rate(per_sec: f64) -> String {
+    if per_sec.fract() == 0.0 {
+        // Integral: it came from `Nr/s` (or `Nr/m` with N a multiple of 60);
+        // `as` saturates the one value above u64::MAX, 2^64, which u64::MAX gives back.
+        return format!("{}r/s", per_sec as u64);
+    }
+    // It is `N / 60` for some N; above 2^51 the product may round to N's neighbour.
+    let guess = (per_sec * 60.0).round() as u64;
+    (guess.saturating_sub(2)..=guess.saturating_add(2))
+        .find(|&n| n as f64 / 60.0 == per_sec)
+        .map_or_else(|| format!("{guess}r/m"), |n| format!("{n}r/m"))
 }
 
 /// A size as a string in the largest unit that divides it exactly, or a bare number of bytes.

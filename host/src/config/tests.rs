@@ -766,3 +766,29 @@ fn render_fills_in_defaults() {
         );
     }
 }
+
+/// Found by `fuzz/` (`config_parse`): values that parsed but whose rendering did not.
+#[test]
+fn render_round_trips_extreme_durations_and_rates() {
+    let base = "[[server]]\nlisten = \"127.0.0.1:1\"\n[[server.location]]\npath = \"/\"\nreturn = { status = 204 }\n";
+    // Bare seconds had no upper bound, while the rendered `"Ns"` does.
+    assert_eq!(
+        errors(&format!("shutdown_grace = 9223372036854775807\n{base}")),
+        "test.toml:1:18: duration `9223372036854775807` is too large"
+    );
+    let most = u64::MAX / 1000;
+    let config = parse(&format!("shutdown_grace = {most}\n{base}"));
+    assert_eq!(config.shutdown_grace, Duration::from_secs(most));
+    // Rates beyond f64's integers, which `{}` printed above u64::MAX or rounded to N ± 1.
+    for rate in [
+        "18446744073709551615r/s",
+        "4448907916947084r/m",
+        "7r/m",
+        "120r/m",
+    ] {
+        let config = parse(&format!("{base}limit_req = {{ rate = \"{rate}\" }}\n"));
+        let rendered = config.render();
+        let again = Config::parse(&rendered, "rendered").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(again, config, "{rate}:\n{rendered}");
+    }
+}

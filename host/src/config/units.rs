@@ -28,6 +28,12 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .ok_or_else(|| format!("duration `{text}` is too large"))
 }
 
+/// A bare number of seconds, within the same range as `"Ns"` so that the
+/// rendered configuration (which writes `"Ns"`) parses back.
+fn seconds(secs: u64) -> Result<Duration, String> {
+    parse_duration(&secs.to_string())
+}
+
 /// Parses `16k`, `1m`, `1g` (powers of 1024, either case) or a bare number of bytes.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let invalid = || format!("invalid size `{text}`: {SIZE_HINT}");
@@ -79,12 +85,12 @@ impl<'de> Deserialize<'de> for Dur {
                 f.write_str("a duration such as \"60s\" or a number of seconds")
             }
             fn visit_u64<E: de::Error>(self, v: u64) -> Result<Dur, E> {
-                Ok(Dur(Duration::from_secs(v)))
+                seconds(v).map(Dur).map_err(E::custom)
             }
             fn visit_i64<E: de::Error>(self, v: i64) -> Result<Dur, E> {
-                u64::try_from(v)
-                    .map(|v| Dur(Duration::from_secs(v)))
-                    .map_err(|_| E::custom(format!("a duration cannot be negative (got {v})")))
+                let v = u64::try_from(v)
+                    .map_err(|_| E::custom(format!("a duration cannot be negative (got {v})")))?;
+                self.visit_u64(v)
             }
             fn visit_str<E: de::Error>(self, v: &str) -> Result<Dur, E> {
                 parse_duration(v).map(Dur).map_err(E::custom)

@@ -1,0 +1,27 @@
+//! Arbitrary text → `Config::parse`: never panics, and a parsed config
+//! renders (`wasp check`'s output) to TOML that parses back to an equal config.
+
+#![no_main]
+
+use libfuzzer_sys::fuzz_target;
+
+// wasp's config module itself (plain data, no `crate::` paths), compiled
+// here: the `wasp` crate cannot be built with nightly (README.md).
+#[allow(dead_code)]
+#[path = "../../host/src/config/mod.rs"]
+mod config;
+
+use config::Config;
+
+fuzz_target!(|text: &str| {
+    let Ok(config) = Config::parse(text, "fuzz.toml") else {
+        return;
+    };
+    let rendered = config.render();
+    match Config::parse(&rendered, "rendered") {
+        Ok(again) => assert_eq!(again, config, "render round trip changed:\n{rendered}"),
+        Err(e) => panic!("rendered config does not parse: {e}\n{rendered}"),
+    }
+    // The router JSON is built from every parsed config: it must not panic either.
+    let _ = config.router_json();
+});
