@@ -100,6 +100,25 @@ impl Client {
         Client { ws }
     }
 
+    /// Connects to `url` from local address `source` (to choose the
+    /// client's address, e.g. for ip_hash).
+    pub async fn connect_from(source: &str, url: &str) -> Client {
+        let request = url.into_client_request().unwrap();
+        let host = request.uri().authority().unwrap().as_str().to_owned();
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+        let stream = socket
+            .connect(host.parse().unwrap())
+            .await
+            .expect("connect");
+        let handshake = tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream));
+        let (ws, _) = tokio::time::timeout(TIMEOUT, handshake)
+            .await
+            .expect("handshake timed out")
+            .expect("handshake failed");
+        Client { ws }
+    }
+
     /// Sends a JSON value as a text frame.
     pub async fn send(&mut self, value: Value) {
         self.send_text(&value.to_string()).await;

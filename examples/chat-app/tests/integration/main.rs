@@ -1,5 +1,6 @@
 //! Integration tests: the real `wasp-chat` binary, spoken to over WebSockets.
 
 mod chat;
+mod cluster;
 mod common;
 mod redis;
