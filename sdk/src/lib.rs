@@ -110,6 +110,32 @@ pub fn deserialize_size<'de, D: serde::Deserializer<'de>>(
     deserializer.deserialize_any(SizeVisitor)
 }
 
+/// Which messages a filter looks at, for a filter's configuration:
+/// `"both"` (the default), `"client"` (client → upstream only) or
+/// `"upstream"` (upstream → client only).
+#[derive(serde::Deserialize, Clone, Copy, Default, PartialEq, Eq, Debug)]
+#[serde(rename_all = "lowercase")]
+pub enum Directions {
+    /// Both ways.
+    #[default]
+    Both,
+    /// Client → upstream only.
+    Client,
+    /// Upstream → client only.
+    Upstream,
+}
+
+impl Directions {
+    /// Whether a message travelling in `dir` is looked at.
+    pub fn includes(self, dir: Direction) -> bool {
+        match self {
+            Directions::Both => true,
+            Directions::Client => dir == Direction::ClientToUpstream,
+            Directions::Upstream => dir == Direction::UpstreamToClient,
+        }
+    }
+}
+
 /// Routing: decides which location handles each request.
 pub trait Router: Sized + 'static {
     /// Builds the router from the routing table wasp sends (JSON: servers,

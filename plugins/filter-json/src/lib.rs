@@ -13,33 +13,10 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use wasp_sdk::{Action, CloseFrame, Direction, Filter, Message};
+use wasp_sdk::{Action, CloseFrame, Direction, Directions, Filter, Message};
 
 /// Longest close reason RFC 6455 allows.
 const MAX_REASON: usize = 123;
-
-/// Which messages a filter looks at.
-#[derive(serde::Deserialize, Clone, Copy, Default, PartialEq, Debug)]
-#[serde(rename_all = "lowercase")]
-enum Directions {
-    /// Both ways.
-    #[default]
-    Both,
-    /// Client → upstream only.
-    Client,
-    /// Upstream → client only.
-    Upstream,
-}
-
-impl Directions {
-    fn includes(self, dir: Direction) -> bool {
-        match self {
-            Directions::Both => true,
-            Directions::Client => dir == Direction::ClientToUpstream,
-            Directions::Upstream => dir == Direction::UpstreamToClient,
-        }
-    }
-}
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default, deny_unknown_fields)]

@@ -9,30 +9,7 @@
 //! one word or pattern is required.
 
 use regex::Regex;
-use wasp_sdk::{Action, Direction, Filter, Message};
-
-/// Which messages a filter looks at.
-#[derive(serde::Deserialize, Clone, Copy, Default, PartialEq, Debug)]
-#[serde(rename_all = "lowercase")]
-enum Directions {
-    /// Both ways.
-    #[default]
-    Both,
-    /// Client → upstream only.
-    Client,
-    /// Upstream → client only.
-    Upstream,
-}
-
-impl Directions {
-    fn includes(self, dir: Direction) -> bool {
-        match self {
-            Directions::Both => true,
-            Directions::Client => dir == Direction::ClientToUpstream,
-            Directions::Upstream => dir == Direction::UpstreamToClient,
-        }
-    }
-}
+use wasp_sdk::{Action, Direction, Directions, Filter, Message};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
