@@ -3,7 +3,8 @@
 //! Plain requests get a JSON report of what arrived (method, URI, headers).
 //! A WebSocket handshake is accepted; the first message the backend sends is
 //! the same JSON report, then it echoes every message. A text message
-//! `close:CODE` makes it close with that code.
+//! `close:CODE` makes it close with that code. `GET /health` answers 503
+//! while the backend is set unhealthy, like any other path otherwise.
 
 use futures_util::{SinkExt, StreamExt};
 use http::{Request, Response, StatusCode};
@@ -15,45 +16,104 @@ use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
 
-/// A running backend; it stops when the test's runtime ends.
+/// A running backend; it stops when told to or when the test's runtime ends.
 pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
+    healthy: Arc<AtomicBool>,
+    stop: watch::Sender<bool>,
+    accepting: JoinHandle<()>,
+}
+
+/// What every connection of a backend shares.
+#[derive(Clone)]
+struct Control {
+    name: String,
+    healthy: Arc<AtomicBool>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Control {
+    /// Resolves once the backend is stopped (never if its handle is dropped
+    /// without stopping it).
+    async fn stopped(&self) {
+        if self.stop.clone().wait_for(|&stop| stop).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 impl Backend {
     /// Starts a backend on an ephemeral port of 127.0.0.1, named `name`
     /// (reported as `"backend"` so tests can tell backends apart).
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::start_at(name, "127.0.0.1:0".parse().unwrap()).await
+    }
+
+    /// Starts a backend on `addr`, e.g. again where a stopped one was.
+    pub async fn start_at(name: &str, addr: SocketAddr) -> Backend {
+        let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let label = name.to_string();
-        tokio::spawn(async move {
+        let (stop, stop_rx) = watch::channel(false);
+        let control = Control {
+            name: name.to_string(),
+            healthy: Arc::new(AtomicBool::new(true)),
+            stop: stop_rx,
+        };
+        let healthy = control.healthy.clone();
+        let accepting = tokio::spawn(async move {
             loop {
-                let Ok((stream, peer)) = listener.accept().await else {
-                    return;
+                let (stream, peer) = tokio::select! {
+                    _ = control.stopped() => return,
+                    accepted = listener.accept() => match accepted {
+                        Ok(accepted) => accepted,
+                        Err(_) => return,
+                    },
                 };
-                let label = label.clone();
+                let control = control.clone();
                 tokio::spawn(async move {
-                    let service = service_fn(move |req| serve(req, peer, label.clone()));
-                    let _ = http1::Builder::new()
+                    let serving = control.clone();
+                    let service = service_fn(move |req| serve(req, peer, serving.clone()));
+                    let connection = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades()
-                        .await;
+                        .with_upgrades();
+                    tokio::select! {
+                        _ = control.stopped() => {}
+                        _ = connection => {}
+                    }
                 });
             }
         });
         Backend {
             addr,
             name: name.to_string(),
+            healthy,
+            stop,
+            accepting,
         }
+    }
+
+    /// Kills the backend: closes its listener (connecting is refused from
+    /// now on) and every connection it has, WebSockets included.
+    pub async fn stop(self) {
+        let _ = self.stop.send(true);
+        let _ = self.accepting.await;
+    }
+
+    /// Makes `GET /health` answer 503 (false) or 200 (true).
+    pub fn set_healthy(&self, healthy: bool) {
+        self.healthy.store(healthy, Ordering::SeqCst);
     }
 }
 
@@ -76,9 +136,9 @@ fn report(req: &Request<Incoming>, peer: SocketAddr, name: &str) -> Value {
 async fn serve(
     mut req: Request<Incoming>,
     peer: SocketAddr,
-    name: String,
+    control: Control,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let report = report(&req, peer, &name);
+    let report = report(&req, peer, &control.name);
     let key = req.headers().get("sec-websocket-key").cloned();
     let wants_ws = req
         .headers()
@@ -92,7 +152,10 @@ async fn serve(
             let Ok(upgraded) = upgrade.await else { return };
             let ws =
                 WebSocketStream::from_raw_socket(TokioIo::new(upgraded), Role::Server, None).await;
-            echo(ws, report).await;
+            tokio::select! {
+                _ = control.stopped() => {}
+                _ = echo(ws, report) => {}
+            }
         });
         let mut response = Response::builder()
             .status(StatusCode::SWITCHING_PROTOCOLS)
@@ -121,9 +184,16 @@ async fn serve(
         .unwrap_or_default();
     let mut report = report;
     report["body_len"] = json!(body.len());
+    let unhealthy = report["uri"] == "/health" && !control.healthy.load(Ordering::SeqCst);
+    let status = if unhealthy {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
     Ok(Response::builder()
+        .status(status)
         .header("content-type", "application/json")
-        .header("x-backend", name)
+        .header("x-backend", control.name)
         .body(Full::new(Bytes::from(report.to_string())))
         .unwrap())
 }

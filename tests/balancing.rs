@@ -1,0 +1,408 @@
+//! Load balancing end to end: three (or four) real backends on loopback,
+//! real clients (bound to chosen 127.x.y.z source addresses for ip_hash),
+//! and every policy of the default balancer, passive and active health, and
+//! a custom balancer plugin loaded from a `.wasm` file.
+
+mod support;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+use support::backend::Backend;
+use support::start_proxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{WebSocketStream, client_async};
+use wasp::proxy::Proxy;
+
+type Ws = WebSocketStream<TcpStream>;
+
+/// The example balancer compiled by `tests/build.rs`.
+mod example_balancers {
+    include!(concat!(env!("OUT_DIR"), "/example_balancers.rs"));
+}
+
+/// How long a test waits for the proxy to notice a change.
+const PATIENCE: Duration = Duration::from_secs(10);
+
+async fn start_backends(names: &[&str]) -> Vec<Backend> {
+    let mut backends = Vec::new();
+    for name in names {
+        backends.push(Backend::start(name).await);
+    }
+    backends
+}
+
+/// The backends as plain `servers` entries.
+fn plain(backends: &[Backend]) -> Vec<String> {
+    backends.iter().map(|b| format!("\"{}\"", b.addr)).collect()
+}
+
+/// One upstream `app` with `settings` and `servers`, proxied at `/`.
+fn config(settings: &str, servers: &[String]) -> String {
+    format!(
+        r#"
+        [upstreams.app]
+        {settings}
+        servers = [{servers}]
+
+        [[server]]
+        listen = "127.0.0.1:0"
+        [[server.location]]
+        path = "/"
+        proxy_pass = "http://app"
+        "#,
+        servers = servers.join(", ")
+    )
+}
+
+/// A connection to the proxy from `source` (all of 127.0.0.0/8 is local).
+async fn connect_from(proxy: SocketAddr, source: Ipv4Addr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    socket.connect(proxy).await.unwrap()
+}
+
+/// `GET path` over `stream` with extra header lines; the name of the
+/// backend that answered. Anything but a 200 fails the test.
+async fn get_over(mut stream: TcpStream, path: &str, headers: &str) -> String {
+    let request =
+        format!("GET {path} HTTP/1.1\r\nHost: wasp\r\n{headers}Connection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = String::new();
+    stream.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    assert!(head.starts_with("HTTP/1.1 200 "), "GET {path}: {raw}");
+    let report: Value = serde_json::from_str(body).unwrap();
+    report["backend"].as_str().unwrap().to_owned()
+}
+
+async fn get(proxy: SocketAddr, path: &str) -> String {
+    get_over(TcpStream::connect(proxy).await.unwrap(), path, "").await
+}
+
+/// A WebSocket handshake over `stream` with extra request headers; the
+/// socket and the name of the backend (its first message).
+async fn ws_over(stream: TcpStream, headers: &[(&str, &str)]) -> (Ws, String) {
+    let mut request = "ws://wasp/ws".into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let (mut ws, response) = client_async(request, stream)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket handshake through wasp: {e}"));
+    assert_eq!(response.status(), 101);
+    let report: Value = match ws.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected the backend's report, got {other:?}"),
+    };
+    (ws, report["backend"].as_str().unwrap().to_owned())
+}
+
+async fn ws(proxy: SocketAddr) -> (Ws, String) {
+    ws_over(TcpStream::connect(proxy).await.unwrap(), &[]).await
+}
+
+/// Connections the proxy counts as open to the peer at `peer` of `app`.
+fn active(proxy: &Proxy, peer: SocketAddr) -> u32 {
+    let site = proxy.shared().site.load();
+    let peers = &site.upstreams["app"].peers;
+    let state = peers.iter().find(|p| p.address == peer.to_string());
+    state.expect("a peer of app").active()
+}
+
+/// Closes a WebSocket cleanly and waits for the proxy to count it gone.
+async fn close(proxy: &Proxy, peer: SocketAddr, mut ws: Ws) {
+    let before = active(proxy, peer);
+    ws.close(None).await.unwrap();
+    while let Some(Ok(_)) = ws.next().await {}
+    drop(ws);
+    let deadline = Instant::now() + PATIENCE;
+    while active(proxy, peer) >= before {
+        assert!(Instant::now() < deadline, "the proxy never saw the close");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test]
+async fn smooth_weighted_round_robin_follows_nginx_sequence() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let mut servers = plain(&backends);
+    servers[0] = format!(r#"{{ address = "{}", weight = 5 }}"#, backends[0].addr);
+    let (_proxy, addr) = start_proxy(&config("", &servers)).await;
+
+    let mut seen = String::new();
+    for _ in 0..7 {
+        seen += &get(addr, "/").await;
+    }
+    // WebSockets share the same schedule.
+    for _ in 0..7 {
+        seen += &ws(addr).await.1;
+    }
+    assert_eq!(seen, "aabacaa".repeat(2));
+}
+
+#[tokio::test]
+async fn ip_hash_sticks_per_client_network_and_spreads_networks() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let (_proxy, addr) = start_proxy(&config(r#"balance = "ip_hash""#, &plain(&backends))).await;
+
+    let mut homes = HashMap::new();
+    for net in 1..=12u8 {
+        let mut by_address = Vec::new();
+        // Two addresses of one /24: nginx hashes the first three octets.
+        for host in [1, 2] {
+            let source = Ipv4Addr::new(127, 0, net, host);
+            let mut seen = HashSet::new();
+            for n in 0..20 {
+                let stream = connect_from(addr, source).await;
+                let backend = if n % 2 == 0 {
+                    get_over(stream, "/", "").await
+                } else {
+                    ws_over(stream, &[]).await.1
+                };
+                seen.insert(backend);
+            }
+            assert_eq!(seen.len(), 1, "{source} went to {seen:?}");
+            by_address.extend(seen);
+        }
+        assert_eq!(by_address[0], by_address[1], "127.0.{net}.0/24 is split");
+        homes.insert(net, by_address.remove(0));
+    }
+    let used: HashSet<&String> = homes.values().collect();
+    assert!(used.len() >= 2, "every network on one backend: {homes:?}");
+}
+
+#[tokio::test]
+async fn least_conn_sends_each_websocket_to_the_emptiest_peer() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let (proxy, addr) = start_proxy(&config(r#"balance = "least_conn""#, &plain(&backends))).await;
+    let peer: HashMap<String, SocketAddr> =
+        backends.iter().map(|b| (b.name.clone(), b.addr)).collect();
+    let mut open: HashMap<String, Vec<Ws>> = peer.keys().map(|n| (n.clone(), vec![])).collect();
+
+    // Opens one WebSocket and checks it went to a peer with the fewest.
+    async fn open_one(addr: SocketAddr, open: &mut HashMap<String, Vec<Ws>>) -> String {
+        let fewest = open.values().map(Vec::len).min().unwrap();
+        let (ws, backend) = ws(addr).await;
+        let count = open.get_mut(&backend).unwrap();
+        assert_eq!(count.len(), fewest, "{backend} was not the emptiest peer");
+        count.push(ws);
+        backend
+    }
+
+    for _ in 0..9 {
+        open_one(addr, &mut open).await;
+    }
+    for (name, sockets) in &open {
+        assert_eq!(sockets.len(), 3, "{name}");
+        assert_eq!(active(&proxy, peer[name]), 3, "{name}");
+    }
+
+    // b drops to one: the next two go to b.
+    for _ in 0..2 {
+        let ws = open.get_mut("b").unwrap().pop().unwrap();
+        close(&proxy, peer["b"], ws).await;
+    }
+    assert_eq!(open_one(addr, &mut open).await, "b");
+    assert_eq!(open_one(addr, &mut open).await, "b");
+
+    // c drops to two: the next goes to c.
+    let ws = open.get_mut("c").unwrap().pop().unwrap();
+    close(&proxy, peer["c"], ws).await;
+    assert_eq!(open_one(addr, &mut open).await, "c");
+}
+
+#[tokio::test]
+async fn a_killed_backend_is_skipped_for_fail_timeout_and_used_again_when_back() {
+    let mut backends = start_backends(&["a", "b", "c"]).await;
+    let servers: Vec<String> = backends
+        .iter()
+        .map(|b| {
+            format!(
+                r#"{{ address = "{}", max_fails = 1, fail_timeout = "1s" }}"#,
+                b.addr
+            )
+        })
+        .collect();
+    let (_proxy, addr) = start_proxy(&config("", &servers)).await;
+
+    let mut clients = Vec::new();
+    for expected in ["a", "b", "c"] {
+        let (ws, backend) = ws(addr).await;
+        assert_eq!(backend, expected);
+        clients.push(ws);
+    }
+
+    let b = backends.remove(1);
+    let b_addr = b.addr;
+    let killed = Instant::now();
+    b.stop().await;
+
+    // b's client loses its WebSocket and reconnects, to a live backend.
+    let mut orphan = clients.remove(1);
+    let ended = async {
+        while let Some(Ok(message)) = orphan.next().await {
+            if message.is_close() {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(PATIENCE, ended)
+        .await
+        .expect("the killed backend's WebSocket ends");
+    let (_reconnected, backend) = ws(addr).await;
+    assert_ne!(backend, "b");
+    // The others carry on.
+    for ws in &mut clients {
+        ws.send(Message::text("still here")).await.unwrap();
+        assert_eq!(
+            ws.next().await.unwrap().unwrap(),
+            Message::text("still here")
+        );
+    }
+
+    // No request fails: three in a row reach b's turn, whose connect error
+    // is retried on a live peer and takes b out for fail_timeout.
+    for _ in 0..6 {
+        assert_ne!(get(addr, "/").await, "b");
+    }
+
+    // b comes back at once, but is skipped until fail_timeout has passed. A
+    // response received within 1 s of the kill was picked within 1 s of
+    // the failure, which came after the kill.
+    let _b = Backend::start_at("b", b_addr).await;
+    let mut within_timeout = 0;
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let backend = get(addr, "/").await;
+        if killed.elapsed() < Duration::from_secs(1) {
+            assert_ne!(backend, "b", "b was picked within its fail_timeout");
+            within_timeout += 1;
+        } else if backend == "b" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "b never came back");
+    }
+    assert!(
+        within_timeout > 0,
+        "no request was made within fail_timeout"
+    );
+}
+
+#[tokio::test]
+async fn consistent_hash_moves_only_the_new_backends_share_of_keys() {
+    let backends = start_backends(&["a", "b", "c", "d"]).await;
+    let settings = "balance = \"hash\"\nhash_key = \"$arg_room\"\nconsistent = true";
+
+    async fn homes(addr: SocketAddr) -> Vec<String> {
+        let mut homes = Vec::new();
+        for n in 0..1000 {
+            homes.push(get(addr, &format!("/chat?room=room-{n}")).await);
+        }
+        homes
+    }
+
+    let (_three, addr) = start_proxy(&config(settings, &plain(&backends[..3]))).await;
+    let before = homes(addr).await;
+    // The same keys again land where they did.
+    assert_eq!(&homes(addr).await[..100], &before[..100]);
+    let used: HashSet<&String> = before.iter().collect();
+    assert_eq!(used.len(), 3, "keys spread over every backend");
+
+    let (_four, addr) = start_proxy(&config(settings, &plain(&backends))).await;
+    let after = homes(addr).await;
+    let moved: Vec<(&String, &String)> =
+        before.iter().zip(&after).filter(|(b, a)| b != a).collect();
+    assert!(
+        (150..=350).contains(&moved.len()),
+        "{} of 1000 keys moved",
+        moved.len()
+    );
+    assert!(
+        moved.iter().all(|(_, to)| *to == "d"),
+        "keys moved between old backends"
+    );
+}
+
+/// Writes the header balancer's component to a fresh file.
+fn header_balancer_wasm() -> PathBuf {
+    let (_, bytes) = example_balancers::PLUGINS
+        .iter()
+        .find(|(name, _)| *name == "header-balancer")
+        .expect("tests/build.rs builds the header balancer");
+    let dir = std::env::temp_dir().join(format!("wasp-header-balancer-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("header_balancer.wasm");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[tokio::test]
+async fn a_custom_balancer_plugin_replaces_the_default() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let wasm = header_balancer_wasm();
+    let text = format!(
+        "[plugins]\nbalancer = \"{}\"\n{}",
+        wasm.display(),
+        config("", &plain(&backends))
+    );
+    let (_proxy, addr) = start_proxy(&text).await;
+
+    // The same header picks the same backend every time (round-robin would
+    // rotate), for requests and WebSocket handshakes alike.
+    for _ in 0..3 {
+        for (index, name) in [("2", "c"), ("0", "a"), ("1", "b")] {
+            let header = format!("x-backend: {index}\r\n");
+            let stream = TcpStream::connect(addr).await.unwrap();
+            assert_eq!(get_over(stream, "/", &header).await, name);
+            let stream = TcpStream::connect(addr).await.unwrap();
+            let (_ws, backend) = ws_over(stream, &[("x-backend", index)]).await;
+            assert_eq!(backend, name);
+        }
+    }
+    std::fs::remove_dir_all(wasm.parent().unwrap()).unwrap();
+}
+
+#[tokio::test]
+async fn active_health_checks_steer_traffic_around_an_unhealthy_peer() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let settings = r#"health = { path = "/health", interval = "100ms", rise = 1, fall = 1 }"#;
+    let (_proxy, addr) = start_proxy(&config(settings, &plain(&backends))).await;
+
+    // Three requests in a row are one round of the round-robin.
+    async fn round(addr: SocketAddr) -> HashSet<String> {
+        let mut seen = HashSet::new();
+        for _ in 0..3 {
+            seen.insert(get(addr, "/").await);
+        }
+        seen
+    }
+
+    let deadline = Instant::now() + PATIENCE;
+    while round(addr).await.len() < 3 {
+        assert!(Instant::now() < deadline, "not every backend takes traffic");
+    }
+    backends[1].set_healthy(false);
+    // A round without b means a check took it out; it stays out while its
+    // checks keep failing.
+    let deadline = Instant::now() + PATIENCE;
+    while round(addr).await.contains("b") {
+        assert!(Instant::now() < deadline, "b never went unhealthy");
+    }
+    for _ in 0..20 {
+        assert_ne!(get(addr, "/").await, "b");
+    }
+
+    backends[1].set_healthy(true);
+    let deadline = Instant::now() + PATIENCE;
+    while get(addr, "/").await != "b" {
+        assert!(Instant::now() < deadline, "b never came back");
+    }
+}
