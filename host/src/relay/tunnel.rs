@@ -36,7 +36,7 @@ thread_local! {
 /// Why a tunnel ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TunnelEnd {
-    /// Both sides closed their half.
+    /// One side closed and what it sent was delivered.
     Closed,
     /// A socket error (reset, broken pipe...).
     Error,
@@ -60,7 +60,6 @@ pub struct TunnelStats {
 struct Flow {
     pending: Vec<u8>,
     source_done: bool,
-    sink_shut: bool,
     bytes: u64,
     /// Where the bytes read so far stand in WebSocket framing.
     cursor: FrameCursor,
@@ -147,13 +146,6 @@ impl Flow {
         }
     }
 
-    /// Passes the end of the stream on once everything was written.
-    fn finish(&mut self, to: &TcpStream) {
-        if self.done() && !self.sink_shut {
-            self.sink_shut = true;
-            let _ = SockRef::from(to).shutdown(Shutdown::Write);
-        }
-    }
 }
 
 /// How a tunnel is relayed: its idle timeout and the most it reads at once
@@ -185,9 +177,13 @@ pub async fn run(
     let mut deadline = last_activity + idle;
     let mut closing: Option<Instant> = None;
     let end = loop {
-        up.finish(&upstream);
-        down.finish(&client);
-        if up.done() && down.done() {
+        // As nginx does: once either side has closed and what it sent is
+        // delivered, the tunnel ends (a client that keeps its socket after
+        // the close handshake must not hold a slot until the idle timeout).
+        if up.done() || down.done() {
+            for socket in [&upstream, &client] {
+                let _ = SockRef::from(socket).shutdown(Shutdown::Write);
+            }
             break TunnelEnd::Closed;
         }
         if let Some(give_up) = closing {
