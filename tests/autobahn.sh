@@ -5,7 +5,8 @@
 # when a case passing directly does not pass through wasp.
 # usage: tests/autobahn.sh [quick|full] [OUTDIR]
 #   quick (default, CI): every case but 9.* (performance), 12.* and 13.* (compression).
-#   full: every case; about 20 minutes per target. Reports: OUTDIR/{direct,raw,filtered}/index.html
+#   full: every case (not in CI): about 30 min directly and through /raw/ each (compression
+#   dominates), 1 min through /filtered/. Reports: OUTDIR/{direct,raw,filtered}/index.html
 # Needs CPython 2.7 (wstest) and CPython 3 (the backend); installs both
 # environments under target/autobahn/env (AUTOBAHN_DIR overrides).
 set -euo pipefail
@@ -88,5 +89,6 @@ for target in direct raw filtered; do
 done
 
 printf '\n==> comparison (reports in %s)\n' "$out"
-python3 "$here/compare.py" "direct=$out/direct/index.json" \
+# The frame relay removes Sec-WebSocket-Extensions: no compression through /filtered/.
+python3 "$here/compare.py" --unimplemented 'filtered=12.*,13.*' "direct=$out/direct/index.json" \
   "raw=$out/raw/index.json" "filtered=$out/filtered/index.json"
