@@ -407,6 +407,65 @@ async fn pings_and_pongs_pass_through_and_each_ping_gets_one_pong() {
     );
 }
 
+/// An upstream that reads frames by hand, so it answers nothing by itself:
+/// it records the pings it gets until a text message, then pongs each of
+/// them and sends `done`.
+async fn late_ponging_upstream() -> (SocketAddr, mpsc::UnboundedReceiver<Vec<Bytes>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (pings_tx, pings) = mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let rest = accept_upgrade(&mut tcp).await;
+        assert!(rest.is_empty());
+        let mut got = Vec::new();
+        loop {
+            // A masked client frame with a payload under 126 bytes.
+            let mut head = [0u8; 6];
+            tcp.read_exact(&mut head).await.unwrap();
+            let mut payload = vec![0u8; usize::from(head[1] & 0x7f)];
+            tcp.read_exact(&mut payload).await.unwrap();
+            for (i, byte) in payload.iter_mut().enumerate() {
+                *byte ^= head[2 + i % 4];
+            }
+            match head[0] & 0x0f {
+                0x9 => got.push(Bytes::from(payload)),
+                0x1 => break,
+                opcode => panic!("unexpected opcode {opcode}"),
+            }
+        }
+        for ping in &got {
+            let mut pong = vec![0x8a, ping.len() as u8];
+            pong.extend_from_slice(ping);
+            tcp.write_all(&pong).await.unwrap();
+        }
+        tcp.write_all(b"\x81\x04done").await.unwrap();
+        let _ = pings_tx.send(got);
+        std::future::pending::<()>().await;
+    });
+    (addr, pings)
+}
+
+#[tokio::test]
+async fn a_burst_of_pings_gets_one_pong_each() {
+    let (up, mut pings) = late_ponging_upstream().await;
+    let proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
+    let mut ws = proxy.client().await;
+    let payloads: Vec<Bytes> = (0..12).map(|i| Bytes::from(format!("p{i}"))).collect();
+    for payload in &payloads {
+        ws.send(Message::Ping(payload.clone())).await.unwrap();
+    }
+    ws.send(text("x")).await.unwrap();
+    for payload in &payloads {
+        assert_eq!(recv(&mut ws).await, Message::Pong(payload.clone()));
+    }
+    // The upstream got as many pings as the relay remembers (MAX_PINGS), and its pongs
+    // to them are not second ones.
+    let relayed = within(pings.recv()).await.unwrap();
+    assert_eq!(relayed, payloads[..8]);
+    assert_eq!(recv(&mut ws).await, text("a<done"));
+}
+
 #[tokio::test]
 async fn a_message_over_the_limit_closes_with_1009() {
     let (up, mut seen_up) = upstream().await;

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (the wasm target, redis-server, chromium, playwright-core), runs every
-# Rust test of the workspace, then the browser test of the chat example
+# (the wasm target, redis-server, chromium, playwright-core, Autobahn's
+# Python environments), runs every Rust test of the workspace, the quick
+# Autobahn|Testsuite through wasp, then the browser test of the chat example
 # through a real wasp. Fails on the first failing step.
 set -euo pipefail
 
@@ -24,6 +25,9 @@ fi
 # The build scripts install the wasm32-wasip2 target themselves when it is missing.
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
+
+step "Autobahn|Testsuite (quick): the echo backend directly, through /raw/ and /filtered/"
+bash tests/autobahn.sh quick
 
 step "browser test: two Chromium pages chat through wasp"
 bash examples/chat-app/browser-test/run-through-wasp.sh

@@ -32,7 +32,8 @@
 //! Pings pass through to the other peer; tungstenite also answers each ping
 //! at once, as an endpoint must, so the far peer's pong to a relayed ping is
 //! swallowed and the pinger sees exactly one pong. Other pongs (heartbeats)
-//! pass through.
+//! pass through. While `MAX_PINGS` relayed pings await their pong, further
+//! pings are answered but not relayed (a burst of pings is not a heartbeat).
 //!
 //! Handshake: the relay starts after the proxy relayed the upgrade, so the
 //! subprotocol negotiated by the peers passes through untouched. Extensions
@@ -469,9 +470,12 @@ impl<'a> State<'a> {
             WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
             WsMessage::Binary(data) => Message::Binary(data.to_vec()),
             WsMessage::Ping(payload) => {
+                // Tungstenite answered it. Relaying it while MAX_PINGS are
+                // awaited would either forget one, whose pong would then
+                // reach the pinger as a second one, or grow without bound.
                 let relayed = &mut self.pings[from.other().index()];
                 if relayed.len() == MAX_PINGS {
-                    relayed.pop_front();
+                    return Step::Skip;
                 }
                 relayed.push_back(payload.clone());
                 return Step::Send(message);

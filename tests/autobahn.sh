@@ -1,0 +1,94 @@
+#!/usr/bin/env bash
+# Autobahn|Testsuite through wasp: runs the fuzzingclient against a conformant
+# echo backend directly, through a tunnelled location (/raw/) and through a
+# frame-relayed one (/filtered/, the pass-through test filter), then fails
+# when a case passing directly does not pass through wasp.
+# usage: tests/autobahn.sh [quick|full] [OUTDIR]
+#   quick (default, CI): every case but 9.* (performance), 12.* and 13.* (compression).
+#   full: every case (not in CI): about 30 min directly and through /raw/ each (compression
+#   dominates), 1 min through /filtered/. Reports: OUTDIR/{direct,raw,filtered}/index.html
+# Needs CPython 2.7 (wstest) and CPython 3 (the backend); installs both
+# environments under target/autobahn/env (AUTOBAHN_DIR overrides).
+set -euo pipefail
+
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+here="$root/tests/autobahn"
+mode=${1:-quick}
+out=${2:-$root/target/autobahn/$mode}
+export AUTOBAHN_DIR=${AUTOBAHN_DIR:-$root/target/autobahn/env}
+cd "$root"
+
+"$here/install.sh" "$AUTOBAHN_DIR" >/dev/null
+if [ ! -x "$AUTOBAHN_DIR/py3/bin/python" ]; then
+  python3 -m venv "$AUTOBAHN_DIR/py3"
+  "$AUTOBAHN_DIR/py3/bin/pip" install -q --disable-pip-version-check -r "$here/backend-requirements.txt"
+fi
+
+# wasp, and the pass-through filter built as tests/build.rs builds the test
+# plugins (same profile and target directory, so cargo test's build is reused).
+cargo build -q -p wasp
+target_dir=$(cargo metadata --format-version 1 --no-deps |
+  python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')
+env -u RUSTFLAGS -u CARGO_ENCODED_RUSTFLAGS -u CARGO_BUILD_TARGET -u CARGO_TARGET_DIR \
+  cargo build -q -p wasp-test-passthrough --target wasm32-wasip2 --profile plugin \
+  --target-dir "$root/target/wasm"
+passthrough="$root/target/wasm/wasm32-wasip2/plugin/wasp_test_passthrough.wasm"
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+}
+wait_port() {
+  for _ in $(seq 100); do
+    python3 -c "import socket; socket.create_connection(('127.0.0.1', $1), 1)" 2>/dev/null && return 0
+    sleep 0.1
+  done
+  echo "autobahn.sh: nothing listens on port $1 (see $out/*.log)" >&2
+  return 1
+}
+
+rm -rf "$out"
+mkdir -p "$out"
+pids=()
+trap 'for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done' EXIT
+
+backend_port=$(free_port)
+"$AUTOBAHN_DIR/py3/bin/python" "$here/echo_backend.py" "$backend_port" >"$out/backend.log" 2>&1 &
+pids+=($!)
+
+proxy_port=$(free_port)
+# No caps that the backend does not have: 9.* sends messages up to 16 MiB.
+cat >"$out/wasp.toml" <<TOML
+[plugins]
+memory_limit = "256m"
+
+[[server]]
+listen = "127.0.0.1:$proxy_port"
+
+[[server.location]]
+path = "/raw/"
+proxy_pass = "http://127.0.0.1:$backend_port/"
+
+[[server.location]]
+path = "/filtered/"
+proxy_pass = "http://127.0.0.1:$backend_port/"
+filters = ["$passthrough"]
+max_message_size = "64m"
+TOML
+RUST_LOG=${RUST_LOG:-warn} "$target_dir/debug/wasp" run -c "$out/wasp.toml" >"$out/wasp.log" 2>&1 &
+pids+=($!)
+wait_port "$backend_port"
+wait_port "$proxy_port"
+
+for target in direct raw filtered; do
+  case $target in
+    direct) url="ws://127.0.0.1:$backend_port" ;;
+    *) url="ws://127.0.0.1:$proxy_port/$target/" ;;
+  esac
+  printf '\n==> %s: %s\n' "$target" "$url"
+  "$here/run.sh" "$url" "$out/$target" "$mode"
+done
+
+printf '\n==> comparison (reports in %s)\n' "$out"
+# The frame relay removes Sec-WebSocket-Extensions: no compression through /filtered/.
+python3 "$here/compare.py" --unimplemented 'filtered=12.*,13.*' "direct=$out/direct/index.json" \
+  "raw=$out/raw/index.json" "filtered=$out/filtered/index.json"

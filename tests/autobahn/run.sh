@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Runs the Autobahn fuzzingclient against one WebSocket URL and prints the summary.
+# usage: tests/autobahn/run.sh URL OUTDIR [quick|full]
+#   quick (default) leaves out 9.* (performance), 12.* and 13.* (compression): about 30 s; full: about 20 min.
+#   The report is OUTDIR/index.html and OUTDIR/index.json; exit status 0 when wstest ran.
+set -euo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+url=$1; out=$2; mode=${3:-quick}
+wstest=$("$here/install.sh" "${AUTOBAHN_DIR:-.autobahn}")
+mkdir -p "$out"; out=$(cd "$out" && pwd)
+case "$mode" in
+  quick) exclude='["9.*", "12.*", "13.*"]' ;;
+  full)  exclude='[]' ;;
+  *) echo "mode must be quick or full" >&2; exit 2 ;;
+esac
+cat >"$out/spec.json" <<JSON
+{ "outdir": "$out", "servers": [ { "agent": "target", "url": "$url" } ],
+  "cases": ["*"], "exclude-cases": $exclude, "exclude-agent-cases": {} }
+JSON
+"$wstest" -m fuzzingclient -s "$out/spec.json" >"$out/wstest.log" 2>&1
+python3 "$here/summarize.py" "$out/index.json" target

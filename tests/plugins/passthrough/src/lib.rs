@@ -1,0 +1,20 @@
+//! A filter that forwards every message unchanged: puts a location on the
+//! frame relay (reassembly, re-framing, a filter call per message) without
+//! changing what goes through. Used by the Autobahn run (`tests/autobahn.sh`)
+//! and handy for measuring the frame relay's cost.
+
+use wasp_sdk::{Action, Direction, Filter, Message};
+
+pub struct Passthrough;
+
+impl Filter for Passthrough {
+    fn configure(_config: &str) -> Result<Self, String> {
+        Ok(Passthrough)
+    }
+
+    fn on_message(&mut self, _conn: u64, _dir: Direction, _msg: Message) -> Action {
+        Action::Forward
+    }
+}
+
+wasp_sdk::export!(filter: Passthrough);
