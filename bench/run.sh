@@ -13,9 +13,10 @@
 # processes, then echo (closed loop), echo at a fixed rate, and handshakes. Medians and ratios go to this
 # harness's section of BENCHMARKS.md (between <!-- bench:proxy:start --> and <!-- bench:proxy:end -->).
 #
-# Environment: WASP_BIN (default target/release/wasp), WASP_FILTER_WASM (the pass-through filter component used by
-# the wasp-filter row). Rows whose binary or filter is missing are skipped with a note. Installs nginx and haproxy
-# from Debian's packages when they are missing. Everything started here is stopped on exit.
+# Environment: CARGO_TARGET_DIR (default target), WASP_BIN (default its release/wasp), WASP_FILTER_WASM (the
+# pass-through filter component used by the wasp-filter row; default bench/passthrough-filter built for
+# wasm32-wasip2). What is not given is built first; rows whose binary or filter is missing are skipped with a note.
+# Installs nginx and haproxy from Debian's packages when they are missing. Everything started here is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -36,9 +37,14 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-WASP_BIN=${WASP_BIN:-$ROOT/target/release/wasp}
+TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
+BUILD=(-p wasp-bench)
+[ -n "${WASP_BIN:-}" ] || BUILD+=(-p wasp)
+WASP_BIN=${WASP_BIN:-$TARGET_DIR/release/wasp}
 # The pass-through filter plugin (a wasm component that forwards every message unchanged).
-WASP_FILTER_WASM=${WASP_FILTER_WASM:-$ROOT/target/wasm32-wasip2/release/filter_passthrough.wasm}
+BUILD_FILTER=0
+[ -n "${WASP_FILTER_WASM:-}" ] || BUILD_FILTER=1
+WASP_FILTER_WASM=${WASP_FILTER_WASM:-$TARGET_DIR/wasm32-wasip2/release/filter_passthrough.wasm}
 
 BACKEND_PORT=9001
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=9101 [haproxy]=9102 [wasp]=9103 [wasp-filter]=9104)
@@ -53,11 +59,11 @@ RATE_ARGS=(-c 50 --rate 5000 -s 64 -d "$DURATION" --warmup "$WARMUP")
 HANDSHAKE_ARGS=(-c 16 -s 64 -d "$DURATION")
 IDLE_ARGS=(-n 9000 --sources 8 --settle "$SETTLE")
 
-WORK=$ROOT/target/bench-run
+WORK=$TARGET_DIR/bench-run
 RESULTS=$WORK/results.jsonl
 MACHINE=$WORK/machine.txt
-BENCH=$ROOT/target/release/wasp-bench
-ECHO=$ROOT/target/release/wasp-echo
+BENCH=$TARGET_DIR/release/wasp-bench
+ECHO=$TARGET_DIR/release/wasp-echo
 NOTES=("The load generator, the echo backend and the proxy share the machine's $(nproc) CPUs (and, on a shared \
 machine, whatever else runs): closed-loop msg/s is the whole system's cost per message, not the proxy's alone.")
 STARTED=()    # pids of everything started here, stopped by cleanup
@@ -83,14 +89,18 @@ if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
     apt-get update
     DEBIAN_FRONTEND=noninteractive apt-get install -y nginx haproxy
 fi
-log "building wasp-bench"
-cargo build --release -p wasp-bench
+log "building ${BUILD[*]}"
+cargo build --release "${BUILD[@]}"
+if [ "$BUILD_FILTER" = 1 ]; then
+    log "building the pass-through filter"
+    cargo build --release --target wasm32-wasip2 -p filter-passthrough
+fi
 
 available() {
     case "$1" in
         wasp | wasp-filter)
             if [ ! -x "$WASP_BIN" ]; then
-                echo "$1 skipped: $WASP_BIN is missing (build it with \`cargo build --release\`)"
+                echo "$1 skipped: $WASP_BIN is missing (build it with \`cargo build --release -p wasp\`)"
                 return 1
             fi
             if [ "$1" = wasp-filter ] && [ ! -f "$WASP_FILTER_WASM" ]; then
@@ -112,7 +122,7 @@ done
 
 # ---- configurations ---------------------------------------------------------------------------------------------
 rm -rf "$WORK"
-mkdir -p "$WORK/nginx/logs"
+mkdir -p "$WORK/nginx/logs" "$WORK/logs"
 cat >"$WORK/nginx/nginx.conf" <<EOF
 # nginx's WebSocket proxying guide, complete; limits sized for ~9,500 proxied connections per process.
 worker_processes auto;
@@ -175,7 +185,10 @@ $2
 EOF
 }
 wasp_config "${PORT[wasp]}" "" >"$WORK/wasp.toml"
-wasp_config "${PORT[wasp-filter]}" "filters = [\"$WASP_FILTER_WASM\"]" >"$WORK/wasp-filter.toml"
+# A filtered WebSocket owns a plugin instance: room for the idle scenario's 9,000 (the default is 1,000).
+wasp_config "${PORT[wasp-filter]}" "filters = [\"$WASP_FILTER_WASM\"]
+[plugins]
+instances = 9500" >"$WORK/wasp-filter.toml"
 
 # ---- machine ----------------------------------------------------------------------------------------------------
 {
@@ -200,7 +213,7 @@ wait_port() { # $1: port, $2: pid that must stay alive
 }
 
 start_backend() {
-    "$ECHO" --listen "127.0.0.1:$BACKEND_PORT" >"$WORK/echo.log" 2>&1 &
+    "$ECHO" --listen "127.0.0.1:$BACKEND_PORT" >"$WORK/logs/echo.log" 2>&1 &
     BACKEND_PID=$!
     STARTED+=("$BACKEND_PID")
     wait_port "$BACKEND_PORT" "$BACKEND_PID"
@@ -209,10 +222,12 @@ start_backend() {
 start_proxy() { # $1: target; sets PROXY_PID (the backend itself for direct)
     case "$1" in
         direct) PROXY_PID=$BACKEND_PID; return 0 ;;
-        nginx) nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >>"$WORK/nginx.log" 2>&1 & ;;
-        haproxy) haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/haproxy.log" 2>&1 & ;;
-        wasp) "$WASP_BIN" run -c "$WORK/wasp.toml" >>"$WORK/wasp.log" 2>&1 & ;;
-        wasp-filter) "$WASP_BIN" run -c "$WORK/wasp-filter.toml" >>"$WORK/wasp-filter.log" 2>&1 & ;;
+        nginx) nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' >>"$WORK/logs/nginx.log" 2>&1 & ;;
+        haproxy) haproxy -db -f "$WORK/haproxy.cfg" >>"$WORK/logs/haproxy.log" 2>&1 & ;;
+        # Logs go to a subdirectory: wasp watches (not recursively) its configuration's directory, and its log lines
+        # landing there would wake the watcher on every write. The access log is off, as for nginx and HAProxy.
+        wasp) RUST_LOG=info,access=off "$WASP_BIN" run -c "$WORK/wasp.toml" >>"$WORK/logs/wasp.log" 2>&1 & ;;
+        wasp-filter) RUST_LOG=info,access=off "$WASP_BIN" run -c "$WORK/wasp-filter.toml" >>"$WORK/logs/wasp-filter.log" 2>&1 & ;;
     esac
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
@@ -238,7 +253,7 @@ started_at=$SECONDS
 for round in $(seq "$ROUNDS"); do
     for target in "${RUN_TARGETS[@]}"; do
         if ! start_backend || ! start_proxy "$target"; then
-            NOTES+=("Round $round, $target: could not start (see target/bench-run/*.log).")
+            NOTES+=("Round $round, $target: could not start (see $WORK/logs/*.log).")
             cleanup
             continue
         fi

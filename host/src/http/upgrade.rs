@@ -69,18 +69,19 @@ impl Relay {
                 traffic: location.counters.clone(),
             };
             let chain = &location.filters;
-            let (id, head, stop) = (self.conn_id, self.head, self.shutdown);
-            let stats = frames::run(
+            // Boxed: the frame relay's state is several times the tunnel's,
+            // and inline it would size every tunnel's task the same.
+            let stats = Box::pin(frames::run(
                 client,
                 client_prefix,
                 upstream,
                 upstream_prefix,
-                id,
-                head,
+                self.conn_id,
+                self.head,
                 chain,
                 config,
-                stop,
-            )
+                self.shutdown,
+            ))
             .await;
             let [up, down] = stats.messages;
             let close = stats.close_code.unwrap_or(1006);
@@ -94,6 +95,9 @@ impl Relay {
             );
             return;
         }
+        // A tunnel never looks at the request head again: free it rather
+        // than hold it for the life of an idle WebSocket.
+        drop(self.head);
         let stats = match client {
             ClientStream::Plain(client) => {
                 tunnel::run(

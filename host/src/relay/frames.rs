@@ -42,10 +42,13 @@
 //! of a filtered location.
 //!
 //! Backpressure: each direction reads its next message only once the previous
-//! one was written and flushed to the other peer, so a slow reader stops the
-//! relay reading from the writer, whose TCP window then fills. Memory per
-//! connection is two read buffers, at most one message per direction (at
-//! most `max_message_size` as read) and the filters' instances.
+//! one was handed to the other peer's write buffer, and that buffer is written
+//! out whenever it passes `WRITE_BUFFER_SIZE` and flushed as soon as no further
+//! message is already waiting, so messages that arrived together leave in one
+//! write (one system call for a burst, not one per message) and a slow reader
+//! stops the relay reading from the writer, whose TCP window then fills.
+//! Memory per connection is two read buffers, two write buffers (at most
+//! `WRITE_BUFFER_SIZE` plus one message each) and the filters' instances.
 //!
 //! Filters and reloads: the connection owns one dedicated instance per filter
 //! (a trap affects this connection only), opened with `on-open` before
@@ -65,7 +68,7 @@ use crate::plugins::{
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -113,6 +116,9 @@ pub struct RelayStats {
 /// Read buffer per leg, allocated up front: small enough for many idle
 /// connections, large enough to read a typical message in one call.
 const READ_BUFFER_SIZE: usize = 16 << 10;
+
+/// Batched messages written out once their encoding passes this size.
+const WRITE_BUFFER_SIZE: usize = 16 << 10;
 
 /// How long the close handshakes may take once relaying has stopped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -192,11 +198,11 @@ where
 fn websocket_config(config: &FrameRelayConfig) -> WebSocketConfig {
     WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER_SIZE)
-        // Each message is flushed before the next one is read, so the write
-        // buffer never holds more than one message and a control frame:
-        // write at once, and no cap is needed (one would only refuse a
-        // filter's large replacement).
-        .write_buffer_size(0)
+        // The buffer is written out past WRITE_BUFFER_SIZE, and `pump` waits
+        // for that before it reads on, so it never holds more than that plus
+        // one message: no cap is needed (one would only refuse a filter's
+        // large replacement).
+        .write_buffer_size(WRITE_BUFFER_SIZE)
         .max_write_buffer_size(usize::MAX)
         .max_message_size(Some(config.max_message_size))
         .max_frame_size(Some(config.max_message_size))
@@ -355,8 +361,23 @@ where
     R: AsyncRead + AsyncWrite + Unpin,
     W: AsyncRead + AsyncWrite + Unpin,
 {
+    let mut unflushed = false;
     loop {
-        let message = match rx.next().await {
+        // A message already read (or readable at once) joins the batch; only
+        // when the peer has nothing more to give is the batch flushed.
+        let next = match rx.next().now_or_never() {
+            Some(next) => next,
+            None => {
+                if unflushed {
+                    if tx.flush().await.is_err() {
+                        return End::Gone(from.other());
+                    }
+                    unflushed = false;
+                }
+                rx.next().await
+            }
+        };
+        let message = match next {
             Some(Ok(message)) => message,
             Some(Err(error)) => return failure(from, error),
             None => return End::Gone(from),
@@ -364,9 +385,10 @@ where
         let step = state.lock().unwrap().inbound(from, message);
         match step {
             Step::Send(message) => {
-                if tx.send(message).await.is_err() {
+                if tx.feed(message).await.is_err() {
                     return End::Gone(from.other());
                 }
+                unflushed = true;
             }
             Step::Skip => {}
             Step::End(end) => return end,

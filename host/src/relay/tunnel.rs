@@ -17,7 +17,7 @@ use std::net::Shutdown;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
@@ -109,7 +109,7 @@ impl Flow {
     ) -> io::Result<bool> {
         SCRATCH_BUF.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = match from.try_read(&mut scratch[..chunk]) {
+            let n = match read_all_there(from, &mut scratch[..chunk]) {
                 Ok(0) => {
                     self.source_done = true;
                     return Ok(true);
@@ -155,6 +155,28 @@ impl Flow {
 pub struct TunnelConfig {
     pub idle: Duration,
     pub buffer: usize,
+}
+
+/// Reads what `from` holds. A read shorter than `buf` emptied the socket's
+/// receive queue, so its readiness is cleared at once: the next wait goes
+/// straight to the reactor instead of first paying a read that would return
+/// `EAGAIN` (nginx does the same). tokio clears readiness only if no newer
+/// event arrived since it was observed, and never clears read-closed, so no
+/// data or end of stream can be missed.
+fn read_all_there(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
+    let mut read = 0;
+    let result = from.try_io(Interest::READABLE, || {
+        read = from.try_read(buf)?;
+        if read > 0 && read < buf.len() {
+            // Reported as WouldBlock only to make `try_io` clear readiness.
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        Ok(read)
+    });
+    match result {
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
+        other => other,
+    }
 }
 
 /// Relays until both sides are closed, an error, `idle` without traffic, or
