@@ -145,7 +145,6 @@ impl Flow {
             Err(e) => Err(e),
         }
     }
-
 }
 
 /// How a tunnel is relayed: its idle timeout and the most it reads at once
