@@ -17,7 +17,7 @@ use crate::listener::Listeners;
 use crate::metrics::Metrics;
 use crate::plugins::{CallObserver, Limits, Runtime};
 use crate::site::{Registry, Site};
-use crate::watch::{FileWatcher, watch_files};
+use crate::watch::{FileWatcher, sha256_hex, watch_files};
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -81,6 +81,7 @@ impl Proxy {
         let config = Arc::new(config);
         let mut site = load_site(config.clone(), &runtime, &registry, &metrics).await?;
         site.activate(&registry, &metrics);
+        let read = plugin_files(&site);
 
         let (drain, drain_rx) = watch::channel(false);
         let (close_websockets, close_rx) = watch::channel(false);
@@ -98,6 +99,7 @@ impl Proxy {
             grace: config.shutdown_grace,
         });
         inner.watch_files(&config);
+        inner.loaded(read);
         if let Some(address) = config.admin {
             let socket = tokio::net::TcpListener::bind(address)
                 .await
@@ -188,8 +190,14 @@ impl Inner {
     }
 
     async fn try_reload(self: &Arc<Self>) -> Result<String, String> {
+        let mut read = Vec::new();
         let config = match &self.config_path {
-            Some(path) => Config::load(path).map_err(|e| e.to_string())?,
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("{}: {e}", path.display()))?;
+                read.push((path.clone(), sha256_hex(text.as_bytes())));
+                Config::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?
+            }
             None => (*self.shared.site.load().config).clone(),
         };
         if config.plugins.call_timeout != self.runtime.limits().call_timeout
@@ -220,9 +228,19 @@ impl Inner {
             .map(|plugin| format!("{} {}", plugin.name(), &plugin.sha256()[..12]))
             .collect::<Vec<_>>()
             .join(", ");
+        read.extend(plugin_files(&site));
         self.shared.site.swap(Arc::new(site)).retire();
         self.watch_files(&config);
+        self.loaded(read);
         Ok(format!("plugins: {summary}"))
+    }
+
+    /// Tells the watcher which file contents are in service now: any file
+    /// changed since it was read is reloaded (see [`FileWatcher::loaded`]).
+    fn loaded(&self, read: Vec<(PathBuf, String)>) {
+        if let Some(watcher) = &*self.watcher.lock().unwrap() {
+            watcher.loaded(read);
+        }
     }
 
     /// Watches the configuration file and every plugin file it names.
@@ -263,6 +281,15 @@ impl Inner {
             }
         }
     }
+}
+
+/// The plugins of `site` and the hashes of the bytes they were compiled
+/// from; a plugin loaded from a file is named after its path.
+fn plugin_files(site: &Site) -> Vec<(PathBuf, String)> {
+    site.plugins
+        .iter()
+        .map(|plugin| (PathBuf::from(&**plugin.name()), plugin.sha256().to_owned()))
+        .collect()
 }
 
 /// What the admin listener asks of the proxy. Weak: the admin task must not

@@ -5,28 +5,69 @@
 //! debounced, and a change is reported only when a file's content hash
 //! differs from what was last seen, so touching or rewriting a file with the
 //! same bytes does nothing.
+//!
+//! A reload reads files after the change that triggered it, maybe a later
+//! version than the one reported, and writes made meanwhile may end with
+//! bytes the watcher already saw: [`FileWatcher::loaded`] tells the watcher
+//! what was read, so that it reports whatever differs from that.
 
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::mpsc;
 
 /// How long a burst of events is gathered before acting on it.
 const DEBOUNCE: Duration = Duration::from_millis(100);
 
+/// Each watched file's content hash as last seen (`None`: unreadable).
+type Seen = Arc<Mutex<HashMap<PathBuf, Option<String>>>>;
+
 /// Watches a set of files while it lives.
 pub struct FileWatcher {
     _watcher: notify::RecommendedWatcher,
+    seen: Seen,
+    on_change: Arc<dyn Fn(Vec<PathBuf>) + Send + Sync>,
+}
+
+impl FileWatcher {
+    /// Records that a reload read `files` with these content hashes
+    /// ([`sha256_hex`]), and reports at once the files that now differ.
+    pub fn loaded(&self, files: impl IntoIterator<Item = (PathBuf, String)>) {
+        let changed: Vec<PathBuf> = {
+            let mut seen = self.seen.lock().unwrap();
+            files
+                .into_iter()
+                .filter_map(|(file, read)| {
+                    let file = absolute(&file);
+                    let last = seen.get_mut(&file)?;
+                    let now = digest(&file);
+                    let differs = now.as_deref() != Some(read.as_str());
+                    *last = now;
+                    differs.then_some(file)
+                })
+                .collect()
+        };
+        if !changed.is_empty() {
+            (self.on_change)(changed);
+        }
+    }
+}
+
+/// The content hash the watcher compares: SHA-256 in lowercase hex.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    format!("{:x}", Sha256::digest(bytes))
 }
 
 /// Calls `on_change` with the changed files after each burst of changes to
 /// `files` (absolute or relative to the working directory).
 pub fn watch_files<F>(files: Vec<PathBuf>, on_change: F) -> notify::Result<FileWatcher>
 where
-    F: Fn(Vec<PathBuf>) + Send + 'static,
+    F: Fn(Vec<PathBuf>) + Send + Sync + 'static,
 {
+    let on_change: Arc<dyn Fn(Vec<PathBuf>) + Send + Sync> = Arc::new(on_change);
     let files: Vec<PathBuf> = files.iter().map(|f| absolute(f)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
@@ -41,8 +82,10 @@ where
     for dir in &dirs {
         watcher.watch(dir, RecursiveMode::NonRecursive)?;
     }
-    let mut seen: HashMap<PathBuf, Option<Vec<u8>>> =
-        files.iter().map(|f| (f.clone(), digest(f))).collect();
+    let seen: Seen = Arc::new(Mutex::new(
+        files.iter().map(|f| (f.clone(), digest(f))).collect(),
+    ));
+    let (task_seen, task_on_change) = (seen.clone(), on_change.clone());
     tokio::spawn(async move {
         // Ends when the watcher (and with it the sender) is dropped.
         while let Some(paths) = rx.recv().await {
@@ -58,7 +101,9 @@ where
                     () = &mut settle => break,
                 }
             }
-            let changed: Vec<PathBuf> = seen
+            let changed: Vec<PathBuf> = task_seen
+                .lock()
+                .unwrap()
                 .iter_mut()
                 .filter(|(file, _)| touched.contains(*file))
                 .filter_map(|(file, last)| {
@@ -70,17 +115,19 @@ where
                 })
                 .collect();
             if !changed.is_empty() {
-                on_change(changed);
+                task_on_change(changed);
             }
         }
     });
-    Ok(FileWatcher { _watcher: watcher })
+    Ok(FileWatcher {
+        _watcher: watcher,
+        seen,
+        on_change,
+    })
 }
 
-fn digest(file: &Path) -> Option<Vec<u8>> {
-    std::fs::read(file)
-        .ok()
-        .map(|bytes| Sha256::digest(bytes).to_vec())
+fn digest(file: &Path) -> Option<String> {
+    std::fs::read(file).ok().map(|bytes| sha256_hex(&bytes))
 }
 
 fn absolute(file: &Path) -> PathBuf {
@@ -133,5 +180,25 @@ mod tests {
         let events = events.lock().unwrap();
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(events.iter().all(|changed| changed == &vec![file.clone()]));
+    }
+
+    #[tokio::test]
+    async fn a_file_loaded_in_another_version_than_on_disk_is_reported() {
+        let dir = std::env::temp_dir().join(format!("wasp-watch-loaded-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("plugin.wasm");
+        std::fs::write(&file, b"one").unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let watcher = watch_files(vec![file.clone()], move |changed| {
+            sink.lock().unwrap().push(changed)
+        })
+        .unwrap();
+        // Loaded as it is on disk: nothing to do.
+        watcher.loaded([(file.clone(), sha256_hex(b"one"))]);
+        // Loaded in a version replaced since: reported at once.
+        watcher.loaded([(file.clone(), sha256_hex(b"two"))]);
+        assert_eq!(*events.lock().unwrap(), vec![vec![file]]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 }
