@@ -11,6 +11,7 @@
 //! bytes the watcher already saw: [`FileWatcher::loaded`] tells the watcher
 //! what was read, so that it reports whatever differs from that.
 
+use notify::event::{AccessKind, AccessMode, EventKind};
 use notify::{RecursiveMode, Watcher};
 use sha2::{Digest, Sha256};
 use std::collections::{HashMap, HashSet};
@@ -71,7 +72,12 @@ where
     let files: Vec<PathBuf> = files.iter().map(|f| absolute(f)).collect();
     let (tx, mut rx) = mpsc::unbounded_channel();
     let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
-        if let Ok(event) = event {
+        let Ok(event) = event else { return };
+        // Opening or reading a file is no change. Hashing a file opens it,
+        // so without this every hash started the next burst: the files
+        // were read again every `DEBOUNCE`, for ever.
+        let write_done = AccessKind::Close(AccessMode::Write);
+        if !matches!(event.kind, EventKind::Access(kind) if kind != write_done) {
             let _ = tx.send(event.paths);
         }
     })?;
