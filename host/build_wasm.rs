@@ -93,6 +93,8 @@ pub fn build_plugins(dir: &str, plugins: &[(String, String)], out_file: &str) {
             .map(|stem| artifacts.join(format!("{stem}.wasm")))
             .find(|path| path.is_file())
             .unwrap_or_else(|| panic!("no component produced for {package}"));
+        // Rebuild when the artifact goes away (e.g. `target/wasm` was cleaned).
+        println!("cargo:rerun-if-changed={}", wasm.display());
         generated.push_str(&format!(
             "    ({name:?}, include_bytes!({:?})),\n",
             wasm.display().to_string()
