@@ -219,16 +219,7 @@ fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
 #[tokio::test]
 async fn a_connect_timeout_gets_504() {
     let (_hole, _fillers, addr_hole) = blackhole();
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://{addr_hole}"
-        connect_timeout = "300ms"
-        "#
-    );
+    let config = support::proxy_config("/", addr_hole, r#"connect_timeout = "300ms""#);
     let (_proxy, addr) = start_proxy(&config).await;
     let (status, _, _) = http_get(addr, "/", "x").await;
     assert_eq!(status, 504);
@@ -237,17 +228,7 @@ async fn a_connect_timeout_gets_504() {
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_read_timeout_and_an_active_one_is_not() {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://{}"
-        read_timeout = "600ms"
-        "#,
-        backend.addr
-    );
+    let config = support::proxy_config("/", backend.addr, r#"read_timeout = "600ms""#);
     let (_proxy, addr) = start_proxy(&config).await;
     let (mut idle, _) = ws_connect(addr, "/idle", &[]).await;
     let (mut active, _) = ws_connect(addr, "/active", &[]).await;

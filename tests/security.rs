@@ -283,17 +283,7 @@ async fn ws_from(
 #[tokio::test]
 async fn limit_conn_refuses_the_eleventh_websocket_of_one_address_only() {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://{}"
-        limit_conn = 10
-        "#,
-        backend.addr
-    );
+    let config = support::proxy_config("/ws/", backend.addr, "limit_conn = 10");
     let (_proxy, addr) = start_proxy(&config).await;
     let mut open = Vec::new();
     for _ in 0..10 {

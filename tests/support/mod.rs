@@ -107,3 +107,11 @@ pub async fn eventually<T>(
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
 }
+
+/// A server on an ephemeral port with one location `path` proxied to
+/// `upstream`, plus `settings` (TOML lines) for that location.
+pub fn proxy_config(path: &str, upstream: impl std::fmt::Display, settings: &str) -> String {
+    format!(
+        "[[server]]\nlisten = \"127.0.0.1:0\"\n[[server.location]]\npath = \"{path}\"\nproxy_pass = \"http://{upstream}\"\n{settings}\n"
+    )
+}
