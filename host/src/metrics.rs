@@ -13,10 +13,10 @@
 //! * Per message or chunk: [`LocationCounters::message`] and
 //!   [`LocationCounters::bytes`] are one or two relaxed atomic adds on
 //!   counters bound when the handle was made: no lock, no hash, no allocation.
-//! * Per plugin call: [`Metrics::plugin_call`] finds the series bound to
-//!   `(plugin, role)` with two uncontended read locks and two `&str` hash
-//!   lookups (no allocation once the pair has been seen), then does one atomic
-//!   add and one histogram observation (a short mutex inside prometheus-client).
+//! * Per plugin call: each plugin pool binds its `(plugin, role)` series once
+//!   ([`CallObserver::bind`](crate::plugins::CallObserver::bind)), so a call
+//!   is one atomic add and one histogram observation (a short mutex inside
+//!   prometheus-client): no lookup, no hash.
 //! * Per connection, WebSocket or handshake: [`Metrics::connection_opened`],
 //!   [`Metrics::websocket_opened`] and [`Metrics::location`] use the same
 //!   allocation-free lookups; [`Metrics::handshake`] and [`Metrics::request`]
@@ -58,7 +58,7 @@ impl Dir {
 
 /// How a plugin call ended (mirrors `plugins::CallError`, plus success).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CallOutcome {
+enum CallOutcome {
     Ok,
     Trap,
     Timeout,
@@ -192,7 +192,8 @@ impl<V: Clone> Bound<V> {
     }
 }
 
-/// The series of one `(plugin, role)` pair, bound together on first call.
+/// The series of one `(plugin, role)` pair, bound together when a pool of
+/// that pair is made.
 #[derive(Clone)]
 struct PluginSeries {
     /// Indexed by `CallOutcome as usize`.
@@ -424,12 +425,10 @@ impl Metrics {
         self.requests[class].inc();
     }
 
-    /// Records one plugin call: its outcome per plugin and role, and its
-    /// duration per role. The first call of a `(plugin, role)` pair creates
-    /// all five outcome series, so traps and timeouts read 0, not absent.
-    pub fn plugin_call(&self, plugin: &str, role: &str, seconds: f64, outcome: CallOutcome) {
-        let series = self
-            .bound_plugins
+    /// The series of a `(plugin, role)` pair. The first lookup of a pair
+    /// creates all five outcome series, so traps and timeouts read 0, not absent.
+    fn plugin_series(&self, plugin: &str, role: &str) -> PluginSeries {
+        self.bound_plugins
             .get(plugin, Default::default)
             .get(role, || PluginSeries {
                 calls: CallOutcome::ALL.map(|outcome| {
@@ -442,9 +441,7 @@ impl Metrics {
                 seconds: self.plugin_call_seconds.get_or_create_owned(&RoleLabels {
                     role: role.to_owned(),
                 }),
-            });
-        series.calls[outcome as usize].inc();
-        series.seconds.observe(seconds);
+            })
     }
 
     /// Counts a reload of `kind` ("plugin", "config", "tls") by result.
@@ -542,13 +539,18 @@ impl LocationCounters {
 }
 
 impl crate::plugins::CallObserver for Metrics {
-    fn call(
+    fn bind(
         &self,
         plugin: &str,
         role: crate::plugins::Role,
-        elapsed: std::time::Duration,
-        error: Option<&crate::plugins::CallError>,
-    ) {
+    ) -> Arc<dyn crate::plugins::CallRecorder> {
+        Arc::new(self.plugin_series(plugin, role.as_str()))
+    }
+}
+
+/// One plugin call: its outcome per plugin and role, its duration per role.
+impl crate::plugins::CallRecorder for PluginSeries {
+    fn record(&self, elapsed: std::time::Duration, error: Option<&crate::plugins::CallError>) {
         use crate::plugins::CallError;
         let outcome = match error {
             None => CallOutcome::Ok,
@@ -557,7 +559,8 @@ impl crate::plugins::CallObserver for Metrics {
             Some(CallError::Trap(_)) => CallOutcome::Trap,
             Some(CallError::Unavailable(_)) => CallOutcome::Unavailable,
         };
-        self.plugin_call(plugin, role.as_str(), elapsed.as_secs_f64(), outcome);
+        self.calls[outcome as usize].inc();
+        self.seconds.observe(elapsed.as_secs_f64());
     }
 }
 
@@ -733,11 +736,21 @@ mod tests {
 
     #[test]
     fn plugin_calls_and_latency_histogram() {
+        use crate::plugins::{CallError, CallObserver, Role};
+        use std::time::Duration;
         let metrics = Metrics::new();
-        metrics.plugin_call("auth", "router", 3e-6, CallOutcome::Ok);
-        metrics.plugin_call("auth", "router", 3e-3, CallOutcome::Ok);
-        metrics.plugin_call("auth", "router", 0.5, CallOutcome::Timeout);
-        metrics.plugin_call("lb", "balancer", 1e-6, CallOutcome::Trap);
+        let auth = metrics.bind("auth", Role::Router);
+        auth.record(Duration::from_micros(3), None);
+        auth.record(Duration::from_millis(3), None);
+        auth.record(Duration::from_millis(500), Some(&CallError::Timeout));
+        // A second pool of the same pair shares its series.
+        metrics
+            .bind("auth", Role::Router)
+            .record(Duration::from_micros(3), None);
+        let trap = CallError::Trap("unreachable".into());
+        metrics
+            .bind("lb", Role::Balancer)
+            .record(Duration::from_micros(1), Some(&trap));
         let text = metrics.encode();
         let calls = |plugin: &str, role: &str, outcome: &str| {
             sample(
@@ -747,13 +760,13 @@ mod tests {
                 ),
             )
         };
-        assert_eq!(calls("auth", "router", "ok"), Some(2.0));
+        assert_eq!(calls("auth", "router", "ok"), Some(3.0));
         assert_eq!(calls("auth", "router", "timeout"), Some(1.0));
         assert_eq!(calls("auth", "router", "trap"), Some(0.0));
         assert_eq!(calls("auth", "router", "oom"), Some(0.0));
         assert_eq!(calls("auth", "router", "unavailable"), Some(0.0));
         assert_eq!(calls("lb", "balancer", "trap"), Some(1.0));
-        // Cumulative buckets: 3 µs falls in le=0.000004, 3 ms in le=0.004096, 0.5 s only in +Inf.
+        // Cumulative buckets: 3 µs (twice) falls in le=0.000004, 3 ms in le=0.004096, 0.5 s only in +Inf.
         let bucket = |role: &str, le: &str| {
             sample(
                 &text,
@@ -761,18 +774,18 @@ mod tests {
             )
         };
         assert_eq!(bucket("router", "0.000001"), Some(0.0), "{text}");
-        assert_eq!(bucket("router", "0.000004"), Some(1.0));
-        assert_eq!(bucket("router", "0.002048"), Some(1.0));
-        assert_eq!(bucket("router", "0.004096"), Some(2.0));
-        assert_eq!(bucket("router", "0.016384"), Some(2.0));
-        assert_eq!(bucket("router", "+Inf"), Some(3.0));
+        assert_eq!(bucket("router", "0.000004"), Some(2.0));
+        assert_eq!(bucket("router", "0.002048"), Some(2.0));
+        assert_eq!(bucket("router", "0.004096"), Some(3.0));
+        assert_eq!(bucket("router", "0.016384"), Some(3.0));
+        assert_eq!(bucket("router", "+Inf"), Some(4.0));
         assert_eq!(bucket("balancer", "0.000001"), Some(1.0));
         assert_eq!(
             sample(&text, r#"wasp_plugin_call_seconds_count{role="router"}"#),
-            Some(3.0)
+            Some(4.0)
         );
         let sum = sample(&text, r#"wasp_plugin_call_seconds_sum{role="router"}"#).unwrap();
-        assert!((sum - 0.503003).abs() < 1e-9, "{sum}");
+        assert!((sum - 0.503006).abs() < 1e-9, "{sum}");
     }
 
     #[test]

@@ -24,7 +24,7 @@ pub use error::{CallError, LoadError};
 pub use plugin::{Plugin, Role};
 pub use pool::{Live, Pool, RoleExport};
 pub use roles::{BalancerPool, FilterInstance, FilterPool, OriginPool, RouterPool};
-pub use runtime::{CallObserver, Limits, Runtime};
+pub use runtime::{CallObserver, CallRecorder, Limits, Runtime};
 
 /// The default plugins, compiled from `plugins/*` by the build script:
 /// `(directory name, component bytes)`.

@@ -8,6 +8,7 @@
 use super::error::{CallError, LoadError};
 use super::host_api::HostState;
 use super::plugin::{Plugin, Role};
+use super::runtime::CallRecorder;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -41,6 +42,7 @@ pub struct Live<G> {
     store: Store<HostState>,
     guest: G,
     plugin: Arc<Plugin>,
+    recorder: Option<Arc<dyn CallRecorder>>,
 }
 
 impl<G: RoleExport> Live<G> {
@@ -58,13 +60,8 @@ impl<G: RoleExport> Live<G> {
             Ok(Err(error)) => Err(classify(error, &self.store)),
             Err(panicked) => Err(panicked),
         };
-        if let Some(observer) = runtime.observer() {
-            observer.call(
-                self.plugin.name(),
-                G::ROLE,
-                started.elapsed(),
-                result.as_ref().err(),
-            );
+        if let Some(recorder) = &self.recorder {
+            recorder.record(started.elapsed(), result.as_ref().err());
         }
         if let Err(error) = &result {
             tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "plugin call failed; instance discarded");
@@ -116,6 +113,7 @@ pub struct Pool<G: RoleExport> {
     indices: G::Indices,
     config: String,
     idle: Mutex<Vec<Live<G>>>,
+    recorder: Option<Arc<dyn CallRecorder>>,
 }
 
 impl<G: RoleExport> Pool<G> {
@@ -127,11 +125,13 @@ impl<G: RoleExport> Pool<G> {
         }
         let indices =
             G::indices(&plugin.pre).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
+        let recorder = (plugin.runtime.observer()).map(|o| o.bind(plugin.name(), G::ROLE));
         let pool = Pool {
             plugin,
             indices,
             config,
             idle: Mutex::new(Vec::new()),
+            recorder,
         };
         let first = pool.instantiate()?;
         pool.idle.lock().unwrap().push(first);
@@ -195,6 +195,7 @@ impl<G: RoleExport> Pool<G> {
                 store,
                 guest,
                 plugin: self.plugin.clone(),
+                recorder: self.recorder.clone(),
             }),
             Ok(Err(message)) => Err(LoadError::Configure(message)),
             Err(error) => Err(LoadError::ConfigureFailed(classify(error, &store))),

@@ -42,9 +42,15 @@ impl Default for Limits {
 }
 
 /// Compiles and runs plugins. One per process (tests make several).
-/// Told about every plugin call (metrics); must be cheap, it runs inline.
+/// Told about plugin calls (metrics). A pool binds a recorder for its
+/// `(plugin, role)` once, so a call records without any lookup.
 pub trait CallObserver: Send + Sync {
-    fn call(&self, plugin: &str, role: Role, elapsed: Duration, error: Option<&CallError>);
+    fn bind(&self, plugin: &str, role: Role) -> Arc<dyn CallRecorder>;
+}
+
+/// Records the calls of one `(plugin, role)`; runs inline after every call.
+pub trait CallRecorder: Send + Sync {
+    fn record(&self, elapsed: Duration, error: Option<&CallError>);
 }
 
 pub struct Runtime {

@@ -8,13 +8,15 @@
 //! which also stops reading that side (backpressure) until it drains. At
 //! ten thousand idle WebSockets, 2 × 8 KiB per tunnel would be 160 MiB.
 
+use crate::http::signalled;
 use crate::metrics::{Dir, LocationCounters};
 use bytes::Bytes;
 use socket2::SockRef;
 use std::cell::RefCell;
+use std::future::{Future, poll_fn};
 use std::io;
 use std::net::Shutdown;
-use std::pin::Pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
@@ -131,6 +133,29 @@ impl Flow {
         })
     }
 
+    /// Moves what is ready in this direction: reads `from` into `to` when
+    /// nothing is pending, else writes the pending bytes. `Ready(Ok(true))`
+    /// when bytes moved (or the source ended).
+    fn poll_move(
+        &mut self,
+        cx: &mut Context<'_>,
+        from: &TcpStream,
+        to: &TcpStream,
+        traffic: &LocationCounters,
+        dir: Dir,
+        chunk: usize,
+    ) -> Poll<io::Result<bool>> {
+        if self.may_read() {
+            from.poll_read_ready(cx)
+                .map(|ready| ready.and_then(|()| self.pump(from, to, traffic, dir, chunk)))
+        } else if !self.pending.is_empty() {
+            to.poll_write_ready(cx)
+                .map(|ready| ready.and_then(|()| self.drain(to)))
+        } else {
+            Poll::Pending
+        }
+    }
+
     /// Writes pending bytes; frees the buffer once empty.
     fn drain(&mut self, to: &TcpStream) -> io::Result<bool> {
         match to.try_write(&self.pending) {
@@ -181,6 +206,11 @@ fn read_all_there(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// Relays until both sides are closed, an error, `idle` without traffic, or
 /// shutdown. `*_prefix` are bytes already read past the HTTP heads. On
 /// shutdown each side gets a 1001 close frame, sent between two frames.
+///
+/// One hand-written poll serves both directions, the idle timer and the
+/// shutdown signal: each wake-up moves whatever is ready both ways, and the
+/// timer and signal futures are made once per tunnel, not per event (a
+/// `select!` in the loop re-armed a timer-wheel entry on every message).
 pub async fn run(
     client: TcpStream,
     client_prefix: Bytes,
@@ -188,15 +218,16 @@ pub async fn run(
     upstream_prefix: Bytes,
     config: TunnelConfig,
     traffic: &LocationCounters,
-    mut shutdown: watch::Receiver<bool>,
+    shutdown: watch::Receiver<bool>,
 ) -> TunnelStats {
     let (idle, chunk) = (config.idle, config.buffer.clamp(1, SCRATCH));
     // Bytes the client sent after its request head go upstream, and so on.
     let mut up = Flow::with_prefix(client_prefix);
     let mut down = Flow::with_prefix(upstream_prefix);
     let mut last_activity = Instant::now();
-    let mut deadline = last_activity + idle;
     let mut closing: Option<Instant> = None;
+    let mut timer = pin!(sleep_until(last_activity + idle));
+    let mut shutdown = pin!(signalled(shutdown));
     let end = loop {
         // As nginx does: once either side has closed and what it sent is
         // delivered, the tunnel ends (a client that keeps its socket after
@@ -220,31 +251,64 @@ pub async fn run(
                 break TunnelEnd::Shutdown;
             }
         }
-        let moved = tokio::select! {
-            r = client.readable(), if up.may_read() => r.and_then(|()| up.pump(&client, &upstream, traffic, Dir::ClientToUpstream, chunk)),
-            r = upstream.writable(), if !up.pending.is_empty() => r.and_then(|()| up.drain(&upstream)),
-            r = upstream.readable(), if down.may_read() => r.and_then(|()| down.pump(&upstream, &client, traffic, Dir::UpstreamToClient, chunk)),
-            r = client.writable(), if !down.pending.is_empty() => r.and_then(|()| down.drain(&client)),
-            () = sleep_until(deadline) => {
+        let event = poll_fn(|cx| {
+            let moved = [
+                up.poll_move(
+                    cx,
+                    &client,
+                    &upstream,
+                    traffic,
+                    Dir::ClientToUpstream,
+                    chunk,
+                ),
+                down.poll_move(
+                    cx,
+                    &upstream,
+                    &client,
+                    traffic,
+                    Dir::UpstreamToClient,
+                    chunk,
+                ),
+            ];
+            match moved {
+                [Poll::Ready(Err(_)), _] | [_, Poll::Ready(Err(_))] => {
+                    return Poll::Ready(Event::Failed);
+                }
+                [Poll::Ready(Ok(true)), _] | [_, Poll::Ready(Ok(true))] => {
+                    return Poll::Ready(Event::Moved);
+                }
+                [Poll::Ready(Ok(false)), _] | [_, Poll::Ready(Ok(false))] => {
+                    return Poll::Ready(Event::Nothing);
+                }
+                _ => {}
+            }
+            if closing.is_none() && shutdown.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            match timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Event::Timer),
+                Poll::Pending => Poll::Pending,
+            }
+        })
+        .await;
+        match event {
+            Event::Moved => last_activity = Instant::now(),
+            Event::Nothing => {}
+            Event::Failed => break TunnelEnd::Error,
+            Event::Shutdown => {
+                let give_up = Instant::now() + CLOSE_GRACE;
+                closing = Some(give_up);
+                timer.as_mut().reset(give_up);
+            }
+            Event::Timer => {
                 // Activity only stamps a time; the timer is re-armed here.
-                if last_activity + idle <= Instant::now() {
-                    break TunnelEnd::Idle;
+                if closing.is_none() {
+                    if last_activity + idle <= Instant::now() {
+                        break TunnelEnd::Idle;
+                    }
+                    timer.as_mut().reset(last_activity + idle);
                 }
-                deadline = last_activity + idle;
-                Ok(false)
             }
-            changed = shutdown.changed(), if closing.is_none() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    closing = Some(Instant::now() + CLOSE_GRACE);
-                    deadline = Instant::now() + CLOSE_GRACE;
-                }
-                Ok(false)
-            }
-        };
-        match moved {
-            Ok(true) => last_activity = Instant::now(),
-            Ok(false) => {}
-            Err(_) => break TunnelEnd::Error,
         }
     };
     TunnelStats {
@@ -252,6 +316,18 @@ pub async fn run(
         client_bytes: down.bytes,
         end,
     }
+}
+
+/// What one wake-up of the tunnel found.
+enum Event {
+    /// Bytes moved (either way).
+    Moved,
+    /// A socket was ready but nothing moved (a spurious wake-up, `EAGAIN`).
+    Nothing,
+    /// A socket error (reset, broken pipe...).
+    Failed,
+    Shutdown,
+    Timer,
 }
 
 /// A close frame with code 1001 (RFC 6455 §5.5.1). Frames towards the
