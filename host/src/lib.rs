@@ -20,3 +20,4 @@ pub mod tls;
 pub mod upstream;
 pub mod vars;
 pub mod watch;
+pub mod workers;

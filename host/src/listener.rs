@@ -8,6 +8,7 @@ use crate::config::{Config, TlsFiles};
 use crate::http::client_stream::ClientStream;
 use crate::http::{ConnInfo, ConnLimits, Shared, serve_connection, signalled};
 use crate::tls::{CertWatcher, TlsTerminator};
+use crate::workers::Workers;
 use anyhow::Context;
 use arc_swap::ArcSwap;
 use std::collections::HashMap;
@@ -31,17 +32,19 @@ struct Bound {
     stop: watch::Sender<bool>,
 }
 
-/// Every address wasp listens on.
+/// Every address wasp listens on. Every worker accepts on every address.
 pub struct Listeners {
     shared: Arc<Shared>,
+    workers: Arc<Workers>,
     connections: Arc<Semaphore>,
     bound: HashMap<String, Bound>,
 }
 
 impl Listeners {
-    pub fn new(shared: Arc<Shared>, max_connections: usize) -> Listeners {
+    pub fn new(shared: Arc<Shared>, workers: Arc<Workers>, max_connections: usize) -> Listeners {
         Listeners {
             shared,
+            workers,
             connections: Arc::new(Semaphore::new(max_connections)),
             bound: HashMap::new(),
         }
@@ -65,7 +68,7 @@ impl Listeners {
             let socket = match self.bound.contains_key(&plan.listen) {
                 true => None,
                 false => Some(
-                    TcpListener::bind(&plan.listen)
+                    bind(&plan.listen)
                         .await
                         .with_context(|| format!("cannot listen on {}", plan.listen))?,
                 ),
@@ -87,13 +90,22 @@ impl Listeners {
                     tracing::info!(listen = %listen, address = %local, tls = settings.tls.is_some(), "listening");
                     let settings = Arc::new(ArcSwap::from_pointee(settings));
                     let (stop, stopped) = watch::channel(false);
-                    let accept = Accept {
+                    let accept = Arc::new(Accept {
                         listen: listen.as_str().into(),
                         settings: settings.clone(),
                         shared: self.shared.clone(),
                         connections: self.connections.clone(),
-                    };
-                    self.shared.tasks.spawn(accept.run(socket, stopped));
+                    });
+                    let mut sockets = Vec::with_capacity(self.workers.count());
+                    for _ in 1..self.workers.count() {
+                        sockets.push(socket.try_clone()?);
+                    }
+                    sockets.push(socket);
+                    let tasks = &self.shared.tasks;
+                    self.workers.spawn_each(|_| {
+                        let socket = sockets.pop().expect("one socket per worker");
+                        tasks.track_future(accept.clone().run(socket, stopped.clone()))
+                    });
                     self.bound.insert(
                         listen,
                         Bound {
@@ -120,6 +132,29 @@ impl Listeners {
     pub fn local_addr(&self, listen: &str) -> Option<SocketAddr> {
         self.bound.get(listen).map(|bound| bound.local)
     }
+}
+
+/// A listening socket for `listen` ("host:port"), non-blocking, for the
+/// workers to share. The backlog is nginx's `listen ... backlog` scale: a
+/// burst of handshakes must not find the accept queue full.
+async fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let mut last_error = None;
+    for address in tokio::net::lookup_host(listen).await? {
+        let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
+        socket.set_reuse_address(true)?;
+        match socket
+            .bind(&address.into())
+            .and_then(|()| socket.listen(4096))
+        {
+            Ok(()) => {
+                socket.set_nonblocking(true)?;
+                return Ok(socket.into());
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")))
 }
 
 /// One listen address: its protocol settings (from its default, first,
@@ -170,8 +205,16 @@ struct Accept {
 }
 
 impl Accept {
-    async fn run(self, socket: TcpListener, stop: watch::Receiver<bool>) {
-        let this = Arc::new(self);
+    /// Accepts on this worker until the address is removed or wasp drains.
+    async fn run(self: Arc<Self>, socket: std::net::TcpListener, stop: watch::Receiver<bool>) {
+        let this = self;
+        let socket = match TcpListener::from_std(socket) {
+            Ok(socket) => socket,
+            Err(error) => {
+                tracing::error!(listen = %this.listen, %error, "cannot accept on this worker");
+                return;
+            }
+        };
         loop {
             let (stream, client) = tokio::select! {
                 accepted = socket.accept() => match accepted {

@@ -77,9 +77,12 @@ fn main() -> ExitCode {
 }
 
 /// Serves until SIGTERM/SIGINT; SIGHUP reloads the configuration and plugins.
+/// This thread's runtime only starts, reloads and stops the proxy (and runs
+/// the admin listener and health checks); connections are served by the
+/// worker threads (see `wasp::workers`).
 fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
     use tokio::signal::unix::{SignalKind, signal};
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("tokio runtime");

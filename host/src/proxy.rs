@@ -18,6 +18,7 @@ use crate::metrics::Metrics;
 use crate::plugins::{CallObserver, Limits, Runtime};
 use crate::site::{Registry, Site};
 use crate::watch::{FileWatcher, sha256_hex, watch_files};
+use crate::workers::Workers;
 use anyhow::Context;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -86,7 +87,9 @@ impl Proxy {
         let (drain, drain_rx) = watch::channel(false);
         let (close_websockets, close_rx) = watch::channel(false);
         let shared = Shared::new(Arc::new(site), drain_rx, close_rx, metrics);
-        let mut listeners = Listeners::new(shared.clone(), config.max_connections);
+        let workers = config.workers.unwrap_or_else(Workers::default_count);
+        let workers = Arc::new(Workers::start(workers).context("cannot start the worker threads")?);
+        let mut listeners = Listeners::new(shared.clone(), workers, config.max_connections);
         listeners.apply(&config).await?;
         let inner = Arc::new(Inner {
             shared,
@@ -205,6 +208,9 @@ impl Inner {
             || config.plugins.instances != self.runtime.limits().instances
         {
             tracing::warn!("plugin limits changed: they apply after a restart");
+        }
+        if config.workers != self.shared.site.load().config.workers {
+            tracing::warn!("workers changed: it applies after a restart");
         }
         let config = Arc::new(config);
         let mut site = load_site(

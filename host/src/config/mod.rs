@@ -31,6 +31,9 @@ pub struct Config {
     pub admin: Option<SocketAddr>,
     /// Overall cap on client connections; extra ones are closed at accept.
     pub max_connections: usize,
+    /// Threads serving connections, each with its own event loop; `None`:
+    /// one per CPU. Applies at start.
+    pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight work may finish before WebSockets are closed with 1001.
     pub shutdown_grace: Duration,
     /// Plugin replacements and sandbox limits.

@@ -20,6 +20,7 @@ use super::units::{Buffers, Dur, Size};
 pub struct RawConfig {
     pub admin: Option<Spanned<String>>,
     pub max_connections: Option<Spanned<u32>>,
+    pub workers: Option<Spanned<u32>>,
     pub shutdown_grace: Option<Dur>,
     #[serde(default)]
     pub plugins: RawPlugins,

@@ -20,6 +20,10 @@ impl Config {
             "max_connections",
             &self.max_connections.to_string(),
         );
+        match self.workers {
+            Some(workers) => line(&mut out, "workers", &workers.to_string()),
+            None => out.push_str("# workers: one per CPU\n"),
+        }
         line(&mut out, "shutdown_grace", &duration(self.shutdown_grace));
 
         let plugins = &self.plugins;

@@ -44,6 +44,7 @@ const MINUTE: Duration = Duration::from_secs(60);
 const FULL: &str = r#"
 admin = "127.0.0.1:9900"
 max_connections = 500
+workers = 3
 shutdown_grace = "30s"
 
 [plugins]
@@ -340,6 +341,7 @@ fn full_spec_example() {
     let config = parse(FULL);
     assert_eq!(config.admin, Some("127.0.0.1:9900".parse().unwrap()));
     assert_eq!(config.max_connections, 500);
+    assert_eq!(config.workers, Some(3));
     assert_eq!(
         config.plugins.router,
         Some(PathBuf::from("plugins/router.wasm"))
@@ -750,6 +752,7 @@ fn render_fills_in_defaults() {
     let rendered = Config::embedded_default().render();
     for expected in [
         "max_connections = 10000",
+        "# workers: one per CPU",
         "call_timeout = \"10ms\"",
         "memory_limit = \"64m\"",
         "# upstream 127.0.0.1:8080: implicit (from proxy_pass)",
@@ -791,4 +794,10 @@ fn render_round_trips_extreme_durations_and_rates() {
         let again = Config::parse(&rendered, "rendered").unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(again, config, "{rate}:\n{rendered}");
     }
+}
+
+#[test]
+fn workers_must_be_at_least_one() {
+    let text = "workers = 0\n[[server]]\nlisten = \"127.0.0.1:8000\"\n";
+    assert_eq!(errors(text), "test.toml:1:11: workers must be at least 1");
 }

@@ -70,6 +70,10 @@ impl Checker<'_> {
             self.at_least_one(&max, "max_connections");
             max.into_inner() as usize
         });
+        let workers = raw.workers.map(|workers| {
+            self.at_least_one(&workers, "workers");
+            workers.into_inner() as usize
+        });
 
         let declared: BTreeSet<String> = raw
             .upstreams
@@ -102,6 +106,7 @@ impl Checker<'_> {
         Config {
             admin,
             max_connections,
+            workers,
             shutdown_grace: dur(raw.shutdown_grace, 10),
             plugins: self.plugins(raw.plugins),
             upstreams,
