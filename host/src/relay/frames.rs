@@ -61,6 +61,7 @@
 //! `on-close`, a new one `on-open`, then the message. Every live instance
 //! gets `on-close` when relaying ends.
 
+use crate::clock;
 use crate::metrics::{Dir, LocationCounters};
 use crate::plugins::{
     Action, CloseFrame, Direction, FilterInstance, FilterPool, Message, RequestHead,
@@ -115,7 +116,7 @@ pub struct RelayStats {
 
 /// Read buffer per leg, allocated up front: small enough for many idle
 /// connections, large enough to read a typical message in one call.
-const READ_BUFFER_SIZE: usize = 16 << 10;
+const READ_BUFFER_SIZE: usize = 8 << 10;
 
 /// Batched messages written out once their encoding passes this size.
 const WRITE_BUFFER_SIZE: usize = 16 << 10;
@@ -421,13 +422,13 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 /// Returns once no frame was read from either peer for `timeout`.
 async fn idle(state: &Mutex<State<'_>>, timeout: Duration) {
     loop {
-        let last = state.lock().unwrap().last_active;
-        let Some(deadline) = last.checked_add(timeout) else {
-            return std::future::pending().await;
-        };
-        if deadline <= Instant::now() {
+        let quiet = clock::since(state.lock().unwrap().last_active);
+        if quiet >= timeout {
             return;
         }
+        let Some(deadline) = Instant::now().checked_add(timeout - quiet) else {
+            return std::future::pending().await;
+        };
         tokio::time::sleep_until(deadline).await;
     }
 }
@@ -446,7 +447,8 @@ struct State<'a> {
     links: Vec<Link<'a>>,
     /// Payloads of the pings relayed to each peer whose pong is awaited.
     pings: [VecDeque<Bytes>; 2],
-    last_active: Instant,
+    /// When a frame was last read, by [`clock::coarse_millis`].
+    last_active: u64,
     stats: RelayStats,
     traffic: LocationCounters,
 }
@@ -463,7 +465,7 @@ impl<'a> State<'a> {
             head,
             links: chain.iter().map(Link::new).collect(),
             pings: Default::default(),
-            last_active: Instant::now(),
+            last_active: clock::coarse_millis(),
             stats: RelayStats::default(),
             traffic,
         }
@@ -487,7 +489,7 @@ impl<'a> State<'a> {
     }
 
     fn inbound(&mut self, from: Side, message: WsMessage) -> Step {
-        self.last_active = Instant::now();
+        self.last_active = clock::coarse_millis();
         let input = match &message {
             WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
             WsMessage::Binary(data) => Message::Binary(data.to_vec()),

@@ -8,6 +8,7 @@
 //! which also stops reading that side (backpressure) until it drains. At
 //! ten thousand idle WebSockets, 2 × 8 KiB per tunnel would be 160 MiB.
 
+use crate::clock::{self, coarse_millis};
 use crate::http::signalled;
 use crate::metrics::{Dir, LocationCounters};
 use bytes::Bytes;
@@ -224,9 +225,9 @@ pub async fn run(
     // Bytes the client sent after its request head go upstream, and so on.
     let mut up = Flow::with_prefix(client_prefix);
     let mut down = Flow::with_prefix(upstream_prefix);
-    let mut last_activity = Instant::now();
+    let mut last_activity = coarse_millis();
     let mut closing: Option<Instant> = None;
-    let mut timer = pin!(sleep_until(last_activity + idle));
+    let mut timer = pin!(sleep_until(Instant::now() + idle));
     let mut shutdown = pin!(signalled(shutdown));
     let end = loop {
         // As nginx does: once either side has closed and what it sent is
@@ -292,7 +293,7 @@ pub async fn run(
         })
         .await;
         match event {
-            Event::Moved => last_activity = Instant::now(),
+            Event::Moved => last_activity = coarse_millis(),
             Event::Nothing => {}
             Event::Failed => break TunnelEnd::Error,
             Event::Shutdown => {
@@ -303,10 +304,11 @@ pub async fn run(
             Event::Timer => {
                 // Activity only stamps a time; the timer is re-armed here.
                 if closing.is_none() {
-                    if last_activity + idle <= Instant::now() {
+                    let quiet = clock::since(last_activity);
+                    if quiet >= idle {
                         break TunnelEnd::Idle;
                     }
-                    timer.as_mut().reset(last_activity + idle);
+                    timer.as_mut().reset(Instant::now() + (idle - quiet));
                 }
             }
         }
