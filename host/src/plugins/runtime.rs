@@ -69,6 +69,9 @@ impl Runtime {
         cache_dir: Option<&Path>,
         observer: Option<Arc<dyn CallObserver>>,
     ) -> wasmtime::Result<Arc<Self>> {
+        // Calls are timed with quanta's TSC clock, which calibrates itself
+        // (up to 200 ms) on first use: do that now, not on a request.
+        let _ = quanta::Instant::now();
         let mut pool = PoolingAllocationConfig::new();
         // A Rust component holds a few core instances and tables (the main
         // module plus the shims the component linker adds): size those ~10×.
