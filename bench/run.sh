@@ -258,9 +258,9 @@ for round in $(seq "$ROUNDS"); do
             continue
         fi
         run_scenario "$round" "$target" idle idle "${IDLE_ARGS[@]}" --pid "$PROXY_PID"
-        run_scenario "$round" "$target" echo echo "${ECHO_ARGS[@]}"
-        run_scenario "$round" "$target" echo-rate echo "${RATE_ARGS[@]}"
-        run_scenario "$round" "$target" handshake handshake "${HANDSHAKE_ARGS[@]}"
+        run_scenario "$round" "$target" echo echo "${ECHO_ARGS[@]}" --pid "$PROXY_PID"
+        run_scenario "$round" "$target" echo-rate echo "${RATE_ARGS[@]}" --pid "$PROXY_PID"
+        run_scenario "$round" "$target" handshake handshake "${HANDSHAKE_ARGS[@]}" --pid "$PROXY_PID"
         cleanup
     done
 done

@@ -38,6 +38,10 @@ pub struct Target {
     /// Also print the results as a single JSON line.
     #[arg(long)]
     pub json: bool,
+    /// Process whose CPU time per operation (echo, handshake) or resident memory (idle) is measured, with its
+    /// descendants; repeatable.
+    #[arg(long = "pid")]
+    pub pids: Vec<u32>,
 }
 
 /// `wasp-bench echo`.
@@ -99,9 +103,6 @@ pub struct IdleArgs {
     /// Keep the connections open this long after the reading.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub hold: Duration,
-    /// Process whose resident memory (with its descendants) is measured; repeatable.
-    #[arg(long = "pid")]
-    pub pids: Vec<u32>,
 }
 
 /// `wasp-bench report`.
@@ -249,10 +250,15 @@ mod tests {
 
     #[test]
     fn handshake_and_idle_options() {
-        let Command::Handshake(hs) = parse(&["handshake", "-c", "4", "-d", "1s"]).unwrap() else {
+        let Command::Handshake(hs) =
+            parse(&["handshake", "-c", "4", "-d", "1s", "--pid", "7"]).unwrap()
+        else {
             panic!("handshake expected");
         };
-        assert_eq!((hs.concurrency, hs.duration), (4, Duration::from_secs(1)));
+        assert_eq!(
+            (hs.concurrency, hs.duration, hs.target.pids),
+            (4, Duration::from_secs(1), vec![7])
+        );
 
         let Command::Idle(idle) = parse(&[
             "idle",
@@ -269,7 +275,7 @@ mod tests {
             panic!("idle expected");
         };
         assert_eq!(
-            (idle.connections, idle.pids, idle.target.sources),
+            (idle.connections, idle.target.pids, idle.target.sources),
             (100, vec![12, 13], 8)
         );
     }

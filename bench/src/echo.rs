@@ -15,6 +15,7 @@ use tokio_tungstenite::tungstenite::{Bytes, Error as WsError, Message};
 use crate::{
     cli::EchoArgs,
     connect::{Target, Ws, close},
+    cpu,
     errors::ErrorLog,
     histogram::Latencies,
     outcome::{EchoOutcome, Outcome},
@@ -56,6 +57,11 @@ pub async fn run(args: &EchoArgs) -> Result<Outcome> {
         until: start + args.warmup + args.duration,
     });
     let errors = Arc::new(ErrorLog::default());
+    let cpu = tokio::spawn(cpu::sample_window(
+        args.target.pids.clone(),
+        window.from,
+        window.until,
+    ));
     let per_connection = args
         .rate
         .map(|rate| Duration::from_secs_f64(f64::from(args.connections) / rate));
@@ -90,6 +96,7 @@ pub async fn run(args: &EchoArgs) -> Result<Outcome> {
         latencies.merge(&task.await?);
     }
     let duration_s = args.duration.as_secs_f64();
+    let cpu = cpu::per_op(cpu.await??, latencies.len());
     Ok(Outcome::Echo(EchoOutcome {
         url: target.url().to_owned(),
         connections: args.connections,
@@ -100,6 +107,7 @@ pub async fn run(args: &EchoArgs) -> Result<Outcome> {
         messages: latencies.len(),
         msgs_per_sec: latencies.len() as f64 / duration_s,
         latency: latencies.summary(),
+        cpu,
         errors: errors.count(),
         first_error: errors.first(),
     }))

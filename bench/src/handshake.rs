@@ -9,6 +9,7 @@ use tokio::time::{Instant, sleep, timeout_at};
 use crate::{
     cli::HandshakeArgs,
     connect::{Target, close, round_trip},
+    cpu,
     errors::ErrorLog,
     histogram::Latencies,
     outcome::{HandshakeOutcome, Outcome},
@@ -30,7 +31,9 @@ pub async fn run(args: &HandshakeArgs) -> Result<Outcome> {
     let target = Arc::new(Target::resolve(&args.target.url, args.target.sources).await?);
     let clock = Arc::new(Clock::new(args.size));
     let errors = Arc::new(ErrorLog::default());
-    let until = Instant::now() + args.duration;
+    let started = Instant::now();
+    let until = started + args.duration;
+    let cpu = tokio::spawn(cpu::sample_window(args.target.pids.clone(), started, until));
 
     let workers: Vec<_> = (0..args.concurrency as usize)
         .map(|worker| {
@@ -66,6 +69,7 @@ pub async fn run(args: &HandshakeArgs) -> Result<Outcome> {
         latencies.merge(&worker.await?);
     }
     let duration_s = args.duration.as_secs_f64();
+    let cpu = cpu::per_op(cpu.await??, latencies.len());
     Ok(Outcome::Handshake(HandshakeOutcome {
         url: target.url().to_owned(),
         concurrency: args.concurrency,
@@ -74,6 +78,7 @@ pub async fn run(args: &HandshakeArgs) -> Result<Outcome> {
         handshakes: latencies.len(),
         handshakes_per_sec: latencies.len() as f64 / duration_s,
         latency: latencies.summary(),
+        cpu,
         errors: errors.count(),
         first_error: errors.first(),
     }))

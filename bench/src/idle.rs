@@ -32,10 +32,10 @@ pub async fn run(args: &IdleArgs, nofile: u64) -> Result<Outcome> {
     );
     let target = Arc::new(Target::resolve(&args.target.url, args.target.sources).await?);
     let rss = || -> Result<Option<u64>> {
-        Ok(if args.pids.is_empty() {
+        Ok(if args.target.pids.is_empty() {
             None
         } else {
-            Some(tree_rss_kib(&args.pids)?)
+            Some(tree_rss_kib(&args.target.pids)?)
         })
     };
     let rss_before_kib = rss()?;
@@ -77,7 +77,7 @@ pub async fn run(args: &IdleArgs, nofile: u64) -> Result<Outcome> {
         requested: args.connections,
         opened,
         open_s,
-        pids: args.pids.clone(),
+        pids: args.target.pids.clone(),
         rss_before_kib,
         rss_after_kib,
         kib_per_conn,

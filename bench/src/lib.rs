@@ -8,6 +8,7 @@
 pub mod backend;
 pub mod cli;
 pub mod connect;
+pub mod cpu;
 pub mod echo;
 pub mod errors;
 pub mod handshake;

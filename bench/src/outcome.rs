@@ -4,6 +4,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::cpu::CpuUse;
 use crate::histogram::LatencySummary;
 
 /// The result of one scenario run, tagged by mode in JSON (`{"mode":"echo",…}`).
@@ -29,6 +30,9 @@ pub struct EchoOutcome {
     pub messages: u64,
     pub msgs_per_sec: f64,
     pub latency: LatencySummary,
+    /// The `--pid` processes' CPU time per echoed message (absent without `--pid`).
+    #[serde(default)]
+    pub cpu: Option<CpuUse>,
     pub errors: u64,
     pub first_error: Option<String>,
 }
@@ -45,6 +49,9 @@ pub struct HandshakeOutcome {
     pub handshakes_per_sec: f64,
     /// Time for one whole cycle: connect, upgrade, one echoed message, close.
     pub latency: LatencySummary,
+    /// The `--pid` processes' CPU time per handshake (absent without `--pid`).
+    #[serde(default)]
+    pub cpu: Option<CpuUse>,
     pub errors: u64,
     pub first_error: Option<String>,
 }
@@ -104,21 +111,25 @@ impl fmt::Display for Outcome {
                     o.latency.max_us,
                     o.errors
                 )?;
+                write_cpu(f, o.cpu, "msg")?;
             }
-            Outcome::Handshake(o) => write!(
-                f,
-                "handshake {}: {} concurrent, {:.1}s: {} handshakes, {:.0}/s, cycle µs p50 {:.0} p99 {:.0} max {:.0}, \
-                 {} errors",
-                o.url,
-                o.concurrency,
-                o.duration_s,
-                o.handshakes,
-                o.handshakes_per_sec,
-                o.latency.p50_us,
-                o.latency.p99_us,
-                o.latency.max_us,
-                o.errors
-            )?,
+            Outcome::Handshake(o) => {
+                write!(
+                    f,
+                    "handshake {}: {} concurrent, {:.1}s: {} handshakes, {:.0}/s, cycle µs p50 {:.0} p99 {:.0} \
+                     max {:.0}, {} errors",
+                    o.url,
+                    o.concurrency,
+                    o.duration_s,
+                    o.handshakes,
+                    o.handshakes_per_sec,
+                    o.latency.p50_us,
+                    o.latency.p99_us,
+                    o.latency.max_us,
+                    o.errors
+                )?;
+                write_cpu(f, o.cpu, "handshake")?;
+            }
             Outcome::Idle(o) => {
                 write!(
                     f,
@@ -152,6 +163,19 @@ impl fmt::Display for Outcome {
             }) => write!(f, " (first: {e})"),
             _ => Ok(()),
         }
+    }
+}
+
+/// `, target CPU 2.20 µs/msg (user 0.25)` when the CPU time was measured.
+fn write_cpu(f: &mut fmt::Formatter<'_>, cpu: Option<CpuUse>, op: &str) -> fmt::Result {
+    match cpu {
+        Some(cpu) => write!(
+            f,
+            ", target CPU {:.2} µs/{op} (user {:.2})",
+            cpu.total_us_per_op(),
+            cpu.user_us_per_op
+        ),
+        None => Ok(()),
     }
 }
 

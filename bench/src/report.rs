@@ -168,6 +168,24 @@ fn describe(outcome: &Outcome) -> (String, Column, Vec<Column>) {
         value: |o| echo(o).map(|e| e.latency.p999_us),
         decimals: 0,
     };
+    // The target's own CPU time per message (its processes, from /proc), whatever the others used.
+    let cpu = Column {
+        heading: "CPU µs/msg",
+        value: |o| echo(o)?.cpu.map(|c| c.total_us_per_op()),
+        decimals: 2,
+    };
+    let cpu_user = Column {
+        heading: "of which user",
+        value: |o| echo(o)?.cpu.map(|c| c.user_us_per_op),
+        decimals: 2,
+    };
+    fn handshake(o: &Outcome) -> Option<&crate::outcome::HandshakeOutcome> {
+        if let Outcome::Handshake(h) = o {
+            Some(h)
+        } else {
+            None
+        }
+    }
     match outcome {
         Outcome::Echo(e) => match (e.rate, e.in_flight) {
             (Some(rate), _) => (
@@ -176,7 +194,7 @@ fn describe(outcome: &Outcome) -> (String, Column, Vec<Column>) {
                     e.connections, e.size, e.duration_s
                 ),
                 p99,
-                vec![p50, p90, p999, msgs],
+                vec![p50, p90, p999, msgs, cpu, cpu_user],
             ),
             (None, in_flight) => (
                 format!(
@@ -187,7 +205,7 @@ fn describe(outcome: &Outcome) -> (String, Column, Vec<Column>) {
                     e.duration_s
                 ),
                 msgs,
-                vec![p50, p90, p99, p999],
+                vec![p50, p90, p99, p999, cpu, cpu_user],
             ),
         },
         Outcome::Handshake(h) => (
@@ -197,37 +215,29 @@ fn describe(outcome: &Outcome) -> (String, Column, Vec<Column>) {
             ),
             Column {
                 heading: "handshakes/s",
-                value: |o| {
-                    if let Outcome::Handshake(h) = o {
-                        Some(h.handshakes_per_sec)
-                    } else {
-                        None
-                    }
-                },
+                value: |o| handshake(o).map(|h| h.handshakes_per_sec),
                 decimals: 0,
             },
             vec![
                 Column {
                     heading: "p50 ms",
-                    value: |o| {
-                        if let Outcome::Handshake(h) = o {
-                            Some(h.latency.p50_us / 1e3)
-                        } else {
-                            None
-                        }
-                    },
+                    value: |o| handshake(o).map(|h| h.latency.p50_us / 1e3),
                     decimals: 2,
                 },
                 Column {
                     heading: "p99 ms",
-                    value: |o| {
-                        if let Outcome::Handshake(h) = o {
-                            Some(h.latency.p99_us / 1e3)
-                        } else {
-                            None
-                        }
-                    },
+                    value: |o| handshake(o).map(|h| h.latency.p99_us / 1e3),
                     decimals: 2,
+                },
+                Column {
+                    heading: "CPU µs/handshake",
+                    value: |o| handshake(o)?.cpu.map(|c| c.total_us_per_op()),
+                    decimals: 1,
+                },
+                Column {
+                    heading: "of which user",
+                    value: |o| handshake(o)?.cpu.map(|c| c.user_us_per_op),
+                    decimals: 1,
                 },
             ],
         ),
@@ -338,6 +348,7 @@ pub fn replace_section(existing: &str, section: &str) -> String {
 mod tests {
     use super::*;
     use crate::{
+        cpu::CpuUse,
         histogram::LatencySummary,
         outcome::{EchoOutcome, IdleOutcome},
     };
@@ -360,6 +371,10 @@ mod tests {
                     p99_us,
                     ..LatencySummary::default()
                 },
+                cpu: (target == "nginx").then_some(CpuUse {
+                    user_us_per_op: 0.5,
+                    system_us_per_op: 1.5,
+                }),
                 errors: u64::from(target == "haproxy"),
                 first_error: None,
             }),
@@ -400,11 +415,11 @@ mod tests {
             "{section}"
         );
         assert!(
-            section.contains("| nginx | 50000 | 0.50 | 1.00 |"),
+            section.contains("| nginx | 50000 | 0.50 | 1.00 | 0 | 0 | 100 | 0 | 2.00 | 0.50 | 0 |"),
             "{section}"
         );
         assert!(
-            section.contains("| haproxy | 40000 | 0.40 | 0.80 | 0 | 0 | 120 | 0 | 3 |"),
+            section.contains("| haproxy | 40000 | 0.40 | 0.80 | 0 | 0 | 120 | 0 | – | – | 3 |"),
             "{section}"
         );
         assert!(section.contains("bench/run.sh --quick") && section.contains("CPU: test"));

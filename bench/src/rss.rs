@@ -27,7 +27,7 @@ pub fn rss_kib(pid: u32) -> io::Result<u64> {
 }
 
 /// The roots and every process whose parent chain leads to one of them.
-fn descendants(roots: &[u32]) -> io::Result<Vec<u32>> {
+pub(crate) fn descendants(roots: &[u32]) -> io::Result<Vec<u32>> {
     let mut parents = Vec::new();
     for entry in fs::read_dir("/proc")? {
         let Some(pid) = entry?
@@ -59,10 +59,16 @@ fn descendants(roots: &[u32]) -> io::Result<Vec<u32>> {
     Ok(found)
 }
 
-/// The parent pid from a `/proc/PID/stat` line; the command name in parentheses may itself hold `)` or spaces.
+/// The parent pid from a `/proc/PID/stat` line.
 fn parse_ppid(stat: &str) -> Option<u32> {
+    stat_field(stat, 4)?.parse().ok()
+}
+
+/// Field `n` (1-based, as in proc(5)) of a `/proc/PID/stat` line, from field 3 on: the command name in
+/// parentheses (field 2) may itself hold `)` or spaces, so fields are counted after its last `)`.
+pub(crate) fn stat_field(stat: &str, n: usize) -> Option<&str> {
     let after_comm = &stat[stat.rfind(')')? + 1..];
-    after_comm.split_whitespace().nth(1)?.parse().ok()
+    after_comm.split_whitespace().nth(n.checked_sub(3)?)
 }
 
 #[cfg(test)]

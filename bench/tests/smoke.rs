@@ -72,12 +72,17 @@ fn bench(args: &[&str]) -> Outcome {
 fn echo_closed_loop() {
     let backend = Backend::start();
     let url = backend.url();
+    let pid = backend.child.id().to_string();
     let Outcome::Echo(echo) = bench(&[
         "echo", "--url", &url, "-c", "4", "-m", "4", "-s", "1k", "-d", "1s", "--warmup", "200ms",
+        "--pid", &pid,
     ]) else {
         panic!("echo outcome expected");
     };
     assert!(echo.messages > 0 && echo.latency.p99_us > 0.0, "{echo:?}");
+    // The backend echoed thousands of messages in the window: its CPU time shows.
+    let cpu = echo.cpu.expect("CPU measured with --pid");
+    assert!(cpu.total_us_per_op() > 0.0, "{cpu:?}");
 }
 
 #[test]
@@ -113,6 +118,7 @@ fn handshakes() {
         panic!("handshake outcome expected");
     };
     assert!(handshake.handshakes > 0, "{handshake:?}");
+    assert_eq!(handshake.cpu, None, "no --pid, no CPU figure");
 }
 
 #[test]
