@@ -184,6 +184,19 @@ fn an_infinite_loop_is_stopped_and_the_next_call_succeeds() {
     );
 }
 
+#[test]
+fn a_loop_after_a_quiet_spell_is_still_stopped() {
+    // With no call for a while the epoch ticker sleeps; the next call must
+    // wake it, or a looping plugin would never be interrupted.
+    let rt = runtime();
+    let router = probe_router(&rt);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        router.route(&head("/loop", "")).unwrap_err(),
+        CallError::Timeout
+    );
+}
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();

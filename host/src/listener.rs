@@ -215,6 +215,12 @@ impl Accept {
                 return;
             }
         };
+        // A connection's local address is the listener's unless it listens on
+        // a wildcard address: only then is a getsockname per connection needed.
+        let fixed_local = socket
+            .local_addr()
+            .ok()
+            .filter(|a| !a.ip().is_unspecified());
         loop {
             let (stream, client) = tokio::select! {
                 accepted = socket.accept() => match accepted {
@@ -237,9 +243,9 @@ impl Accept {
             let this = this.clone();
             this.shared.tasks.clone().spawn(async move {
                 let settings = this.settings.load_full();
-                let local = stream
-                    .local_addr()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let local = fixed_local
+                    .or_else(|| stream.local_addr().ok())
+                    .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let (stream, sni) = match &settings.tls {
                     None => (ClientStream::Plain(stream), None),
                     Some(tls) => match tokio::time::timeout(

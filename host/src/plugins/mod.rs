@@ -15,6 +15,7 @@ mod plugin;
 mod pool;
 mod roles;
 mod runtime;
+mod ticker;
 
 pub use bindings::{
     Action, CloseFrame, Decision, Direction, LogLevel, Message, Peer, ProxyTo, RequestHead,

@@ -6,6 +6,7 @@ use super::bindings::Full;
 use super::error::{CallError, LoadError};
 use super::host_api::{HostState, SharedState};
 use super::plugin::{Plugin, Role};
+use super::ticker::{TICK, Ticker};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -14,8 +15,6 @@ use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store,
 };
 
-/// Granularity of CPU deadlines: the epoch advances once per tick.
-const TICK: Duration = Duration::from_millis(1);
 /// `configure` may compile regexes or parse big tables: give it more room
 /// than a per-request call, but still bound it.
 const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(1);
@@ -59,6 +58,7 @@ pub struct Runtime {
     limits: Limits,
     observer: Option<Arc<dyn CallObserver>>,
     shared: Arc<SharedState>,
+    ticker: Arc<Ticker>,
 }
 
 impl Runtime {
@@ -96,7 +96,7 @@ impl Runtime {
         config.cache(Some(Cache::new(cache)?));
 
         let engine = Engine::new(&config)?;
-        spawn_epoch_ticker(&engine);
+        let ticker = Ticker::start(&engine);
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)?;
@@ -108,6 +108,7 @@ impl Runtime {
             linker,
             limits,
             shared: Arc::default(),
+            ticker,
         }))
     }
 
@@ -157,11 +158,13 @@ impl Runtime {
 
     /// Arms the deadline of one call on `store`.
     pub(super) fn arm_call(&self, store: &mut Store<HostState>) {
+        self.ticker.call_starting();
         arm(store, self.limits.call_timeout);
     }
 
     /// Arms the deadline of instantiation plus `configure` on `store`.
     pub(super) fn arm_configure(&self, store: &mut Store<HostState>) {
+        self.ticker.call_starting();
         arm(store, CONFIGURE_TIMEOUT);
     }
 }
@@ -174,19 +177,4 @@ fn arm(store: &mut Store<HostState>, budget: Duration) {
 
 fn ticks(timeout: Duration) -> u64 {
     timeout.as_nanos().div_ceil(TICK.as_nanos()).max(1) as u64
-}
-
-/// Advances the engine's epoch every tick until the engine is dropped.
-fn spawn_epoch_ticker(engine: &Engine) {
-    let weak = engine.weak();
-    std::thread::Builder::new()
-        .name("wasp-epoch".into())
-        .spawn(move || {
-            while let Some(engine) = weak.upgrade() {
-                engine.increment_epoch();
-                drop(engine);
-                std::thread::sleep(TICK);
-            }
-        })
-        .expect("spawning the epoch ticker thread");
 }
