@@ -446,3 +446,59 @@ async fn an_upgrade_without_a_valid_key_passes_by_default_and_is_refused_when_st
     let (status, _) = raw(addr, request("strict.test").as_bytes()).await;
     assert_eq!(status, 400);
 }
+
+#[tokio::test]
+async fn max_connections_closes_the_extra_client_and_a_freed_slot_serves_again() {
+    let backend = Backend::start("b1").await;
+    let config = format!(
+        "max_connections = 2\n{}",
+        support::proxy_config("/", backend.addr, "")
+    );
+    let (proxy, addr) = start_proxy(&config).await;
+    let open = || {
+        let text = proxy.shared().metrics.encode();
+        support::sample(&text, "wasp_client_connections{listener=\"127.0.0.1:0\"}").unwrap_or(0.0)
+    };
+    // Two clients hold both slots, each with a request head in progress
+    // (wasp accepts a connection once its first bytes arrived).
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
+        held.push(stream);
+    }
+    support::eventually(
+        "both held clients accepted",
+        Duration::from_secs(5),
+        async || (open() == 2.0).then_some(()),
+    )
+    .await;
+
+    let (status, answer) = raw(
+        addr,
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(
+        (status, answer.as_str()),
+        (0, ""),
+        "the third client is closed unanswered"
+    );
+
+    drop(held.pop());
+    let status = support::eventually(
+        "a freed slot serves again",
+        Duration::from_secs(5),
+        async || {
+            let (status, _) = raw(
+                addr,
+                b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            )
+            .await;
+            (status != 0).then_some(status)
+        },
+    )
+    .await;
+    assert_eq!(status, 200);
+    drop(held);
+}

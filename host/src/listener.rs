@@ -143,6 +143,7 @@ async fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
     for address in tokio::net::lookup_host(listen).await? {
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        defer_accept(&socket);
         match socket
             .bind(&address.into())
             .and_then(|()| socket.listen(4096))
@@ -155,6 +156,29 @@ async fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
         }
     }
     Err(last_error.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")))
+}
+
+/// `TCP_DEFER_ACCEPT` (nginx's `listen ... deferred`): the kernel hands a
+/// connection over only once its first bytes (the request head or the TLS
+/// ClientHello) arrived, so the first read finds them instead of waiting
+/// for another wake-up, and a client that connects and says nothing costs
+/// no task at all. socket2 has no setter for it.
+fn defer_accept(socket: &socket2::Socket) {
+    use std::os::fd::AsRawFd;
+    let seconds: libc::c_int = 10;
+    // SAFETY: setsockopt reads one c_int from a valid pointer.
+    let result = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_TCP,
+            libc::TCP_DEFER_ACCEPT,
+            (&raw const seconds).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if result != 0 {
+        tracing::debug!(error = %std::io::Error::last_os_error(), "TCP_DEFER_ACCEPT not set");
+    }
 }
 
 /// One listen address: its protocol settings (from its default, first,
