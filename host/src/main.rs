@@ -7,12 +7,6 @@ use std::process::ExitCode;
 use wasp::config::Config;
 use wasp::proxy::Proxy;
 
-/// mimalloc's per-thread free lists: a proxied request or WebSocket
-/// handshake makes dozens of short-lived allocations on one thread, where
-/// glibc's malloc spent ~4 % of the CPU (consolidating, unlinking chunks).
-#[global_allocator]
-static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "wasp",
