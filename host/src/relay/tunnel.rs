@@ -212,6 +212,8 @@ fn read_all_there(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// shutdown signal: each wake-up moves whatever is ready both ways, and the
 /// timer and signal futures are made once per tunnel, not per event (a
 /// `select!` in the loop re-armed a timer-wheel entry on every message).
+/// The timer and the signal are checked first on every event, so traffic
+/// that never pauses cannot starve them.
 pub async fn run(
     client: TcpStream,
     client_prefix: Bytes,
@@ -228,6 +230,9 @@ pub async fn run(
     let mut last_activity = coarse_millis();
     let mut closing: Option<Instant> = None;
     let mut timer = pin!(sleep_until(Instant::now() + idle));
+    // Checked on every event, so that a tunnel whose sockets are always
+    // ready still sees shutdown; the future wakes an idle one.
+    let shutting_down = shutdown.clone();
     let mut shutdown = pin!(signalled(shutdown));
     let end = loop {
         // As nginx does: once either side has closed and what it sent is
@@ -253,6 +258,12 @@ pub async fn run(
             }
         }
         let event = poll_fn(|cx| {
+            if closing.is_none() && *shutting_down.borrow() {
+                return Poll::Ready(Event::Shutdown);
+            }
+            if timer.is_elapsed() {
+                return Poll::Ready(Event::Timer);
+            }
             let moved = [
                 up.poll_move(
                     cx,
