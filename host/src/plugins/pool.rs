@@ -126,7 +126,10 @@ impl<G: RoleExport> Pool<G> {
         }
         let indices =
             G::indices(&plugin.pre).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
-        let recorder = (plugin.runtime.observer()).map(|o| o.bind(plugin.name(), G::ROLE));
+        let recorder = plugin
+            .runtime
+            .observer()
+            .map(|o| o.bind(plugin.name(), G::ROLE));
         let pool = Pool {
             plugin,
             indices,
