@@ -128,7 +128,7 @@ pub async fn forward(
     let sent = if websocket {
         // The relay takes the raw socket back after 101; its idle timeout
         // replaces per-read timeouts.
-        send(TokioIo::new(stream), request).await
+        send_upgrade(TokioIo::new(stream), request).await
     } else {
         let mut timed = TimeoutStream::new(stream);
         timed.set_read_timeout(Some(config.read_timeout));
@@ -200,6 +200,47 @@ where
         }
     });
     sender.send_request(request).await
+}
+
+/// Sends a WebSocket handshake on a fresh connection, driving the connection
+/// in this task instead of a spawned one: on 101 hyper hands the socket to
+/// the upgrade and the connection ends at once, which saves a task and the
+/// wake-ups between two tasks per handshake. Any other answer may still have
+/// a body to stream, so its connection then moves to a task as in [`send`].
+async fn send_upgrade(
+    io: TokioIo<tokio::net::TcpStream>,
+    request: Request<Limited<Incoming>>,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let mut connection = Box::pin(connection.with_upgrades());
+    let sent = sender.send_request(request);
+    tokio::pin!(sent);
+    let response = tokio::select! {
+        biased;
+        response = &mut sent => response,
+        ended = &mut connection => {
+            // Ended before an answer: the request reports why.
+            if let Err(error) = ended {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+            return sent.await;
+        }
+    };
+    match &response {
+        Ok(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection failed to hand over the upgrade");
+            }
+        }
+        _ => {
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+            });
+        }
+    }
+    response
 }
 
 /// Whether sending failed because the client's body passed the limit.
