@@ -129,16 +129,21 @@ async fn load_client(
     received
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn filter_replaced_under_load_drops_no_connection_and_no_message() {
-    const CLIENTS: usize = 50;
-    const SWAPS: usize = 20;
-    let versions = [test_plugins::get("tag-a"), test_plugins::get("tag-b")];
-    let tags = [b'A', b'B'];
+/// wasp with one filtered location `/ws/` in front of an echo backend; the
+/// filter is the file `filter`, first written with `first`.
+struct FilteredProxy {
+    proxy: Proxy,
+    addr: SocketAddr,
+    dir: std::path::PathBuf,
+    filter: std::path::PathBuf,
+    _backend: Backend,
+}
+
+async fn filtered_proxy(name: &str, first: &[u8]) -> FilteredProxy {
     let backend = Backend::start("echo").await;
-    let dir = temp_dir("reload-load");
+    let dir = temp_dir(name);
     let filter = dir.join("filter.wasm");
-    std::fs::write(&filter, versions[0]).unwrap();
+    std::fs::write(&filter, first).unwrap();
     let (proxy, addr) = start_proxy(&format!(
         r#"
         [upstreams.echo]
@@ -156,6 +161,28 @@ async fn filter_replaced_under_load_drops_no_connection_and_no_message() {
         filter = filter.display(),
     ))
     .await;
+    FilteredProxy {
+        proxy,
+        addr,
+        dir,
+        filter,
+        _backend: backend,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filter_replaced_under_load_drops_no_connection_and_no_message() {
+    const CLIENTS: usize = 50;
+    const SWAPS: usize = 20;
+    let versions = [test_plugins::get("tag-a"), test_plugins::get("tag-b")];
+    let tags = [b'A', b'B'];
+    let FilteredProxy {
+        proxy,
+        addr,
+        dir,
+        filter,
+        _backend,
+    } = filtered_proxy("reload-load", versions[0]).await;
 
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<Arc<Progress>> = (0..CLIENTS).map(|_| Arc::default()).collect();
@@ -360,27 +387,13 @@ async fn config_rewrites_apply_while_a_websocket_stays_open() {
 #[tokio::test]
 async fn the_last_of_quick_successive_writes_is_the_version_serving() {
     let versions = [test_plugins::get("tag-a"), test_plugins::get("tag-b")];
-    let backend = Backend::start("echo").await;
-    let dir = temp_dir("reload-quick");
-    let filter = dir.join("filter.wasm");
-    std::fs::write(&filter, versions[0]).unwrap();
-    let (proxy, addr) = start_proxy(&format!(
-        r#"
-        [upstreams.echo]
-        servers = ["{backend}"]
-
-        [[server]]
-        listen = "127.0.0.1:0"
-
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://echo"
-        filters = ["{filter}"]
-        "#,
-        backend = backend.addr,
-        filter = filter.display(),
-    ))
-    .await;
+    let FilteredProxy {
+        proxy,
+        addr,
+        dir,
+        filter,
+        _backend,
+    } = filtered_proxy("reload-quick", versions[0]).await;
     let (mut ws, _) = ws_connect(addr, "/ws/").await;
     let mut serving = async |tag: u8| {
         ws.send(Message::text("x")).await.expect("send");
