@@ -9,14 +9,28 @@
 #   --rounds   rounds of every scenario on every target, interleaved A B C … A B C … (default 3)
 #   --targets  a subset of the targets, in this order of running
 #
-# Every round starts a fresh backend and proxy for each target, runs the idle scenario first on those fresh
-# processes, then echo (closed loop), echo at a fixed rate, and handshakes. Medians and ratios go to this
-# harness's section of BENCHMARKS.md (between <!-- bench:proxy:start --> and <!-- bench:proxy:end -->).
+# Scenarios, in the order each round runs them on every target:
+#   idle             9,000 connections upgraded and held with no message exchanged; the target's RSS growth per
+#                    connection; afterwards a ping round trip on each counts the connections served
+#   idle-after-echo  the same, but each connection first echoes one message (through the filter on wasp-filter),
+#                    and a second one after the reading
+#   echo             closed loop, 50 connections × 8 messages in flight
+#   echo-rate        5,000 msg/s over 50 connections, latency from each message's scheduled send time
+#   handshake        16 concurrent cycles of connect, upgrade, one echo, close
+#   spinners         wasp-filter only: p50/p99 of 100 connections echoing at 2,000 msg/s, alone and while 50
+#                    abusive connections a second each send one message that makes the /spin/ location's filter
+#                    spin until the per-call deadline closes it (1011)
+# Each memory scenario runs on a freshly started backend and proxy of its own (memory freed by one run's
+# connections would hide the next one's growth), the others one after another on a third fresh pair. Medians and
+# ratios go to this harness's section of BENCHMARKS.md (between <!-- bench:proxy:start --> and
+# <!-- bench:proxy:end -->).
 #
 # Environment: CARGO_TARGET_DIR (default target), WASP_BIN (default its release/wasp), WASP_FILTER_WASM (the
 # pass-through filter component used by the wasp-filter row; default bench/passthrough-filter built for
-# wasm32-wasip2). What is not given is built first; rows whose binary or filter is missing are skipped with a note.
-# Installs nginx and haproxy from Debian's packages when they are missing. Everything started here is stopped on exit.
+# wasm32-wasip2), WASP_SPIN_WASM (the spinners scenario's filter, which spins on a text message `loop`; default
+# tests/plugins/probe built for wasm32-wasip2). What is not given is built first; rows whose binary or filter is
+# missing are skipped with a note. Installs nginx and haproxy from Debian's packages when they are missing.
+# Everything started here is stopped on exit.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -31,7 +45,7 @@ while [ $# -gt 0 ]; do
         --quick) QUICK=1 ;;
         --rounds) ROUNDS=$2; shift ;;
         --targets) TARGETS=$2; shift ;;
-        -h | --help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h | --help) sed -n '2,33p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "run.sh: unknown option $1 (see --help)" >&2; exit 2 ;;
     esac
     shift
@@ -45,6 +59,10 @@ WASP_BIN=${WASP_BIN:-$TARGET_DIR/release/wasp}
 BUILD_FILTER=0
 [ -n "${WASP_FILTER_WASM:-}" ] || BUILD_FILTER=1
 WASP_FILTER_WASM=${WASP_FILTER_WASM:-$TARGET_DIR/wasm32-wasip2/release/filter_passthrough.wasm}
+# The spinners scenario's filter: the test probe, which spins forever on a text message `loop`.
+BUILD_SPIN=0
+[ -n "${WASP_SPIN_WASM:-}" ] || BUILD_SPIN=1
+WASP_SPIN_WASM=${WASP_SPIN_WASM:-$TARGET_DIR/wasm32-wasip2/plugin/wasp_test_probe.wasm}
 
 BACKEND_PORT=9001
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=9101 [haproxy]=9102 [wasp]=9103 [wasp-filter]=9104)
@@ -58,9 +76,12 @@ ECHO_ARGS=(-c 50 -m 8 -s 64 -d "$DURATION" --warmup "$WARMUP")
 RATE_ARGS=(-c 50 --rate 5000 -s 64 -d "$DURATION" --warmup "$WARMUP")
 HANDSHAKE_ARGS=(-c 16 -s 64 -d "$DURATION")
 IDLE_ARGS=(-n 9000 --sources 8 --settle "$SETTLE")
+SPIN_ARGS=(-c 100 --rate 2000 -s 64 -d "$DURATION" --warmup "$WARMUP" --abusers-per-sec 50 --spin-message loop
+    --spin-url "ws://127.0.0.1:${PORT[wasp-filter]}/spin/")
 
 WORK=$TARGET_DIR/bench-run
 RESULTS=$WORK/results.jsonl
+WASP_FILTER_CONF=$WORK/wasp-filter.toml
 MACHINE=$WORK/machine.txt
 BENCH=$TARGET_DIR/release/wasp-bench
 ECHO=$TARGET_DIR/release/wasp-echo
@@ -95,6 +116,10 @@ if [ "$BUILD_FILTER" = 1 ]; then
     log "building the pass-through filter"
     cargo build --release --target wasm32-wasip2 -p filter-passthrough
 fi
+if [ "$BUILD_SPIN" = 1 ]; then
+    log "building the spinning filter (the test probe)"
+    cargo build --profile plugin --target wasm32-wasip2 -p wasp-test-probe
+fi
 
 available() {
     case "$1" in
@@ -119,6 +144,13 @@ for target in $TARGETS; do
         NOTES+=("$reason.")
     fi
 done
+SPINNERS=1
+if [ ! -f "$WASP_SPIN_WASM" ]; then
+    SPINNERS=0
+    reason="spinners skipped: spinning filter $WASP_SPIN_WASM is missing (set WASP_SPIN_WASM)"
+    log "$reason"
+    NOTES+=("$reason.")
+fi
 
 # ---- configurations ---------------------------------------------------------------------------------------------
 rm -rf "$WORK"
@@ -171,12 +203,13 @@ frontend websocket
 backend echo
     server echo 127.0.0.1:$BACKEND_PORT maxconn 9700
 EOF
-wasp_config() { # $1: port, $2: filters line or empty
+wasp_server() { # $1: port
+    printf '[[server]]\nlisten = "127.0.0.1:%s"\n' "$1"
+}
+wasp_location() { # $1: path, $2: filters line or empty
     cat <<EOF
-[[server]]
-listen = "127.0.0.1:$1"
 [[server.location]]
-path = "/"
+path = "$1"
 proxy_pass = "http://127.0.0.1:$BACKEND_PORT"
 set_headers = { Upgrade = "\$http_upgrade", Connection = "\$connection_upgrade", Host = "\$host", X-Real-IP = "\$remote_addr", X-Forwarded-For = "\$proxy_add_x_forwarded_for" }
 read_timeout = "3600s"
@@ -184,11 +217,18 @@ send_timeout = "3600s"
 $2
 EOF
 }
-wasp_config "${PORT[wasp]}" "" >"$WORK/wasp.toml"
-# A filtered WebSocket owns a plugin instance: room for the idle scenario's 9,000 (the default is 1,000).
-wasp_config "${PORT[wasp-filter]}" "filters = [\"$WASP_FILTER_WASM\"]
+{ wasp_server "${PORT[wasp]}"; wasp_location / ""; } >"$WORK/wasp.toml"
+{
+    cat <<EOF
 [plugins]
-instances = 9500" >"$WORK/wasp-filter.toml"
+call_timeout = "10ms" # the default, stated: what one spinning message costs its worker (spinners scenario)
+instances = 9500 # the memory scenarios hold 9,000 filtered WebSockets, each owning an instance today: drop once instances are shared per worker
+EOF
+    wasp_server "${PORT[wasp-filter]}"
+    wasp_location / "filters = [\"$WASP_FILTER_WASM\"]"
+    # The spinners scenario's abusive clients send their one message here.
+    [ "$SPINNERS" = 0 ] || wasp_location /spin/ "filters = [\"$WASP_SPIN_WASM\"]"
+} >"$WASP_FILTER_CONF"
 
 # ---- machine ----------------------------------------------------------------------------------------------------
 {
@@ -227,7 +267,7 @@ start_proxy() { # $1: target; sets PROXY_PID (the backend itself for direct)
         # Logs go to a subdirectory: wasp watches (not recursively) its configuration's directory, and its log lines
         # landing there would wake the watcher on every write. The access log is off, as for nginx and HAProxy.
         wasp) RUST_LOG=info,access=off "$WASP_BIN" run -c "$WORK/wasp.toml" >>"$WORK/logs/wasp.log" 2>&1 & ;;
-        wasp-filter) RUST_LOG=info,access=off "$WASP_BIN" run -c "$WORK/wasp-filter.toml" >>"$WORK/logs/wasp-filter.log" 2>&1 & ;;
+        wasp-filter) RUST_LOG=info,access=off "$WASP_BIN" run -c "$WASP_FILTER_CONF" >>"$WORK/logs/wasp-filter.log" 2>&1 & ;;
     esac
     PROXY_PID=$!
     STARTED+=("$PROXY_PID")
@@ -250,17 +290,30 @@ run_scenario() { # $1: round, $2: target, $3: scenario, $4: mode, rest: wasp-ben
 
 : >"$RESULTS"
 started_at=$SECONDS
+fresh() { # $1: round, $2: target; starts a backend and the target's proxy (PROXY_PID), or notes why not
+    start_backend && start_proxy "$2" && return 0
+    NOTES+=("Round $1, $2: could not start (see $WORK/logs/*.log).")
+    cleanup
+    return 1
+}
 for round in $(seq "$ROUNDS"); do
     for target in "${RUN_TARGETS[@]}"; do
-        if ! start_backend || ! start_proxy "$target"; then
-            NOTES+=("Round $round, $target: could not start (see $WORK/logs/*.log).")
+        if fresh "$round" "$target"; then
+            run_scenario "$round" "$target" idle idle "${IDLE_ARGS[@]}" --pid "$PROXY_PID"
             cleanup
-            continue
         fi
-        run_scenario "$round" "$target" idle idle "${IDLE_ARGS[@]}" --pid "$PROXY_PID"
+        if fresh "$round" "$target"; then
+            run_scenario "$round" "$target" idle-after-echo idle "${IDLE_ARGS[@]}" --echo-first --pid "$PROXY_PID"
+            cleanup
+        fi
+        fresh "$round" "$target" || continue
         run_scenario "$round" "$target" echo echo "${ECHO_ARGS[@]}" --pid "$PROXY_PID"
         run_scenario "$round" "$target" echo-rate echo "${RATE_ARGS[@]}" --pid "$PROXY_PID"
         run_scenario "$round" "$target" handshake handshake "${HANDSHAKE_ARGS[@]}" --pid "$PROXY_PID"
+        # nginx and HAProxy run no filters, and wasp's tunnel none either: nothing of theirs can spin.
+        if [ "$target" = wasp-filter ] && [ "$SPINNERS" = 1 ]; then
+            run_scenario "$round" "$target" spinners spinners "${SPIN_ARGS[@]}" --pid "$PROXY_PID"
+        fi
         cleanup
     done
 done

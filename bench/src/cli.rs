@@ -20,8 +20,12 @@ pub enum Command {
     Echo(EchoArgs),
     /// New connections per second, each doing upgrade + one message + close.
     Handshake(HandshakeArgs),
-    /// Open N connections, hold them, and report the target process's memory per connection.
+    /// Open N connections, hold them idle (with --echo-first: after one echoed message each), and report the
+    /// target processes' memory per connection and how many connections were served.
     Idle(IdleArgs),
+    /// Fixed-rate echo over well-behaved connections, first alone, then while abusive clients keep opening
+    /// connections whose one message makes their filter spin until the per-call deadline.
+    Spinners(SpinnersArgs),
     /// Turn the JSON lines collected by bench/run.sh into the Markdown section of BENCHMARKS.md.
     Report(ReportArgs),
 }
@@ -103,6 +107,46 @@ pub struct IdleArgs {
     /// Keep the connections open this long after the reading.
     #[arg(long, default_value = "0s", value_parser = parse_duration)]
     pub hold: Duration,
+    /// Each connection echoes one message before the reading (and another after it) instead of exchanging none
+    /// (and a ping after it).
+    #[arg(long)]
+    pub echo_first: bool,
+}
+
+/// `wasp-bench spinners`.
+#[derive(Debug, Clone, Args)]
+pub struct SpinnersArgs {
+    /// The well-behaved connections' target (`--url`, a location whose filter forwards messages).
+    #[command(flatten)]
+    pub target: Target,
+    /// WebSocket URL of a location whose filter spins on `--spin-message`.
+    #[arg(long)]
+    pub spin_url: String,
+    /// Well-behaved connections.
+    #[arg(short, long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..))]
+    pub connections: u32,
+    /// Total rate of the well-behaved connections' messages, in messages/s.
+    #[arg(long, default_value = "2000", value_parser = parse_rate)]
+    pub rate: f64,
+    /// Size of the well-behaved messages (at least 8 bytes, which carry the send time).
+    #[arg(short, long, default_value = "64", value_parser = parse_size)]
+    pub size: usize,
+    /// Measured time of each phase (without, then with abusers).
+    #[arg(short, long, default_value = "10s", value_parser = parse_duration)]
+    pub duration: Duration,
+    /// Unmeasured time before each phase.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub warmup: Duration,
+    /// New abusive connections per second during the second phase.
+    #[arg(long, default_value = "50", value_parser = parse_rate)]
+    pub abusers_per_sec: f64,
+    /// The text message each abusive connection sends.
+    #[arg(long, default_value = "loop")]
+    pub spin_message: String,
+    /// Source addresses of the abusive connections, the ones after the well-behaved connections' `--sources`:
+    /// a proxy refusing abusive addresses for a while does not refuse the well-behaved ones with them.
+    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u8).range(1..=250))]
+    pub abuser_sources: u8,
 }
 
 /// `wasp-bench report`.
@@ -165,11 +209,11 @@ pub fn parse_size(text: &str) -> Result<usize, String> {
         .ok_or_else(|| format!("`{text}` is not a size like 64, 16k or 1m"))
 }
 
-/// A positive message rate.
+/// A positive rate (messages or connections per second).
 fn parse_rate(text: &str) -> Result<f64, String> {
     match text.trim().parse::<f64>() {
         Ok(rate) if rate.is_finite() && rate > 0.0 => Ok(rate),
-        _ => Err(format!("`{text}` is not a positive rate in messages/s")),
+        _ => Err(format!("`{text}` is not a positive rate per second")),
     }
 }
 
@@ -278,6 +322,42 @@ mod tests {
             (idle.connections, idle.target.pids, idle.target.sources),
             (100, vec![12, 13], 8)
         );
+    }
+
+    #[test]
+    fn idle_variants_and_spinners_options() {
+        let Command::Idle(idle) = parse(&["idle", "--echo-first"]).unwrap() else {
+            panic!("idle expected");
+        };
+        assert!(idle.echo_first);
+        let Command::Idle(idle) = parse(&["idle"]).unwrap() else {
+            panic!("idle expected");
+        };
+        assert!(!idle.echo_first);
+
+        let Command::Spinners(spinners) = parse(&[
+            "spinners",
+            "--url",
+            "ws://127.0.0.1:9104/",
+            "--spin-url",
+            "ws://127.0.0.1:9104/spin/",
+            "--abusers-per-sec",
+            "20",
+        ])
+        .unwrap() else {
+            panic!("spinners expected");
+        };
+        assert_eq!(spinners.spin_url, "ws://127.0.0.1:9104/spin/");
+        assert_eq!(
+            (spinners.connections, spinners.rate, spinners.abusers_per_sec),
+            (100, 2000.0, 20.0)
+        );
+        assert_eq!(
+            (spinners.spin_message.as_str(), spinners.abuser_sources),
+            ("loop", 4)
+        );
+        assert!(parse(&["spinners"]).is_err(), "--spin-url is required");
+        assert!(parse(&["spinners", "--spin-url", "ws://x/", "--abusers-per-sec", "0"]).is_err());
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::{
     time::Duration,
 };
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result, bail, ensure};
 use futures_util::{SinkExt, StreamExt};
 use tokio::{
     net::{TcpSocket, TcpStream},
@@ -15,7 +15,7 @@ use tokio::{
 };
 use tokio_tungstenite::{
     WebSocketStream, client_async_with_config,
-    tungstenite::{Message, http::Uri, protocol::WebSocketConfig},
+    tungstenite::{Bytes, Message, http::Uri, protocol::WebSocketConfig},
 };
 
 /// Read buffer of every WebSocket, client or backend: tungstenite's default of 128 KiB would make the load
@@ -42,6 +42,17 @@ impl Target {
     /// Resolves a `ws://host:port/path` URL; `sources` addresses from 127.0.0.2 upwards are used when the
     /// target is an IPv4 loopback address.
     pub async fn resolve(url: &str, sources: u8) -> Result<Self> {
+        Self::resolve_from(url, 0, sources).await
+    }
+
+    /// As [`resolve`](Self::resolve), with the source addresses starting `skip` addresses further up
+    /// (127.0.0.(2 + skip), …): two groups of connections then come from distinct addresses.
+    pub async fn resolve_from(url: &str, skip: u8, sources: u8) -> Result<Self> {
+        let first = 2 + u16::from(skip);
+        ensure!(
+            first + u16::from(sources) <= 255,
+            "{sources} source addresses from 127.0.0.{first} run past 127.0.0.254"
+        );
         let uri: Uri = url
             .parse()
             .with_context(|| format!("invalid URL `{url}`"))?;
@@ -56,8 +67,8 @@ impl Target {
             .next()
             .with_context(|| format!("{host} has no address"))?;
         let sources = match addr.ip() {
-            IpAddr::V4(ip) if ip.is_loopback() => (0..sources)
-                .map(|i| Ipv4Addr::new(127, 0, 0, 2 + i))
+            IpAddr::V4(ip) if ip.is_loopback() => (first..first + u16::from(sources))
+                .map(|last| Ipv4Addr::new(127, 0, 0, last as u8))
                 .collect(),
             _ => Vec::new(),
         };
@@ -134,6 +145,25 @@ pub async fn round_trip(ws: &mut Ws, message: Message) -> Result<()> {
     }
 }
 
+/// Sends a ping and waits for the pong carrying its payload (skipping other pongs and pings). Whoever terminates
+/// the client's WebSocket answers: the backend through a tunnel (nginx, HAProxy, wasp without filters), the
+/// proxy itself where it relays frames (wasp with filters). Either way the connection is open end to end: a
+/// proxy relays the backend's `101` only once the backend accepted, and a connection the proxy closed since
+/// shows its close frame or its end instead of the pong.
+pub async fn ping_pong(ws: &mut Ws, payload: Bytes) -> Result<()> {
+    ws.send(Message::Ping(payload.clone())).await?;
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Pong(answer))) if answer == payload => return Ok(()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+            Some(Ok(Message::Close(frame))) => bail!("closed by the target: {frame:?}"),
+            Some(Ok(other)) => bail!("unexpected message {other:?} instead of a pong"),
+            Some(Err(e)) => return Err(e.into()),
+            None => bail!("connection ended before the pong"),
+        }
+    }
+}
+
 /// How long the closing handshake may take.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
@@ -176,6 +206,22 @@ mod tests {
                 .addr
                 .port(),
             80
+        );
+    }
+
+    #[tokio::test]
+    async fn a_second_group_takes_the_addresses_after_the_first() {
+        let target = Target::resolve_from("ws://127.0.0.1:9001/", 4, 2)
+            .await
+            .unwrap();
+        assert_eq!(
+            target.sources,
+            [Ipv4Addr::new(127, 0, 0, 6), Ipv4Addr::new(127, 0, 0, 7)]
+        );
+        assert!(
+            Target::resolve_from("ws://127.0.0.1:9001/", 250, 3)
+                .await
+                .is_err()
         );
     }
 

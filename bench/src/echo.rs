@@ -45,6 +45,11 @@ impl Window {
 
 /// Runs the scenario and reports the echoes received in the measured window.
 pub async fn run(args: &EchoArgs) -> Result<Outcome> {
+    Ok(Outcome::Echo(measure(args).await?))
+}
+
+/// The scenario's measurement, for scenarios built on it.
+pub async fn measure(args: &EchoArgs) -> Result<EchoOutcome> {
     ensure!(
         args.size >= STAMP_LEN,
         "messages need at least {STAMP_LEN} bytes for the send time"
@@ -97,7 +102,7 @@ pub async fn run(args: &EchoArgs) -> Result<Outcome> {
     }
     let duration_s = args.duration.as_secs_f64();
     let cpu = cpu::per_op(cpu.await??, latencies.len());
-    Ok(Outcome::Echo(EchoOutcome {
+    Ok(EchoOutcome {
         url: target.url().to_owned(),
         connections: args.connections,
         in_flight: args.rate.is_none().then_some(args.in_flight),
@@ -110,7 +115,7 @@ pub async fn run(args: &EchoArgs) -> Result<Outcome> {
         cpu,
         errors: errors.count(),
         first_error: errors.first(),
-    }))
+    })
 }
 
 /// Keeps `in_flight` messages outstanding until the window ends, then waits for the last echoes.

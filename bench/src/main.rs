@@ -5,7 +5,7 @@ use anyhow::{Context, Result};
 use clap::Parser;
 use wasp_bench::{
     cli::{Cli, Command},
-    echo, handshake, idle, report, rlimit,
+    echo, handshake, idle, report, rlimit, spinners,
 };
 
 #[tokio::main]
@@ -16,6 +16,7 @@ async fn main() -> Result<()> {
         Command::Echo(args) => (echo::run(args).await?, args.target.json),
         Command::Handshake(args) => (handshake::run(args).await?, args.target.json),
         Command::Idle(args) => (idle::run(args, nofile).await?, args.target.json),
+        Command::Spinners(args) => (spinners::run(args).await?, args.target.json),
         Command::Report(args) => return report::write(args),
     };
     println!("{outcome}");

@@ -14,6 +14,7 @@ pub enum Outcome {
     Echo(EchoOutcome),
     Handshake(HandshakeOutcome),
     Idle(IdleOutcome),
+    Spinners(SpinnersOutcome),
 }
 
 /// `echo`: messages echoed in the measured window.
@@ -60,17 +61,57 @@ pub struct HandshakeOutcome {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct IdleOutcome {
     pub url: String,
+    /// Each connection echoed one message before the reading (else none: handshake only).
+    pub echo_first: bool,
     pub requested: u32,
+    /// Connections whose upgrade completed.
     pub opened: u32,
-    /// Time to open them all.
+    /// Connections held at the reading: the opened ones, less those whose first echo failed.
+    pub held: u32,
+    /// Held connections that passed the check after the reading (a ping round trip, or with `echo_first` a
+    /// second echo), all held at once.
+    pub served: u32,
+    /// Time to open them all (and echo the first message).
     pub open_s: f64,
     pub pids: Vec<u32>,
     pub rss_before_kib: Option<u64>,
     pub rss_after_kib: Option<u64>,
-    /// RSS delta divided by the connections opened.
+    /// RSS delta divided by the connections held.
     pub kib_per_conn: Option<f64>,
     pub errors: u64,
     pub first_error: Option<String>,
+}
+
+/// `spinners`: well-behaved connections' fixed-rate echo, alone and while abusive clients make a filter spin.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SpinnersOutcome {
+    /// Where the abusive connections went.
+    pub spin_url: String,
+    pub abusers_per_sec: f64,
+    /// The one text message each abusive connection sent.
+    pub spin_message: String,
+    /// The well-behaved connections alone.
+    pub quiet: EchoOutcome,
+    /// The same load while abusive connections kept arriving.
+    pub abused: EchoOutcome,
+    pub abusers: AbuseCounts,
+}
+
+/// What became of the abusive connections of a `spinners` run.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AbuseCounts {
+    /// Connections attempted.
+    pub started: u64,
+    /// Closed by the target with 1011 after their message (a fail-closed filter overran its deadline).
+    pub closed_1011: u64,
+    /// Upgrade refused, or no connection.
+    pub refused: u64,
+    /// Their message came back: nothing spun (a target without the spinning filter).
+    pub answered: u64,
+    /// Anything else: another close code, no answer within 5 s, a broken connection.
+    pub other: u64,
+    pub first_refused: Option<String>,
+    pub first_other: Option<String>,
 }
 
 impl Outcome {
@@ -80,6 +121,7 @@ impl Outcome {
             Outcome::Echo(o) => o.errors,
             Outcome::Handshake(o) => o.errors,
             Outcome::Idle(o) => o.errors,
+            Outcome::Spinners(o) => o.quiet.errors + o.abused.errors,
         }
     }
 }
@@ -131,10 +173,15 @@ impl fmt::Display for Outcome {
                 write_cpu(f, o.cpu, "handshake")?;
             }
             Outcome::Idle(o) => {
+                let exchange = if o.echo_first {
+                    "after one echo each"
+                } else {
+                    "no message"
+                };
                 write!(
                     f,
-                    "idle {}: {}/{} open in {:.1}s",
-                    o.url, o.opened, o.requested, o.open_s
+                    "idle ({exchange}) {}: {}/{} open, {} held in {:.1}s, {} served",
+                    o.url, o.opened, o.requested, o.held, o.open_s, o.served
                 )?;
                 if let (Some(before), Some(after), Some(per)) =
                     (o.rss_before_kib, o.rss_after_kib, o.kib_per_conn)
@@ -146,6 +193,39 @@ impl fmt::Display for Outcome {
                     )?;
                 }
                 write!(f, ", {} errors", o.errors)?;
+            }
+            Outcome::Spinners(o) => {
+                let a = &o.abusers;
+                write!(
+                    f,
+                    "spinners {}: {} conns at {} msg/s, latency µs p50 {:.0} p99 {:.0} alone, p50 {:.0} p99 {:.0} \
+                     with {} abusive connections/s to {} ({} started: {} closed 1011, {} refused, {} answered, {} \
+                     other), {} errors",
+                    o.quiet.url,
+                    o.quiet.connections,
+                    o.quiet.rate.unwrap_or_default(),
+                    o.quiet.latency.p50_us,
+                    o.quiet.latency.p99_us,
+                    o.abused.latency.p50_us,
+                    o.abused.latency.p99_us,
+                    o.abusers_per_sec,
+                    o.spin_url,
+                    a.started,
+                    a.closed_1011,
+                    a.refused,
+                    a.answered,
+                    a.other,
+                    self.errors()
+                )?;
+                for (what, first) in [
+                    ("first error", o.quiet.first_error.as_ref().or(o.abused.first_error.as_ref())),
+                    ("first refusal", a.first_refused.as_ref()),
+                    ("first other", a.first_other.as_ref()),
+                ] {
+                    if let Some(first) = first {
+                        write!(f, " ({what}: {first})")?;
+                    }
+                }
             }
         }
         match self {
@@ -187,8 +267,11 @@ mod tests {
     fn json_is_tagged_by_mode_and_round_trips() {
         let outcome = Outcome::Idle(IdleOutcome {
             url: "ws://127.0.0.1:9001/".into(),
+            echo_first: false,
             requested: 10,
             opened: 10,
+            held: 10,
+            served: 9,
             open_s: 0.1,
             pids: vec![42],
             rss_before_kib: Some(1_000),
@@ -202,7 +285,7 @@ mod tests {
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
         let line = outcome.to_string();
         assert!(
-            line.contains("10/10 open") && line.contains("50.0 KiB/conn"),
+            line.contains("10/10 open, 10 held") && line.contains("9 served") && line.contains("50.0 KiB/conn"),
             "{line}"
         );
     }

@@ -8,6 +8,10 @@ use serde::Deserialize;
 
 use crate::{cli::ReportArgs, outcome::Outcome};
 
+mod tables;
+
+use tables::{Column, describe};
+
 /// Marks the start of this harness's section in BENCHMARKS.md.
 pub const START: &str = "<!-- bench:proxy:start -->";
 /// Marks its end.
@@ -20,13 +24,6 @@ pub struct Record {
     pub target: String,
     pub scenario: String,
     pub result: Outcome,
-}
-
-/// A table column: a heading and how to read its value from one run.
-struct Column {
-    heading: &'static str,
-    value: fn(&Outcome) -> Option<f64>,
-    decimals: usize,
 }
 
 /// Reads the results, renders the section and puts it into the output file.
@@ -60,10 +57,12 @@ pub fn render(records: &[Record], machine: &str, command: &str, notes: &[String]
     let _ = writeln!(
         out,
         "Every cell is the median of {rounds} round(s). In each round the targets ran one after another (A B C … A B \
-         C …), each with a freshly started backend and proxy; the idle scenario ran first on the fresh processes. \
-         `÷ direct` and `÷ nginx` divide a target's median by that row's median: above 1 is more throughput, more \
-         latency or more memory. Latencies are µs unless marked ms. The direct row of the idle table is the echo \
-         backend's own memory.\n"
+         C …); each memory scenario (idle, idle-after-echo) ran on a freshly started backend and proxy of its own, \
+         the others one after another on a third pair. `÷ direct` and `÷ nginx` divide a target's median by that \
+         row's median: above 1 is more throughput, more latency or more memory. Latencies are µs unless marked ms. \
+         The direct rows of the memory tables are the echo backend's own memory. `opened` counts completed \
+         upgrades; `served` the connections that passed the check after the memory reading with all of them held \
+         at once.\n"
     );
     let _ = writeln!(
         out,
@@ -86,13 +85,20 @@ pub fn render(records: &[Record], machine: &str, command: &str, notes: &[String]
 
 /// One scenario's heading and table.
 fn render_table(out: &mut String, scenario: &str, runs: &[&Record]) {
-    let (title, headline, others) = describe(&runs[0].result);
-    let _ = writeln!(out, "### {scenario}: {title}\n");
-    let mut heading = format!("| target | {} | ÷ direct | ÷ nginx |", headline.heading);
-    let mut rule = String::from("| --- | ---: | ---: | ---: |");
-    for column in &others {
+    let table = describe(&runs[0].result);
+    let _ = writeln!(out, "### {scenario}: {}\n", table.title);
+    if let Some(note) = table.note {
+        let _ = writeln!(out, "{note}\n");
+    }
+    let mut heading = String::from("| target |");
+    let mut rule = String::from("| --- |");
+    for (i, column) in table.columns.iter().enumerate() {
         let _ = write!(heading, " {} |", column.heading);
         rule.push_str(" ---: |");
+        if i == 0 && table.ratios {
+            heading.push_str(" ÷ direct | ÷ nginx |");
+            rule.push_str(" ---: | ---: |");
+        }
     }
     let _ = writeln!(out, "{heading} errors |\n{rule} ---: |");
 
@@ -104,25 +110,18 @@ fn render_table(out: &mut String, scenario: &str, runs: &[&Record]) {
                 .collect(),
         )
     };
-    let ratio = |value: Option<f64>, base: &str| match (value, median_of(base, &headline)) {
+    let ratio = |value: Option<f64>, base: &str| match (value, median_of(base, &table.columns[0])) {
         (Some(v), Some(b)) if b != 0.0 => format!("{:.2}", v / b),
         _ => "–".to_owned(),
     };
     for target in first_seen(runs.iter().map(|r| r.target.as_str())) {
-        let value = median_of(target, &headline);
-        let _ = write!(
-            out,
-            "| {target} | {} | {} | {} |",
-            cell(value, headline.decimals),
-            ratio(value, "direct"),
-            ratio(value, "nginx")
-        );
-        for column in &others {
-            let _ = write!(
-                out,
-                " {} |",
-                cell(median_of(target, column), column.decimals)
-            );
+        let _ = write!(out, "| {target} |");
+        for (i, column) in table.columns.iter().enumerate() {
+            let value = median_of(target, column);
+            let _ = write!(out, " {} |", cell(value, column.decimals));
+            if i == 0 && table.ratios {
+                let _ = write!(out, " {} | {} |", ratio(value, "direct"), ratio(value, "nginx"));
+            }
         }
         let errors: u64 = runs
             .iter()
@@ -132,168 +131,6 @@ fn render_table(out: &mut String, scenario: &str, runs: &[&Record]) {
         let _ = writeln!(out, " {errors} |");
     }
     out.push('\n');
-}
-
-/// A scenario's title, its headline column (the one given ratios) and its other columns.
-fn describe(outcome: &Outcome) -> (String, Column, Vec<Column>) {
-    fn echo(o: &Outcome) -> Option<&crate::outcome::EchoOutcome> {
-        if let Outcome::Echo(e) = o {
-            Some(e)
-        } else {
-            None
-        }
-    }
-    let msgs = Column {
-        heading: "msg/s",
-        value: |o| echo(o).map(|e| e.msgs_per_sec),
-        decimals: 0,
-    };
-    let p50 = Column {
-        heading: "p50",
-        value: |o| echo(o).map(|e| e.latency.p50_us),
-        decimals: 0,
-    };
-    let p90 = Column {
-        heading: "p90",
-        value: |o| echo(o).map(|e| e.latency.p90_us),
-        decimals: 0,
-    };
-    let p99 = Column {
-        heading: "p99",
-        value: |o| echo(o).map(|e| e.latency.p99_us),
-        decimals: 0,
-    };
-    let p999 = Column {
-        heading: "p99.9",
-        value: |o| echo(o).map(|e| e.latency.p999_us),
-        decimals: 0,
-    };
-    // The target's own CPU time per message (its processes, from /proc), whatever the others used.
-    let cpu = Column {
-        heading: "CPU µs/msg",
-        value: |o| echo(o)?.cpu.map(|c| c.total_us_per_op()),
-        decimals: 2,
-    };
-    let cpu_user = Column {
-        heading: "of which user",
-        value: |o| echo(o)?.cpu.map(|c| c.user_us_per_op),
-        decimals: 2,
-    };
-    fn handshake(o: &Outcome) -> Option<&crate::outcome::HandshakeOutcome> {
-        if let Outcome::Handshake(h) = o {
-            Some(h)
-        } else {
-            None
-        }
-    }
-    match outcome {
-        Outcome::Echo(e) => match (e.rate, e.in_flight) {
-            (Some(rate), _) => (
-                format!(
-                    "fixed rate {rate:.0} msg/s over {} connections, {} B messages, {} s (latency from scheduled send time)",
-                    e.connections, e.size, e.duration_s
-                ),
-                p99,
-                vec![p50, p90, p999, msgs, cpu, cpu_user],
-            ),
-            (None, in_flight) => (
-                format!(
-                    "closed loop, {} connections × {} in flight, {} B messages, {} s",
-                    e.connections,
-                    in_flight.unwrap_or(1),
-                    e.size,
-                    e.duration_s
-                ),
-                msgs,
-                vec![p50, p90, p99, p999, cpu, cpu_user],
-            ),
-        },
-        Outcome::Handshake(h) => (
-            format!(
-                "{} concurrent cycles of connect + upgrade + one {} B echo + close, {} s",
-                h.concurrency, h.size, h.duration_s
-            ),
-            Column {
-                heading: "handshakes/s",
-                value: |o| handshake(o).map(|h| h.handshakes_per_sec),
-                decimals: 0,
-            },
-            vec![
-                Column {
-                    heading: "p50 ms",
-                    value: |o| handshake(o).map(|h| h.latency.p50_us / 1e3),
-                    decimals: 2,
-                },
-                Column {
-                    heading: "p99 ms",
-                    value: |o| handshake(o).map(|h| h.latency.p99_us / 1e3),
-                    decimals: 2,
-                },
-                Column {
-                    heading: "CPU µs/handshake",
-                    value: |o| handshake(o)?.cpu.map(|c| c.total_us_per_op()),
-                    decimals: 1,
-                },
-                Column {
-                    heading: "of which user",
-                    value: |o| handshake(o)?.cpu.map(|c| c.user_us_per_op),
-                    decimals: 1,
-                },
-            ],
-        ),
-        Outcome::Idle(i) => (
-            format!(
-                "{} idle connections held; resident memory of the target's processes",
-                i.requested
-            ),
-            Column {
-                heading: "KiB/conn",
-                value: |o| {
-                    if let Outcome::Idle(i) = o {
-                        i.kib_per_conn
-                    } else {
-                        None
-                    }
-                },
-                decimals: 1,
-            },
-            vec![
-                Column {
-                    heading: "open",
-                    value: |o| {
-                        if let Outcome::Idle(i) = o {
-                            Some(f64::from(i.opened))
-                        } else {
-                            None
-                        }
-                    },
-                    decimals: 0,
-                },
-                Column {
-                    heading: "RSS before MiB",
-                    value: |o| {
-                        if let Outcome::Idle(i) = o {
-                            i.rss_before_kib.map(|k| k as f64 / 1024.0)
-                        } else {
-                            None
-                        }
-                    },
-                    decimals: 1,
-                },
-                Column {
-                    heading: "RSS after MiB",
-                    value: |o| {
-                        if let Outcome::Idle(i) = o {
-                            i.rss_after_kib.map(|k| k as f64 / 1024.0)
-                        } else {
-                            None
-                        }
-                    },
-                    decimals: 1,
-                },
-            ],
-        ),
-    }
 }
 
 /// A number with fixed decimals, or a dash when there is none.
@@ -350,7 +187,7 @@ mod tests {
     use crate::{
         cpu::CpuUse,
         histogram::LatencySummary,
-        outcome::{EchoOutcome, IdleOutcome},
+        outcome::{AbuseCounts, EchoOutcome, IdleOutcome, SpinnersOutcome},
     };
 
     fn echo(target: &str, round: u32, msgs_per_sec: f64, p99_us: f64) -> Record {
@@ -434,8 +271,11 @@ mod tests {
             scenario: "idle".into(),
             result: Outcome::Idle(IdleOutcome {
                 url: "ws://127.0.0.1:1/".into(),
+                echo_first: false,
                 requested: 9_000,
                 opened: 9_000,
+                held: 9_000,
+                served: 8_999,
                 open_s: 2.0,
                 pids: vec![],
                 rss_before_kib: None,
@@ -447,7 +287,51 @@ mod tests {
         };
         let section = render(&[record], "", "x", &[]);
         assert!(
-            section.contains("| wasp | – | – | – | 9000 | – | – | 0 |"),
+            section.contains("### idle: 9000 connections held idle after the handshake, no message exchanged"),
+            "{section}"
+        );
+        assert!(
+            section.contains("| wasp | – | – | – | 9000 | 8999 | – | – | 0 |"),
+            "{section}"
+        );
+    }
+
+    #[test]
+    fn spinners_tables_compare_phases_without_ratios_between_targets() {
+        let phase = |p99_us: f64| {
+            let Outcome::Echo(mut e) = echo("wasp-filter", 1, 2_000.0, p99_us).result else {
+                unreachable!()
+            };
+            (e.rate, e.in_flight) = (Some(2_000.0), None);
+            e
+        };
+        let record = Record {
+            round: 1,
+            target: "wasp-filter".into(),
+            scenario: "spinners".into(),
+            result: Outcome::Spinners(SpinnersOutcome {
+                spin_url: "ws://127.0.0.1:1/spin/".into(),
+                abusers_per_sec: 50.0,
+                spin_message: "loop".into(),
+                quiet: phase(500.0),
+                abused: phase(12_000.0),
+                abusers: AbuseCounts {
+                    started: 500,
+                    closed_1011: 498,
+                    other: 2,
+                    ..AbuseCounts::default()
+                },
+            }),
+        };
+        let section = render(&[record], "", "x", &[]);
+        assert!(
+            section.contains("50 abusive connections a second each send `loop`"),
+            "{section}"
+        );
+        assert!(section.contains("Only wasp-filter runs this scenario"), "{section}");
+        assert!(!section.contains("÷ nginx"), "{section}");
+        assert!(
+            section.contains("| wasp-filter | 0 | 500 | 0 | 12000 | 24.00 | – | – | 500 | 498 | 0 | 0 | 2 | 0 |"),
             "{section}"
         );
     }

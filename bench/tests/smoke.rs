@@ -141,11 +141,71 @@ fn idle_connections_and_backend_memory() {
     ]) else {
         panic!("idle outcome expected");
     };
-    assert_eq!(idle.opened, 300, "{idle:?}");
+    assert!(!idle.echo_first);
+    // Every connection answered the ping after the reading: the backend itself, with no proxy in front.
+    assert_eq!((idle.opened, idle.held, idle.served), (300, 300, 300), "{idle:?}");
     assert!(
         idle.rss_after_kib.is_some() && idle.kib_per_conn.is_some(),
         "{idle:?}"
     );
+}
+
+#[test]
+fn idle_connections_after_one_echo_each() {
+    let backend = Backend::start();
+    let url = backend.url();
+    let pid = backend.child.id().to_string();
+    let Outcome::Idle(idle) = bench(&[
+        "idle",
+        "--echo-first",
+        "--url",
+        &url,
+        "-n",
+        "300",
+        "--settle",
+        "100ms",
+        "--pid",
+        &pid,
+    ]) else {
+        panic!("idle outcome expected");
+    };
+    assert!(idle.echo_first);
+    assert_eq!((idle.opened, idle.held, idle.served), (300, 300, 300), "{idle:?}");
+    assert!(idle.kib_per_conn.is_some(), "{idle:?}");
+}
+
+#[test]
+fn spinners_against_a_backend_that_only_echoes() {
+    // No filter spins here: every abusive message comes back, and both phases measure the echo.
+    let backend = Backend::start();
+    let url = backend.url();
+    let Outcome::Spinners(spinners) = bench(&[
+        "spinners",
+        "--url",
+        &url,
+        "--spin-url",
+        &url,
+        "-c",
+        "4",
+        "--rate",
+        "200",
+        "-d",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--abusers-per-sec",
+        "20",
+    ]) else {
+        panic!("spinners outcome expected");
+    };
+    assert!(
+        spinners.quiet.messages > 0 && spinners.abused.messages > 0,
+        "{spinners:?}"
+    );
+    let abusers = &spinners.abusers;
+    assert!(abusers.started > 0, "{spinners:?}");
+    assert_eq!(abusers.answered, abusers.started, "{spinners:?}");
+    assert_eq!(abusers.closed_1011 + abusers.refused + abusers.other, 0);
 }
 
 #[test]
