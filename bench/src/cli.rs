@@ -349,7 +349,11 @@ mod tests {
         };
         assert_eq!(spinners.spin_url, "ws://127.0.0.1:9104/spin/");
         assert_eq!(
-            (spinners.connections, spinners.rate, spinners.abusers_per_sec),
+            (
+                spinners.connections,
+                spinners.rate,
+                spinners.abusers_per_sec
+            ),
             (100, 2000.0, 20.0)
         );
         assert_eq!(
@@ -357,7 +361,16 @@ mod tests {
             ("loop", 4)
         );
         assert!(parse(&["spinners"]).is_err(), "--spin-url is required");
-        assert!(parse(&["spinners", "--spin-url", "ws://x/", "--abusers-per-sec", "0"]).is_err());
+        assert!(
+            parse(&[
+                "spinners",
+                "--spin-url",
+                "ws://x/",
+                "--abusers-per-sec",
+                "0"
+            ])
+            .is_err()
+        );
     }
 
     #[test]

@@ -218,8 +218,14 @@ mod tests {
             target.sources,
             [Ipv4Addr::new(127, 0, 0, 6), Ipv4Addr::new(127, 0, 0, 7)]
         );
+        // 127.0.0.252 to .254 are the last three; a fourth would be .255.
         assert!(
             Target::resolve_from("ws://127.0.0.1:9001/", 250, 3)
+                .await
+                .is_ok()
+        );
+        assert!(
+            Target::resolve_from("ws://127.0.0.1:9001/", 250, 4)
                 .await
                 .is_err()
         );

@@ -14,7 +14,7 @@ pub enum Outcome {
     Echo(EchoOutcome),
     Handshake(HandshakeOutcome),
     Idle(IdleOutcome),
-    Spinners(SpinnersOutcome),
+    Spinners(Box<SpinnersOutcome>),
 }
 
 /// `echo`: messages echoed in the measured window.
@@ -218,7 +218,13 @@ impl fmt::Display for Outcome {
                     self.errors()
                 )?;
                 for (what, first) in [
-                    ("first error", o.quiet.first_error.as_ref().or(o.abused.first_error.as_ref())),
+                    (
+                        "first error",
+                        o.quiet
+                            .first_error
+                            .as_ref()
+                            .or(o.abused.first_error.as_ref()),
+                    ),
                     ("first refusal", a.first_refused.as_ref()),
                     ("first other", a.first_other.as_ref()),
                 ] {
@@ -285,7 +291,9 @@ mod tests {
         assert_eq!(serde_json::from_str::<Outcome>(&json).unwrap(), outcome);
         let line = outcome.to_string();
         assert!(
-            line.contains("10/10 open, 10 held") && line.contains("9 served") && line.contains("50.0 KiB/conn"),
+            line.contains("10/10 open, 10 held")
+                && line.contains("9 served")
+                && line.contains("50.0 KiB/conn"),
             "{line}"
         );
     }

@@ -50,14 +50,14 @@ pub async fn run(args: &SpinnersArgs) -> Result<Outcome> {
     ));
     let abused = echo::measure(&echo_args).await?;
     let abusers = abuse.await??;
-    Ok(Outcome::Spinners(SpinnersOutcome {
+    Ok(Outcome::Spinners(Box::new(SpinnersOutcome {
         spin_url: args.spin_url.clone(),
         abusers_per_sec: args.abusers_per_sec,
         spin_message: args.spin_message.clone(),
         quiet,
         abused,
         abusers,
-    }))
+    })))
 }
 
 /// Opens `per_sec` abusive connections a second until `until`, each sending `message`, and counts their fates
@@ -216,6 +216,9 @@ mod tests {
         );
         assert_eq!((counts.answered, counts.other), (1, 2));
         assert_eq!(counts.first_refused.as_deref(), Some("503"));
-        assert_eq!(counts.first_other.as_deref(), Some("closed with Some(1000)"));
+        assert_eq!(
+            counts.first_other.as_deref(),
+            Some("closed with Some(1000)")
+        );
     }
 }

@@ -143,7 +143,11 @@ fn idle_connections_and_backend_memory() {
     };
     assert!(!idle.echo_first);
     // Every connection answered the ping after the reading: the backend itself, with no proxy in front.
-    assert_eq!((idle.opened, idle.held, idle.served), (300, 300, 300), "{idle:?}");
+    assert_eq!(
+        (idle.opened, idle.held, idle.served),
+        (300, 300, 300),
+        "{idle:?}"
+    );
     assert!(
         idle.rss_after_kib.is_some() && idle.kib_per_conn.is_some(),
         "{idle:?}"
@@ -170,7 +174,11 @@ fn idle_connections_after_one_echo_each() {
         panic!("idle outcome expected");
     };
     assert!(idle.echo_first);
-    assert_eq!((idle.opened, idle.held, idle.served), (300, 300, 300), "{idle:?}");
+    assert_eq!(
+        (idle.opened, idle.held, idle.served),
+        (300, 300, 300),
+        "{idle:?}"
+    );
     assert!(idle.kib_per_conn.is_some(), "{idle:?}");
 }
 
