@@ -78,7 +78,7 @@ pub async fn run(args: &IdleArgs, nofile: u64) -> Result<Outcome> {
 
     sleep(args.settle).await;
     let rss_after_kib = rss()?;
-    let count = u32::try_from(held.len())?;
+    let held_at_reading = u32::try_from(held.len())?;
     let after = if args.echo_first {
         Check::Echo { round: 1 }
     } else {
@@ -90,8 +90,8 @@ pub async fn run(args: &IdleArgs, nofile: u64) -> Result<Outcome> {
     drop(held);
 
     let kib_per_conn = match (rss_before_kib, rss_after_kib) {
-        (Some(before), Some(after)) if count > 0 => {
-            Some((after as f64 - before as f64) / f64::from(count))
+        (Some(before), Some(after)) if held_at_reading > 0 => {
+            Some((after as f64 - before as f64) / f64::from(held_at_reading))
         }
         _ => None,
     };
@@ -100,7 +100,7 @@ pub async fn run(args: &IdleArgs, nofile: u64) -> Result<Outcome> {
         echo_first: args.echo_first,
         requested: args.connections,
         opened,
-        held: count,
+        held: held_at_reading,
         served,
         open_s,
         pids: args.target.pids.clone(),
@@ -121,7 +121,7 @@ struct Held {
 /// How a held connection proves it is served.
 #[derive(Debug, Clone, Copy)]
 enum Check {
-    /// A ping round trip: no message reaches the backend or a filter.
+    /// A ping round trip: a control frame, which no filter sees.
     Ping,
     /// One binary message echoed unchanged; `round` 0 before the reading, 1 after.
     Echo { round: u8 },
