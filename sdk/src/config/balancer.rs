@@ -108,7 +108,10 @@ mod tests {
             "consistent": false,
             "servers": [ { "address": "127.0.0.1:8081", "weight": 1, "backup": false } ] } } });
         assert_eq!(serde_json::to_value(&config).unwrap(), json);
-        assert_eq!(serde_json::from_value::<BalancerConfig>(json).unwrap(), config);
+        assert_eq!(
+            serde_json::from_value::<BalancerConfig>(json).unwrap(),
+            config
+        );
     }
 
     #[test]
@@ -134,6 +137,9 @@ mod tests {
         assert!(!upstream.consistent);
         assert_eq!(upstream.servers[0].weight, 1);
         assert!(!upstream.servers[0].backup);
-        assert_eq!(crate::parse_config::<BalancerConfig>(""), Ok(BalancerConfig::default()));
+        assert_eq!(
+            crate::parse_config::<BalancerConfig>(""),
+            Ok(BalancerConfig::default())
+        );
     }
 }

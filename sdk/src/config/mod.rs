@@ -28,7 +28,7 @@ mod router;
 
 pub use balancer::{Balance, BalancerConfig, Upstream, UpstreamServer};
 pub use origin::{OriginConfig, OriginPolicy};
-pub use router::{FixedResponse, LocationAction, MatchKind, Location, RouterConfig, Server};
+pub use router::{FixedResponse, Location, LocationAction, MatchKind, RouterConfig, Server};
 
 /// Parses a `configure` string as JSON into `T`, with an error message that
 /// names the cause (`serde_json` reports line and column).

@@ -62,7 +62,10 @@ mod tests {
         let json = json!({ "locations": { "1": { "origins": ["https://chat.example.com"],
             "allow_missing": false } } });
         assert_eq!(serde_json::to_value(&config).unwrap(), json);
-        assert_eq!(serde_json::from_value::<OriginConfig>(json).unwrap(), config);
+        assert_eq!(
+            serde_json::from_value::<OriginConfig>(json).unwrap(),
+            config
+        );
     }
 
     #[test]

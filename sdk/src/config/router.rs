@@ -191,7 +191,12 @@ mod tests {
                         "upstream": "127.0.0.1:9000", "uri": null }),
             ),
             (
-                location(2, MatchKind::PrefixStopRegex, "/static/", LocationAction::Static),
+                location(
+                    2,
+                    MatchKind::PrefixStopRegex,
+                    "/static/",
+                    LocationAction::Static,
+                ),
                 json!({ "id": 2, "kind": "prefix_stop_regex", "pattern": "/static/",
                         "action": "static" }),
             ),
@@ -235,7 +240,10 @@ mod tests {
         assert!(table.servers[0].server_names.is_empty());
         assert!(table.servers[0].locations.is_empty());
         let locations = &table.servers[1].locations;
-        assert!(matches!(&locations[0].action, LocationAction::Proxy { uri: None, .. }));
+        assert!(matches!(
+            &locations[0].action,
+            LocationAction::Proxy { uri: None, .. }
+        ));
         assert!(matches!(
             &locations[1].action,
             LocationAction::Return { response } if response.headers.is_empty() && response.body.is_empty()
@@ -245,7 +253,8 @@ mod tests {
     #[test]
     fn unknown_kinds_and_actions_are_refused() {
         let location = |kind: &str, action: &str| {
-            let json = format!(r#"{{ "id": 0, "kind": "{kind}", "pattern": "/", "action": "{action}" }}"#);
+            let json =
+                format!(r#"{{ "id": 0, "kind": "{kind}", "pattern": "/", "action": "{action}" }}"#);
             serde_json::from_str::<Location>(&json)
         };
         assert!(location("prefix", "static").is_ok());
