@@ -14,56 +14,11 @@
 //! first server answers) and matches the path as sent; wasp's default router
 //! (`plugins/router`) does nginx's full matching.
 
-use serde::Deserialize;
+use wasp_sdk::config::{Location, LocationAction, MatchKind, RouterConfig, Server};
 use wasp_sdk::{Decision, ProxyTo, RequestHead, Response, Router, StaticFiles};
 
 /// Requests under this prefix that name a `room` are routed by room.
 const ROOM_PREFIX: &str = "/ws/";
-
-/// The routing table wasp sends to `configure` (`docs-config-spec.md`);
-/// fields this router does not use are ignored.
-#[derive(Deserialize)]
-struct Table {
-    servers: Vec<Server>,
-}
-
-#[derive(Deserialize)]
-struct Server {
-    listen: Vec<String>,
-    locations: Vec<Location>,
-}
-
-#[derive(Deserialize)]
-struct Location {
-    id: u32,
-    /// `exact`, `prefix`, `prefix_stop_regex`, `regex` or `regex_nocase`.
-    kind: String,
-    pattern: String,
-    #[serde(flatten)]
-    action: Action,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-enum Action {
-    Proxy {
-        upstream: String,
-        /// `proxy_pass`'s URI part, which replaces the matched prefix.
-        uri: Option<String>,
-    },
-    Static,
-    Return {
-        #[serde(rename = "return")]
-        answer: Answer,
-    },
-}
-
-#[derive(Deserialize)]
-struct Answer {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
 
 /// The router: the host's table, kept as sent.
 pub struct RoomRouter {
@@ -72,7 +27,8 @@ pub struct RoomRouter {
 
 impl Router for RoomRouter {
     fn configure(config: &str) -> Result<Self, String> {
-        let table: Table = wasp_sdk::parse_config(config)?;
+        // The routing table wasp sends: `wasp_sdk::config` defines it.
+        let table: RouterConfig = wasp_sdk::parse_config(config)?;
         // Refusing here keeps the previous version serving and names the mistake.
         if !table
             .servers
@@ -109,23 +65,25 @@ impl Router for RoomRouter {
             }
         }
         let Some(location) = find(server, &head.path) else {
-            return respond(404, Vec::new(), String::new());
+            return Decision::Respond(Response {
+                status: 404,
+                headers: Vec::new(),
+                body: String::new(),
+            });
         };
         match &location.action {
-            Action::Proxy { upstream, uri } => {
+            LocationAction::Proxy { upstream, uri } => {
                 let target = match uri {
                     Some(uri) => format!("{uri}{}", &target[location.pattern.len()..]),
                     None => target,
                 };
                 proxy(location, upstream, target)
             }
-            Action::Static => Decision::StaticFiles(StaticFiles {
+            LocationAction::Static => Decision::StaticFiles(StaticFiles {
                 location: location.id,
                 path: head.path.clone(),
             }),
-            Action::Return { answer } => {
-                respond(answer.status, answer.headers.clone(), answer.body.clone())
-            }
+            LocationAction::Return { response } => Decision::Respond(response.clone().into()),
         }
     }
 }
@@ -137,7 +95,7 @@ fn shards(server: &Server) -> impl Iterator<Item = (&Location, &str)> {
         .locations
         .iter()
         .filter_map(|location| match &location.action {
-            Action::Proxy { upstream, .. } if location.pattern.starts_with(ROOM_PREFIX) => {
+            LocationAction::Proxy { upstream, .. } if location.pattern.starts_with(ROOM_PREFIX) => {
                 Some((location, upstream.as_str()))
             }
             _ => None,
@@ -149,11 +107,14 @@ fn find<'a>(server: &'a Server, path: &str) -> Option<&'a Location> {
     let locations = &server.locations;
     let exact = locations
         .iter()
-        .find(|l| l.kind == "exact" && l.pattern == path);
+        .find(|l| l.kind == MatchKind::Exact && l.pattern == path);
     exact.or_else(|| {
         locations
             .iter()
-            .filter(|l| l.kind.starts_with("prefix") && path.starts_with(&l.pattern))
+            .filter(|l| {
+                matches!(l.kind, MatchKind::Prefix | MatchKind::PrefixStopRegex)
+                    && path.starts_with(&l.pattern)
+            })
             .max_by_key(|l| l.pattern.len())
     })
 }
@@ -191,14 +152,6 @@ fn proxy(location: &Location, upstream: &str, uri: String) -> Decision {
         upstream: upstream.to_owned(),
         uri,
         set_headers: Vec::new(),
-    })
-}
-
-fn respond(status: u16, headers: Vec<(String, String)>, body: String) -> Decision {
-    Decision::Respond(Response {
-        status,
-        headers,
-        body,
     })
 }
 

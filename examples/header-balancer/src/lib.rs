@@ -16,8 +16,9 @@ const HEADER: &str = "x-backend";
 pub struct HeaderBalancer;
 
 impl Balancer for HeaderBalancer {
-    /// wasp sends the upstreams' configuration (policies, servers); this
-    /// balancer needs none of it.
+    /// wasp sends the upstreams' configuration (a
+    /// [`BalancerConfig`](wasp_sdk::config::BalancerConfig): policies,
+    /// servers); this balancer needs none of it.
     fn configure(_config: &str) -> Result<Self, String> {
         Ok(HeaderBalancer)
     }

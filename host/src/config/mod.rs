@@ -18,7 +18,9 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Deserialize;
+// Balancing policies and location match kinds are the plugin contract's
+// types: the configuration and the plugins' JSON name them the same way.
+pub use wasp_sdk::config::{Balance, MatchKind};
 
 /// The embedded default configuration: the chat example (`examples/chat-app/wasp.toml`),
 /// the nginx guide's chat-app layout plus an Origin check and the redact filter.
@@ -78,32 +80,6 @@ pub struct Upstream {
     pub servers: Vec<UpstreamServer>,
     /// Active health checks, if configured.
     pub health: Option<HealthCheck>,
-}
-
-/// Upstream balancing policies.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Balance {
-    /// Weighted round-robin (nginx's default).
-    RoundRobin,
-    /// Hash of the client address (nginx `ip_hash`).
-    IpHash,
-    /// Fewest active connections (nginx `least_conn`).
-    LeastConn,
-    /// Hash of the expanded `hash_key` (nginx `hash`).
-    Hash,
-}
-
-impl Balance {
-    /// The name used in the configuration and the balancer JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Balance::RoundRobin => "round_robin",
-            Balance::IpHash => "ip_hash",
-            Balance::LeastConn => "least_conn",
-            Balance::Hash => "hash",
-        }
-    }
 }
 
 /// One server of an upstream.
@@ -209,45 +185,6 @@ pub struct Location {
     pub filters: Vec<FilterSpec>,
     /// Largest relayed WebSocket message in bytes; 1009 above (default 1 MiB).
     pub max_message_size: usize,
-}
-
-/// nginx location modifiers.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum MatchKind {
-    /// `/prefix`
-    Prefix,
-    /// `= /exact`
-    Exact,
-    /// `^~ /prefix`: a prefix that, when longest, skips the regex locations.
-    PrefixStopRegex,
-    /// `~ regex`
-    Regex,
-    /// `~* regex` (case-insensitive)
-    RegexNoCase,
-}
-
-impl MatchKind {
-    /// The name used in the router JSON.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            MatchKind::Prefix => "prefix",
-            MatchKind::Exact => "exact",
-            MatchKind::PrefixStopRegex => "prefix_stop_regex",
-            MatchKind::Regex => "regex",
-            MatchKind::RegexNoCase => "regex_nocase",
-        }
-    }
-
-    /// The modifier written before the pattern in `path` (empty for a plain prefix).
-    pub fn modifier(self) -> &'static str {
-        match self {
-            MatchKind::Prefix => "",
-            MatchKind::Exact => "=",
-            MatchKind::PrefixStopRegex => "^~",
-            MatchKind::Regex => "~",
-            MatchKind::RegexNoCase => "~*",
-        }
-    }
 }
 
 /// What a location does.

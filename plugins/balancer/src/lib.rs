@@ -24,9 +24,9 @@ mod round_robin;
 
 use std::collections::HashMap;
 
+use wasp_sdk::config::Balance;
 use wasp_sdk::{Balancer, Peer, RequestHead};
 
-use config::{Config, Policy};
 use consistent::Ring;
 use peers::Candidates;
 use round_robin::RoundRobin;
@@ -37,7 +37,7 @@ pub struct DefaultBalancer {
 }
 
 struct Upstream {
-    policy: Policy,
+    policy: Balance,
     consistent: bool,
     /// Schedules for round-robin, least_conn ties and the hash policies'
     /// fallback.
@@ -59,7 +59,7 @@ impl Upstream {
 
 impl Balancer for DefaultBalancer {
     fn configure(config: &str) -> Result<Self, String> {
-        let config = Config::parse(config)?;
+        let config = config::parse(config)?;
         let upstreams = config
             .upstreams
             .into_iter()
@@ -87,13 +87,13 @@ impl Balancer for DefaultBalancer {
         let upstream = self.upstreams.get_mut(upstream)?;
         let candidates = Candidates::new(peers);
         let chosen = match upstream.policy {
-            Policy::RoundRobin => None,
-            Policy::IpHash => ip_hash::pick(&candidates, &head.client_ip),
-            Policy::LeastConn => least_conn::pick(&candidates, &mut upstream.round_robin, cursor),
-            Policy::Hash if upstream.consistent => {
+            Balance::RoundRobin => None,
+            Balance::IpHash => ip_hash::pick(&candidates, &head.client_ip),
+            Balance::LeastConn => least_conn::pick(&candidates, &mut upstream.round_robin, cursor),
+            Balance::Hash if upstream.consistent => {
                 upstream.ring(&candidates).pick(&candidates, hash_key)
             }
-            Policy::Hash => hash::pick(&candidates, hash_key),
+            Balance::Hash => hash::pick(&candidates, hash_key),
         };
         // Round-robin is the policy itself or, as in nginx, what the others
         // fall back to when their own choice finds nothing usable.

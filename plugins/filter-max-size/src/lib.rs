@@ -5,23 +5,21 @@
 //! (`k`, `m`, `g` in powers of 1024); 64 KiB when absent, so the bare
 //! `filters = ["max-size"]` of the configuration spec works.
 
+use wasp_sdk::units::Size;
 use wasp_sdk::{Action, CloseFrame, Direction, Filter, Message};
 
 /// The limit when the configuration gives none.
-const DEFAULT_MAX: u64 = 64 << 10;
+const DEFAULT_MAX: Size = Size(64 << 10);
 
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Config {
     /// Largest message allowed, in bytes.
-    #[serde(
-        default = "default_max",
-        deserialize_with = "wasp_sdk::deserialize_size"
-    )]
-    max: u64,
+    #[serde(default = "default_max")]
+    max: Size,
 }
 
-fn default_max() -> u64 {
+fn default_max() -> Size {
     DEFAULT_MAX
 }
 
@@ -33,7 +31,7 @@ pub struct MaxSize {
 impl Filter for MaxSize {
     fn configure(config: &str) -> Result<Self, String> {
         let config: Config = wasp_sdk::parse_config(config)?;
-        Ok(MaxSize { max: config.max })
+        Ok(MaxSize { max: config.max.0 })
     }
 
     fn on_message(&mut self, _conn: u64, _dir: Direction, msg: Message) -> Action {

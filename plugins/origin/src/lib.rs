@@ -1,13 +1,8 @@
 //! wasp's default origin checker: a per-location allow-list for the
 //! `Origin` header of WebSocket handshakes.
 //!
-//! Configuration (built by the host from each location's `origins` and
-//! `allow_missing_origin`):
-//!
-//! ```json
-//! { "locations": { "1": { "origins": ["https://chat.example.com", "https://*.example.com"],
-//!                         "allow_missing": true } } }
-//! ```
+//! Configuration: [`wasp_sdk::config::OriginConfig`], built by the host
+//! from each location's `origins` and `allow_missing_origin`.
 //!
 //! A pattern is `scheme://host[:port]` with no path. Schemes and hosts
 //! compare case-insensitively; ports compare after filling in the scheme's
@@ -19,30 +14,11 @@
 
 use std::collections::HashMap;
 
+use wasp_sdk::config::OriginConfig;
 use wasp_sdk::{Origin, RequestHead};
 
 /// How much of a refused origin the reason repeats: it is client-supplied.
 const MAX_SHOWN: usize = 100;
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Config {
-    #[serde(default)]
-    locations: HashMap<u32, LocationConfig>,
-}
-
-#[derive(serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LocationConfig {
-    #[serde(default)]
-    origins: Vec<String>,
-    #[serde(default = "allow_missing_default")]
-    allow_missing: bool,
-}
-
-fn allow_missing_default() -> bool {
-    true
-}
 
 /// One location's policy.
 struct Policy {
@@ -201,7 +177,7 @@ pub struct OriginCheck {
 
 impl Origin for OriginCheck {
     fn configure(config: &str) -> Result<Self, String> {
-        let config: Config = wasp_sdk::parse_config(config)?;
+        let config: OriginConfig = wasp_sdk::parse_config(config)?;
         let mut locations = HashMap::with_capacity(config.locations.len());
         for (id, location) in config.locations {
             let patterns = location

@@ -1,6 +1,6 @@
 //! wasp's default router: picks the server and the location of each request
 //! the way nginx does, from the routing table the host sends to `configure`
-//! ("Router plugin contract" in `docs-config-spec.md`).
+//! ([`wasp_sdk::config::RouterConfig`]).
 //!
 //! `configure` does all the work it can do once: it groups servers by listen
 //! address, hashes exact paths, sorts prefixes longest first and compiles

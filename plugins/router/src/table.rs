@@ -1,72 +1,14 @@
-//! The routing table: the JSON the host sends, checked and compiled once in
-//! `configure` into the structures `select` walks for every request.
+//! The routing table: the host's [`RouterConfig`], checked and compiled
+//! once in `configure` into the structures `select` walks for every request.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 
 use regex::bytes::{Regex, RegexBuilder};
-use serde::Deserialize;
 use wasp_sdk::Response;
+use wasp_sdk::config::{self, LocationAction, MatchKind, RouterConfig};
 
 use crate::names::{self, Names};
-
-#[derive(Deserialize)]
-struct TableJson {
-    servers: Vec<ServerJson>,
-}
-
-#[derive(Deserialize)]
-struct ServerJson {
-    listen: Vec<String>,
-    #[serde(default)]
-    server_names: Vec<String>,
-    #[serde(default)]
-    locations: Vec<LocationJson>,
-}
-
-#[derive(Deserialize)]
-struct LocationJson {
-    id: u32,
-    kind: Kind,
-    pattern: String,
-    #[serde(flatten)]
-    action: ActionJson,
-}
-
-/// nginx's location modifiers: `=`, none, `^~`, `~`, `~*`.
-#[derive(Deserialize, Clone, Copy, PartialEq)]
-#[serde(rename_all = "snake_case")]
-enum Kind {
-    Exact,
-    Prefix,
-    PrefixStopRegex,
-    Regex,
-    RegexNocase,
-}
-
-#[derive(Deserialize)]
-#[serde(tag = "action", rename_all = "snake_case")]
-enum ActionJson {
-    Proxy {
-        upstream: String,
-        #[serde(default)]
-        uri: Option<String>,
-    },
-    Static,
-    Return {
-        #[serde(rename = "return")]
-        response: ReturnJson,
-    },
-}
-
-#[derive(Deserialize)]
-struct ReturnJson {
-    status: u16,
-    #[serde(default)]
-    headers: Vec<(String, String)>,
-    #[serde(default)]
-    body: String,
-}
 
 /// Everything `route` needs, indexed for it.
 pub(crate) struct Table {
@@ -131,10 +73,10 @@ impl Table {
     /// Parses and compiles the routing table; an error names the faulty
     /// server or location so the operator can find it.
     pub(crate) fn parse(config: &str) -> Result<Self, String> {
-        let json: TableJson = wasp_sdk::parse_config(config)?;
-        let mut servers = Vec::with_capacity(json.servers.len());
+        let table: RouterConfig = wasp_sdk::parse_config(config)?;
+        let mut servers = Vec::with_capacity(table.servers.len());
         let mut listeners: HashMap<String, Names> = HashMap::new();
-        for (index, server) in json.servers.into_iter().enumerate() {
+        for (index, server) in table.servers.into_iter().enumerate() {
             let server_names =
                 names::parse(&server.server_names).map_err(|e| format!("server {index}: {e}"))?;
             for listen in server.listen {
@@ -151,22 +93,22 @@ impl Table {
 }
 
 impl Server {
-    fn compile(locations: Vec<LocationJson>) -> Result<Self, String> {
+    fn compile(locations: Vec<config::Location>) -> Result<Self, String> {
         let mut server = Server {
             exact: HashMap::new(),
             prefixes: Vec::new(),
             regexes: Vec::new(),
             redirects: HashSet::new(),
         };
-        for LocationJson {
+        for config::Location {
             id,
             kind,
             pattern,
             action,
         } in locations
         {
-            let is_regex = matches!(kind, Kind::Regex | Kind::RegexNocase);
-            let proxied = matches!(action, ActionJson::Proxy { .. });
+            let is_regex = matches!(kind, MatchKind::Regex | MatchKind::RegexNoCase);
+            let proxied = matches!(action, LocationAction::Proxy { .. });
             if let Some(bare) = pattern.strip_suffix('/')
                 && proxied
                 && !is_regex
@@ -182,7 +124,7 @@ impl Server {
                 action: Action::compile(action, strip),
             };
             match kind {
-                Kind::Exact => match server.exact.entry(pattern.into_bytes().into()) {
+                MatchKind::Exact => match server.exact.entry(pattern.into_bytes().into()) {
                     Entry::Occupied(taken) => {
                         let pattern = String::from_utf8_lossy(taken.key());
                         return Err(format!("location {id}: duplicate location \"= {pattern}\""));
@@ -191,14 +133,14 @@ impl Server {
                         slot.insert(location);
                     }
                 },
-                Kind::Prefix | Kind::PrefixStopRegex => server.prefixes.push(Prefix {
+                MatchKind::Prefix | MatchKind::PrefixStopRegex => server.prefixes.push(Prefix {
                     pattern: pattern.into_bytes().into(),
-                    stop_regex: kind == Kind::PrefixStopRegex,
+                    stop_regex: kind == MatchKind::PrefixStopRegex,
                     location,
                 }),
-                Kind::Regex | Kind::RegexNocase => {
+                MatchKind::Regex | MatchKind::RegexNoCase => {
                     let regex = RegexBuilder::new(&pattern)
-                        .case_insensitive(kind == Kind::RegexNocase)
+                        .case_insensitive(kind == MatchKind::RegexNoCase)
                         .build()
                         .map_err(|e| format!("location {id}: invalid regex {pattern:?}: {e}"))?;
                     server.regexes.push(RegexLocation { regex, location });
@@ -233,18 +175,14 @@ impl Server {
 impl Action {
     /// `strip` is the length of the path a match consumes, for prefix and
     /// exact locations only.
-    fn compile(json: ActionJson, strip: Option<usize>) -> Self {
-        match json {
-            ActionJson::Proxy { upstream, uri } => Action::Proxy {
+    fn compile(action: LocationAction, strip: Option<usize>) -> Self {
+        match action {
+            LocationAction::Proxy { upstream, uri } => Action::Proxy {
                 upstream,
                 rewrite: uri.zip(strip).map(|(with, strip)| Rewrite { strip, with }),
             },
-            ActionJson::Static => Action::Static,
-            ActionJson::Return { response } => Action::Return(Response {
-                status: response.status,
-                headers: response.headers,
-                body: response.body,
-            }),
+            LocationAction::Static => Action::Static,
+            LocationAction::Return { response } => Action::Return(response.into()),
         }
     }
 }
