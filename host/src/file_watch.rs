@@ -4,8 +4,8 @@
 //! Watches each file's directory, not the file: `cargo build`, editors,
 //! `cp` and deploys replace files, and a watch on the old inode goes stale.
 //! Events are debounced, and a change is reported only when a file's content
-//! hash differs from what was last seen, so touching or rewriting a file with
-//! the same bytes does nothing.
+//! hash differs from what was last seen, so touching or rewriting a file (or
+//! its neighbours) with the same bytes does nothing.
 //!
 //! A reload reads files after the change that triggered it, maybe a later
 //! version than the one reported, and writes made meanwhile may end with
@@ -67,13 +67,20 @@ struct Files {
 }
 
 impl Files {
-    /// The files among `touched` whose content differs from what was last seen.
+    /// The files whose content differs from what was last seen, among those
+    /// in a directory where something was `touched`: a file may change with
+    /// no event naming it, when a symbolic link it goes through is swapped
+    /// (as Kubernetes updates the secrets and config maps it mounts).
     fn changed(&self, touched: &HashSet<PathBuf>) -> Vec<PathBuf> {
+        let in_touched_dir = |file: &Path| {
+            let dir = file.parent().unwrap_or(file);
+            touched.iter().any(|path| path.starts_with(dir))
+        };
         self.seen
             .lock()
             .unwrap()
             .iter_mut()
-            .filter(|(file, _)| touched.contains(*file))
+            .filter(|(file, _)| in_touched_dir(file))
             .filter_map(|(file, last)| {
                 let now = digest(file);
                 (now != *last).then(|| {
@@ -251,6 +258,33 @@ mod tests {
         let events = events.lock().unwrap();
         assert_eq!(events.len(), 2, "{events:?}");
         assert!(events.iter().all(|changed| changed == &vec![file.clone()]));
+    }
+
+    #[tokio::test]
+    async fn a_file_behind_a_swapped_symlink_is_reported() {
+        use std::os::unix::fs::symlink;
+        let dir = std::env::temp_dir().join(format!("wasp-watch-link-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("v1")).unwrap();
+        std::fs::create_dir_all(dir.join("v2")).unwrap();
+        std::fs::write(dir.join("v1/cert.pem"), b"one").unwrap();
+        std::fs::write(dir.join("v2/cert.pem"), b"two").unwrap();
+        // Kubernetes' layout: cert.pem -> ..data/cert.pem, ..data -> v1.
+        symlink("v1", dir.join("..data")).unwrap();
+        let file = dir.join("cert.pem");
+        symlink("..data/cert.pem", &file).unwrap();
+        let events = Arc::new(Mutex::new(Vec::new()));
+        let sink = events.clone();
+        let _watcher = watch_files(vec![file.clone()], move |changed| {
+            sink.lock().unwrap().push(changed)
+        })
+        .unwrap();
+
+        // An update swaps `..data`; no event names cert.pem.
+        symlink("v2", dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        wait_for(&events, 1).await;
+        assert_eq!(*events.lock().unwrap(), vec![vec![file]]);
+        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
