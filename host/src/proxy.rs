@@ -12,12 +12,13 @@
 
 use crate::admin::{self, AdminHooks};
 use crate::config::Config;
+use crate::digest::sha256_hex;
+use crate::file_watch::{FileWatcher, watch_files};
 use crate::http::Shared;
 use crate::listener::Listeners;
 use crate::metrics::Metrics;
 use crate::plugins::{CallObserver, Limits, Runtime};
 use crate::site::{Registry, Site};
-use crate::watch::{FileWatcher, sha256_hex, watch_files};
 use crate::workers::Workers;
 use anyhow::Context;
 use std::net::SocketAddr;

@@ -4,8 +4,9 @@
 //! Plain data: nothing here opens sockets, reads TLS files or loads plugins.
 //! Errors carry `SOURCE:LINE:COL` positions, both for TOML syntax and for
 //! semantic checks (unknown upstream, bad regex, ...), and several may be
-//! reported at once.
+//! reported at once. Every default a setting takes is named in [`defaults`].
 
+pub mod defaults;
 mod plugin_json;
 mod raw;
 mod render;
@@ -231,7 +232,8 @@ pub struct LimitReq {
 /// One entry of a location's `filters`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FilterSpec {
-    /// A built-in name (`max-size`, `json`, `rate`, `redact`) or a path to a `.wasm` file.
+    /// A built-in name (the embedded `filter-NAME` plugins: `json`, `max-size`, ...) or
+    /// a path to a `.wasm` file.
     pub plugin: String,
     /// The filter's `config` table as JSON (`{}` when absent).
     pub config: serde_json::Value,

@@ -1,5 +1,5 @@
 //! The configuration file's shape as serde reads it: every field optional
-//! where the file may omit it (defaults are applied in `validate`), spans
+//! where the file may omit it (`validate` applies the `defaults`), spans
 //! kept on the fields that semantic checks point at.
 
 use std::collections::BTreeMap;

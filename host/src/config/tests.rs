@@ -23,6 +23,19 @@ fn errors(text: &str) -> String {
         .to_string()
 }
 
+/// The filter crates of the workspace (`plugins/filter-NAME`), sorted: the
+/// built-in filter names the embedded plugins must offer.
+fn filter_crates() -> Vec<String> {
+    let plugins = Path::new(env!("CARGO_MANIFEST_DIR")).join("../plugins");
+    let mut names: Vec<String> = std::fs::read_dir(plugins)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .filter_map(|dir| dir.strip_prefix("filter-").map(str::to_owned))
+        .collect();
+    names.sort();
+    names
+}
+
 fn proxy(location: &Location) -> (&str, Option<&str>) {
     match &location.action {
         LocationAction::Proxy { upstream, uri } => (upstream, uri.as_deref()),
@@ -585,6 +598,29 @@ fn upstream_server_without_port_is_port_80() {
 const LOCATION_HEAD: &str = "[[server]]\nlisten = \"127.0.0.1:8000\"\n[[server.location]]\n";
 
 #[test]
+fn every_filter_crate_is_a_builtin_filter() {
+    let names = filter_crates();
+    assert!(names.len() >= 4, "{names:?}");
+    let list = names
+        .iter()
+        .map(|name| format!("{name:?}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let config = parse(&format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nfilters = [{list}]\n"
+    ));
+    let plugins: Vec<&str> = config
+        .locations()
+        .next()
+        .unwrap()
+        .filters
+        .iter()
+        .map(|f| f.plugin.as_str())
+        .collect();
+    assert_eq!(plugins, names);
+}
+
+#[test]
 fn error_unknown_key() {
     let text = format!(
         "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nproxy_read_timeout = \"60s\"\n"
@@ -676,6 +712,10 @@ filters = ["gzip"]
 path = "~ \\.php$"
 proxy_pass = "http://lb/index.php"
 "#;
+    let unknown_filter = format!(
+        "test.toml:16:12: unknown filter `gzip`: use {} or a path to a .wasm file",
+        filter_crates().join(", ")
+    );
     let expected = [
         "test.toml:2:11: balance = \"hash\" needs a hash_key, e.g. \"$remote_addr\"",
         "test.toml:3:51: weight must be at least 1",
@@ -683,7 +723,7 @@ proxy_pass = "http://lb/index.php"
         "test.toml:10:14: TLS to upstreams is not supported yet",
         "test.toml:11:21: limit_conn_status must be between 400 and 599",
         "test.toml:14:8: duplicate location `/ws/` in this server (first at line 9)",
-        "test.toml:16:12: unknown filter `gzip`: use max-size, json, rate, redact or a path to a .wasm file",
+        unknown_filter.as_str(),
         "test.toml:20:14: proxy_pass cannot have a URI part in a regex location (nginx rule)",
     ];
     assert_eq!(errors(text), expected.join("\n"));

@@ -1,0 +1,81 @@
+//! What each setting is when the configuration file leaves it out. Where
+//! nginx has the setting, the default is nginx's, so that a configuration
+//! carried over from nginx behaves the same. Switches (`redirect_http`,
+//! `backup`, `websocket`, ...) are off and lists empty unless written.
+
+use std::time::Duration;
+
+use super::Balance;
+
+// ---- top level ----
+
+/// Client connections open at once. wasp's own: nginx counts
+/// `worker_connections` (512) per worker process.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// In-flight work's time to finish on SIGTERM. wasp's own: nginx's
+/// `worker_shutdown_timeout` is unset, waiting for ever.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+// ---- [plugins]: wasp's own, nginx has no plugins ----
+
+/// CPU deadline per plugin call.
+pub const CALL_TIMEOUT: Duration = Duration::from_millis(10);
+/// Linear-memory cap per plugin instance.
+pub const MEMORY_LIMIT: usize = 64 << 20;
+/// Live plugin instances.
+pub const INSTANCES: u32 = 1000;
+
+// ---- [upstreams.NAME] ----
+
+/// nginx balances round-robin unless `ip_hash`, `least_conn` or `hash` is given.
+pub const BALANCE: Balance = Balance::RoundRobin;
+/// nginx `proxy_next_upstream_tries 0`: every peer may be tried.
+pub const NEXT_UPSTREAM_TRIES: u32 = 0;
+/// nginx `server ... weight=1`.
+pub const WEIGHT: u32 = 1;
+/// nginx `server ... max_fails=1`.
+pub const MAX_FAILS: u32 = 1;
+/// nginx `server ... fail_timeout=10s`.
+pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
+/// nginx: an upstream server (or `proxy_pass` host) without a port is on port 80.
+pub const UPSTREAM_PORT: u16 = 80;
+/// nginx Plus `health_check interval=5s`.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
+/// HAProxy's `rise 2` (nginx Plus trusts one success, `passes=1`).
+pub const HEALTH_RISE: u32 = 2;
+/// HAProxy's `fall 3` (nginx Plus gives up after one failure, `fails=1`).
+pub const HEALTH_FALL: u32 = 3;
+
+// ---- [[server]] ----
+
+/// nginx `client_header_timeout 60s`.
+pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx `client_max_body_size 1m`.
+pub const CLIENT_MAX_BODY_SIZE: u64 = 1 << 20;
+/// nginx `large_client_header_buffers 4 8k`: a head of at most 32 KiB.
+pub const MAX_HEADER_SIZE: usize = 32 << 10;
+
+// ---- [[server.location]] ----
+
+/// nginx `proxy_connect_timeout`, `proxy_read_timeout` and
+/// `proxy_send_timeout`: 60s each.
+pub const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx `proxy_buffer_size 4k` (one memory page).
+pub const BUFFER_SIZE: usize = 4 << 10;
+/// nginx `proxy_buffers 8 4k`: count and size in bytes.
+pub const BUFFERS: (usize, usize) = (8, 4 << 10);
+/// nginx `limit_conn_status 503`.
+pub const LIMIT_CONN_STATUS: u16 = 503;
+/// Key of `limit_conn` and `limit_req`. nginx has no default; this is the
+/// key its documentation uses (`limit_conn_zone $binary_remote_addr ...`).
+pub const LIMIT_KEY: &str = "$binary_remote_addr";
+/// nginx `limit_req` without `burst=`: no request above the rate.
+pub const LIMIT_REQ_BURST: u32 = 0;
+/// With `origins` set, still accept handshakes without an `Origin` header.
+/// wasp's own: browsers always send one, other clients often none.
+pub const ALLOW_MISSING_ORIGIN: bool = true;
+/// Largest relayed WebSocket message. wasp's own, the same 1 MiB as
+/// `client_max_body_size`.
+pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// nginx `index index.html`.
+pub const INDEX: &str = "index.html";

@@ -1,0 +1,146 @@
+//! Semantic checks on the raw file shape, producing the typed [`Config`]
+//! with defaults filled in. Every problem is recorded with its position and
+//! checking goes on, so one run reports as many errors as it can.
+//!
+//! This file walks the file from the top; each section of the TOML has its
+//! own file: `plugins` (`[plugins]`), `upstream` (`[upstreams.NAME]`),
+//! `server` (`[[server]]`), `location` (`[[server.location]]`), `action`
+//! (a location's `proxy_pass`, `root` or `return`) and `filters` (a
+//! location's `filters`).
+
+mod action;
+mod filters;
+mod location;
+mod plugins;
+mod server;
+mod upstream;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use toml::Spanned;
+
+use super::raw::RawConfig;
+use super::units::{Dur, Size};
+use super::{Config, ConfigError, Diagnostic, Upstream, defaults, diagnostic};
+use server::parse_listen;
+
+/// Checks `raw` (parsed from `text`) and builds the configuration, or reports every problem found.
+pub fn validate(raw: RawConfig, text: &str, source: &str) -> Result<Config, ConfigError> {
+    let mut checker = Checker {
+        text,
+        source,
+        errors: Vec::new(),
+    };
+    let config = checker.config(raw);
+    if checker.errors.is_empty() {
+        Ok(config)
+    } else {
+        checker
+            .errors
+            .sort_by_key(|error| (error.line, error.column));
+        Err(ConfigError::Invalid(checker.errors))
+    }
+}
+
+struct Checker<'a> {
+    text: &'a str,
+    source: &'a str,
+    errors: Vec<Diagnostic>,
+}
+
+/// What a server's locations need to resolve `proxy_pass`.
+struct Upstreams<'a> {
+    declared: &'a BTreeSet<String>,
+    all: &'a mut BTreeMap<String, Upstream>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, span: Range<usize>, message: impl Into<String>) {
+        let error = diagnostic(self.text, self.source, span.start, message.into());
+        self.errors.push(error);
+    }
+
+    fn config(&mut self, raw: RawConfig) -> Config {
+        let admin = raw.admin.and_then(|admin| {
+            parse_listen(admin.get_ref())
+                .map_err(|message| self.error(admin.span(), format!("admin: {message}")))
+                .ok()
+        });
+        let max_connections = raw
+            .max_connections
+            .map_or(defaults::MAX_CONNECTIONS, |max| {
+                self.at_least_one(&max, "max_connections");
+                max.into_inner() as usize
+            });
+        let workers = raw.workers.map(|workers| {
+            self.at_least_one(&workers, "workers");
+            workers.into_inner() as usize
+        });
+
+        let declared: BTreeSet<String> = raw
+            .upstreams
+            .keys()
+            .map(|name| name.get_ref().clone())
+            .collect();
+        let mut upstreams = BTreeMap::new();
+        for (name, upstream) in raw.upstreams {
+            let upstream = self.upstream(&name, upstream);
+            upstreams.insert(name.into_inner(), upstream);
+        }
+
+        if raw.server.is_empty() {
+            self.error(
+                0..0,
+                "no [[server]] block: a configuration needs at least one",
+            );
+        }
+        let mut next_id = 0;
+        let mut listen_tls = HashMap::new();
+        let mut servers = Vec::new();
+        for server in raw.server {
+            let mut resolve = Upstreams {
+                declared: &declared,
+                all: &mut upstreams,
+            };
+            servers.push(self.server(server, &mut next_id, &mut resolve, &mut listen_tls));
+        }
+
+        Config {
+            admin,
+            max_connections,
+            workers,
+            shutdown_grace: dur(raw.shutdown_grace, defaults::SHUTDOWN_GRACE),
+            plugins: self.plugins(raw.plugins),
+            upstreams,
+            servers,
+        }
+    }
+
+    fn at_least_one<T: Copy + Into<u64>>(&mut self, value: &Spanned<T>, what: &str) {
+        if (*value.get_ref()).into() == 0 {
+            self.error(value.span(), format!("{what} must be at least 1"));
+        }
+    }
+
+    fn path(&mut self, path: Option<Spanned<String>>, what: &str) -> Option<PathBuf> {
+        path.map(|path| self.non_empty_path(path, what))
+    }
+
+    fn non_empty_path(&mut self, path: Spanned<String>, what: &str) -> PathBuf {
+        if path.get_ref().trim().is_empty() {
+            self.error(path.span(), format!("{what} must not be empty"));
+        }
+        PathBuf::from(path.into_inner())
+    }
+}
+
+fn dur(value: Option<Dur>, default: Duration) -> Duration {
+    value.map_or(default, |d| d.0)
+}
+
+fn size(value: Option<Size>, default: usize) -> usize {
+    value.map_or(default, Size::bytes)
+}
