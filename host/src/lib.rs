@@ -8,6 +8,8 @@ pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod direction;
+pub mod filter_chain;
 pub mod http;
 pub mod limits;
 pub mod listener;
