@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Autobahn|Testsuite through wasp: runs the fuzzingclient against a conformant
-# echo backend directly, through a tunnelled location (/raw/) and through a
-# frame-relayed one (/filtered/, the pass-through test filter), then fails
-# when a case passing directly does not pass through wasp.
-# usage: tests/autobahn.sh [quick|full] [OUTDIR]
+# echo backend directly, through a tunnelled location (/raw/), through a
+# frame-relayed one (/filtered/, the pass-through test filter) and through one
+# with the chat default's filter (/redact/), then fails when a case passing
+# directly does not pass through wasp.
+# usage: tests/autobahn.sh [quick|full|limits] [OUTDIR]
 #   quick (default, CI): every case but 9.* (performance), 12.* and 13.* (compression).
 #   full: every case (not in CI): about 30 min directly and through /raw/ each (compression
-#   dominates), 1 min through /filtered/. Reports: OUTDIR/{direct,raw,filtered}/index.html
+#   dominates), 1 min through /filtered/ and /redact/.
+#   limits: only 9.* (messages up to 16 MiB), a few minutes: large messages through the
+#   filters fit the per-call CPU deadline, which grows with the message (call_timeout_per_mib).
+#   Reports: OUTDIR/{direct,raw,filtered,redact}/index.html
 # Needs CPython 2.7 (wstest) and CPython 3 (the backend); installs both
 # environments under target/autobahn/env (AUTOBAHN_DIR overrides).
 set -euo pipefail
@@ -73,13 +77,23 @@ path = "/filtered/"
 proxy_pass = "http://127.0.0.1:$backend_port/"
 filters = ["$passthrough"]
 max_message_size = "64m"
+
+[[server.location]]
+path = "/redact/"
+proxy_pass = "http://127.0.0.1:$backend_port/"
+# The chat default's filter (examples/chat-app/wasp.toml).
+filters = [{ plugin = "redact", config = { words = ["darn", "heck"] } }]
+max_message_size = "64m"
 TOML
 RUST_LOG=${RUST_LOG:-warn} "$target_dir/debug/wasp" run -c "$out/wasp.toml" >"$out/wasp.log" 2>&1 &
 pids+=($!)
 wait_port "$backend_port"
 wait_port "$proxy_port"
 
-for target in direct raw filtered; do
+targets="direct raw filtered redact"
+# 9.* through a tunnel measures nothing of wasp's own limits.
+[ "$mode" = limits ] && targets="direct filtered redact"
+for target in $targets; do
   case $target in
     direct) url="ws://127.0.0.1:$backend_port" ;;
     *) url="ws://127.0.0.1:$proxy_port/$target/" ;;
@@ -90,5 +104,7 @@ done
 
 printf '\n==> comparison (reports in %s)\n' "$out"
 # The frame relay removes Sec-WebSocket-Extensions: no compression through /filtered/.
-python3 "$here/compare.py" --unimplemented 'filtered=12.*,13.*' "direct=$out/direct/index.json" \
-  "raw=$out/raw/index.json" "filtered=$out/filtered/index.json"
+reports=()
+for target in $targets; do reports+=("$target=$out/$target/index.json"); done
+python3 "$here/compare.py" --unimplemented 'filtered=12.*,13.*' --unimplemented 'redact=12.*,13.*' \
+  "${reports[@]}"

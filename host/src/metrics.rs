@@ -29,6 +29,7 @@
 //! location, upstream, peer and plugin names), never from client input:
 //! every distinct value is a series kept for the life of the process.
 
+use crate::direction::Direction;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -37,24 +38,6 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::{Registry, Unit};
 use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
-
-/// Which way a WebSocket message or tunnelled byte went.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Dir {
-    ClientToUpstream,
-    UpstreamToClient,
-}
-
-impl Dir {
-    const ALL: [Dir; 2] = [Dir::ClientToUpstream, Dir::UpstreamToClient];
-
-    fn label(self) -> &'static str {
-        match self {
-            Dir::ClientToUpstream => "client_to_upstream",
-            Dir::UpstreamToClient => "upstream_to_client",
-        }
-    }
-}
 
 /// How a plugin call ended (mirrors `plugins::CallError`, plus success).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -391,15 +374,15 @@ impl Metrics {
     /// of a connection (or of a configuration) and count through it.
     pub fn location(&self, location: &str) -> LocationCounters {
         self.bound_locations.get(location, || {
-            let counter = |family: &Family<DirectionLabels, Counter>, dir: Dir| {
+            let counter = |family: &Family<DirectionLabels, Counter>, dir: Direction| {
                 family.get_or_create_owned(&DirectionLabels {
                     location: location.to_owned(),
                     direction: dir.label(),
                 })
             };
             LocationCounters(Arc::new(LocationSeries {
-                messages: Dir::ALL.map(|dir| counter(&self.ws_messages, dir)),
-                bytes: Dir::ALL.map(|dir| counter(&self.ws_bytes, dir)),
+                messages: Direction::ALL.map(|dir| counter(&self.ws_messages, dir)),
+                bytes: Direction::ALL.map(|dir| counter(&self.ws_bytes, dir)),
                 websockets: self.websockets.get_or_create_owned(&LocationLabels {
                     location: location.to_owned(),
                 }),
@@ -513,7 +496,7 @@ impl Drop for WebSocketGuard {
 }
 
 struct LocationSeries {
-    /// Indexed by `Dir as usize`.
+    /// Indexed by `Direction::index`.
     messages: [Counter; 2],
     bytes: [Counter; 2],
     websockets: Gauge,
@@ -526,14 +509,14 @@ pub struct LocationCounters(Arc<LocationSeries>);
 
 impl LocationCounters {
     /// Counts one WebSocket message of `bytes` payload bytes.
-    pub fn message(&self, dir: Dir, bytes: usize) {
+    pub fn message(&self, dir: Direction, bytes: usize) {
         self.0.messages[dir as usize].inc();
         self.0.bytes[dir as usize].inc_by(bytes as u64);
     }
 
     /// Counts bytes with no message framing (raw tunnels), as they flow, so
     /// that long-lived tunnels show up before they close.
-    pub fn bytes(&self, dir: Dir, bytes: u64) {
+    pub fn bytes(&self, dir: Direction, bytes: u64) {
         self.0.bytes[dir as usize].inc_by(bytes);
     }
 }
@@ -649,11 +632,11 @@ mod tests {
     fn location_counters_count_messages_and_bytes() {
         let metrics = Metrics::new();
         let chat = metrics.location("/chat");
-        chat.message(Dir::ClientToUpstream, 10);
-        chat.message(Dir::ClientToUpstream, 5);
+        chat.message(Direction::ClientToUpstream, 10);
+        chat.message(Direction::ClientToUpstream, 5);
         // A second handle for the same location shares the series.
-        metrics.location("/chat").message(Dir::UpstreamToClient, 7);
-        chat.bytes(Dir::UpstreamToClient, 100);
+        metrics.location("/chat").message(Direction::UpstreamToClient, 7);
+        chat.bytes(Direction::UpstreamToClient, 100);
         let text = metrics.encode();
         let up = r#"{location="/chat",direction="client_to_upstream"}"#;
         let down = r#"{location="/chat",direction="upstream_to_client"}"#;

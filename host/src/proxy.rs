@@ -74,6 +74,7 @@ impl Proxy {
             call_timeout: settings.call_timeout,
             memory_limit: settings.memory_limit,
             instances: settings.instances,
+            ..Limits::default()
         };
         let metrics = Metrics::new();
         let observer: Arc<dyn CallObserver> = metrics.clone();

@@ -1,7 +1,7 @@
 //! `wasp-plugin-bench`: what a plugin call costs on a live pooled instance —
 //! `route` of the embedded router with a 12-header request head, a
 //! pass-through filter's `on-message` with 100 B and 64 KiB messages — and
-//! what a new configured instance costs, measured through `wasp::plugins`
+//! what a new configured instance costs, measured through the plugin runtime
 //! exactly as the proxy calls it (pool, deadline, panic guard included).
 //!
 //! Usage: `wasp-plugin-bench [FILTER.wasm]` (default: the pass-through filter
@@ -16,8 +16,9 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use wasp::config::Config;
-use wasp::plugins::{
-    Direction, FilterPool, Limits, Message, RequestHead, RouterPool, Runtime, embedded,
+use wasp::plugins::embedded;
+use wasp_plugin_runtime::{
+    Direction, FilterPool, Limits, Message, Opened, RequestHead, RouterPool, Runtime,
 };
 
 const BATCHES: usize = 15;
@@ -56,8 +57,11 @@ fn main() -> anyhow::Result<()> {
         black_box(router.route(&head).expect("route"));
     });
 
-    let mut instance = filter.dedicated().map_err(|e| anyhow!("{e}"))?;
-    instance.on_open(1, &head).map_err(|e| anyhow!("{e}"))?;
+    // Connection 1, opened on this thread's instance as the relay does.
+    let mut opened = Opened::default();
+    filter
+        .open(&mut opened, 1, &head)
+        .map_err(|e| anyhow!("{e}"))?;
     for (label, message, calls) in [
         (
             "on-message, 100 B text",
@@ -82,8 +86,8 @@ fn main() -> anyhow::Result<()> {
     ] {
         report(label, calls, || {
             black_box(
-                instance
-                    .on_message(1, Direction::ClientToUpstream, &message)
+                filter
+                    .on_message(&mut opened, 1, &head, Direction::ClientToUpstream, &message)
                     .expect("on-message"),
             );
         });
@@ -93,7 +97,8 @@ fn main() -> anyhow::Result<()> {
         drop(black_box(router.dedicated().expect("instance")));
     });
     report("instantiate + configure, filter", 200, || {
-        drop(black_box(filter.dedicated().expect("instance")));
+        let pool = FilterPool::new(filter.plugin().clone(), String::new());
+        drop(black_box(pool.expect("instance")));
     });
     Ok(())
 }

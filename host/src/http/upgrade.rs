@@ -3,6 +3,7 @@
 
 use super::client_stream::ClientStream;
 use crate::access_log::AccessEntry;
+use crate::filter_chain::FilterChain;
 use crate::metrics::Metrics;
 use crate::plugins::RequestHead;
 use crate::relay::frames::{self, FrameRelayConfig};
@@ -68,7 +69,7 @@ impl Relay {
                 idle_timeout: idle,
                 traffic: location.counters.clone(),
             };
-            let chain = &location.filters;
+            let chain = FilterChain::new(self.conn_id, self.head, &location.filters);
             // Boxed: the frame relay's state is several times the tunnel's,
             // and inline it would size every tunnel's task the same.
             let stats = Box::pin(frames::run(
@@ -76,8 +77,6 @@ impl Relay {
                 client_prefix,
                 upstream,
                 upstream_prefix,
-                self.conn_id,
-                self.head,
                 chain,
                 config,
                 self.shutdown,

@@ -1,15 +1,14 @@
 //! The frame relay: a WebSocket on a location with `filters = [...]` is
-//! relayed message by message, each message through the location's filter
-//! chain, instead of through the raw tunnel.
+//! relayed message by message, each message through an [`Inspector`] (the
+//! location's filter chain), instead of through the raw tunnel.
 //!
 //! Both legs speak WebSocket through tokio-tungstenite: the client leg as the
 //! server, the upstream leg as the client. Fragments are reassembled, so a
 //! filter always sees one whole message; text is validated as UTF-8 first.
-//! The chain runs in its configured order in both directions, inline on the
-//! task (filter calls are synchronous and short). A filter's action decides
-//! what the other peer gets: `forward` it, `replace` it (the next filter sees
-//! the replacement), `drop` it, or `close` the connection, where both peers
-//! get the filter's close frame. `Drop` and `Close` stop the chain.
+//! The inspector runs inline on the task (filter calls are synchronous and
+//! short). Its verdict decides what the other peer gets: the message
+//! unchanged, a replacement, nothing, or a close of the connection, where
+//! both peers get the inspector's close frame.
 //!
 //! Close codes sent by the relay (the same frame goes to both peers):
 //! - a peer's close: relayed to the other peer with its code and reason
@@ -24,8 +23,8 @@
 //! - 1001 `<peer> went away` to one peer when the other vanished without a
 //!   close frame.
 //!
-//! A filter's close code that may not be sent on the wire (e.g. 1005) is
-//! replaced by 1008; reasons are cut to the 123 bytes a close frame holds.
+//! An inspector's close code that may not be sent on the wire (e.g. 1005)
+//! is replaced by 1008; reasons are cut to the 123 bytes a close frame holds.
 //! `RelayStats::close_code` is the code that ended the connection, with the
 //! RFC 6455 reporting codes 1005 (a close without a code) and 1006 (no close).
 //!
@@ -48,31 +47,21 @@
 //! write (one system call for a burst, not one per message) and a slow reader
 //! stops the relay reading from the writer, whose TCP window then fills.
 //! Memory per connection is two read buffers, two write buffers (at most
-//! `WRITE_BUFFER_SIZE` plus one message each) and the filters' instances.
+//! `WRITE_BUFFER_SIZE` plus one message each) and the inspector's state.
 //!
-//! Filters and reloads: the connection owns one dedicated instance per filter
-//! (a trap affects this connection only), opened with `on-open` before
-//! relaying starts. A failed instance is dropped; a fail-closed filter closes
-//! the connection with 1011, a fail-open one lets the message through as it
-//! got it and is given a new instance (with `on-open`) at the next message;
-//! if no instance can be made, a fail-open filter is skipped until it is
-//! reloaded. When a filter's pool is swapped (plugin reloaded), the connection
-//! moves to the new version at its next message: the old instance gets
-//! `on-close`, a new one `on-open`, then the message. Every live instance
-//! gets `on-close` when relaying ends.
+//! The relay knows nothing of plugins: it hands every data message to an
+//! [`Inspector`] (the location's filter chain, `crate::filter_chain`) and
+//! carries out its [`Verdict`].
 
 use crate::clock;
-use crate::metrics::{Dir, LocationCounters};
-use crate::plugins::{
-    Action, CloseFrame, Direction, FilterInstance, FilterPool, Message, RequestHead,
-};
-use arc_swap::ArcSwap;
+use crate::direction::Direction;
+use crate::metrics::LocationCounters;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use std::collections::VecDeque;
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::watch;
@@ -83,13 +72,35 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as WsMessage};
 
-/// One filter of a location's chain: the pool currently serving it (swapped on reload) and its failure policy.
-#[derive(Clone)]
-pub struct FilterSlot {
-    pub name: Arc<str>,
-    pub pool: Arc<ArcSwap<FilterPool>>,
-    /// On failure, forward the message unchanged instead of closing with 1011.
-    pub fail_open: bool,
+/// What the relay asks about every data message: the filter chain.
+pub trait Inspector: Send {
+    /// Called once before relaying starts; `Err` closes both peers with
+    /// this frame.
+    fn open(&mut self) -> Result<(), CloseFrame>;
+
+    /// A text or binary message travelling `dir`.
+    fn inspect(&mut self, dir: Direction, message: &WsMessage) -> Verdict;
+
+    /// Relaying ended.
+    fn close(&mut self);
+}
+
+/// What happens to a data message.
+pub enum Verdict {
+    /// The other peer gets it unchanged.
+    Forward,
+    /// The other peer gets this message instead.
+    Replace(WsMessage),
+    /// Nobody gets it.
+    Drop,
+    /// Both peers get this close frame and relaying stops.
+    Close(CloseFrame),
+}
+
+/// A close frame as an inspector gives it: any code, any reason length.
+pub struct CloseFrame {
+    pub code: u16,
+    pub reason: String,
 }
 
 /// A location's settings for its frame relays.
@@ -130,23 +141,21 @@ const MAX_PINGS: usize = 8;
 /// Longest close reason a close frame can carry (125 bytes minus the code).
 const MAX_REASON: usize = 123;
 
-/// Relays WebSocket messages between an upgraded client connection and upstream connection through the chain.
+/// Relays WebSocket messages between an upgraded client connection and upstream connection through `inspector`.
 /// `client_prefix`/`upstream_prefix`: bytes already read past the HTTP head on each side (hyper's upgrade read_buf).
-#[allow(clippy::too_many_arguments)] // the connection's parts, as the proxy holds them
-pub async fn run<C, U>(
+pub async fn run<C, U, I>(
     client: C,
     client_prefix: Bytes,
     upstream: U,
     upstream_prefix: Bytes,
-    conn_id: u64,
-    head: RequestHead,
-    chain: &[FilterSlot],
+    inspector: I,
     config: FrameRelayConfig,
     mut shutdown: watch::Receiver<bool>,
 ) -> RelayStats
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     U: AsyncRead + AsyncWrite + Unpin + Send,
+    I: Inspector,
 {
     let ws_config = websocket_config(&config);
     let client = WebSocketStream::from_partially_read(
@@ -168,20 +177,20 @@ where
 
     // Both directions run in this one task, so the lock is never contended;
     // a Mutex rather than a RefCell keeps the future `Send`.
-    let state = Mutex::new(State::new(conn_id, head, chain, config.traffic.clone()));
-    let opened = state.lock().unwrap().open_filters();
+    let state = Mutex::new(State::new(inspector, config.traffic.clone()));
+    let opened = state.lock().unwrap().inspector.open();
     let end = match opened {
-        Err(end) => end,
+        Err(frame) => sendable_close(&frame),
         Ok(()) => tokio::select! {
-            end = pump(Side::Client, &mut client_rx, &mut upstream_tx, &state) => end,
-            end = pump(Side::Upstream, &mut upstream_rx, &mut client_tx, &state) => end,
+            end = pump(Direction::ClientToUpstream, &mut client_rx, &mut upstream_tx, &state) => end,
+            end = pump(Direction::UpstreamToClient, &mut upstream_rx, &mut client_tx, &state) => end,
             () = shutdown_requested(&mut shutdown) => End::Close(close_frame(1001, "server shutting down")),
             () = idle(&state, config.idle_timeout) => End::Close(close_frame(1001, "idle timeout")),
         },
     };
     let mut state = state.into_inner().unwrap();
-    state.close_filters();
-    tracing::debug!(conn = conn_id, end = %end, "frame relay finished");
+    state.inspector.close();
+    tracing::debug!(end = %end, "frame relay finished");
     state.stats.close_code = Some(end.code());
 
     let (to_client, to_upstream) = end.farewells();
@@ -209,62 +218,21 @@ fn websocket_config(config: &FrameRelayConfig) -> WebSocketConfig {
         .max_frame_size(Some(config.max_message_size))
 }
 
-/// A peer of the relay.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Side {
-    Client,
-    Upstream,
-}
-
-impl Side {
-    fn other(self) -> Side {
-        match self {
-            Side::Client => Side::Upstream,
-            Side::Upstream => Side::Client,
-        }
-    }
-
-    /// Index into per-direction arrays: that of the messages this side sends.
-    fn index(self) -> usize {
-        self as usize
-    }
-
-    /// The metrics direction of the messages this side sends.
-    fn dir(self) -> Dir {
-        match self {
-            Side::Client => Dir::ClientToUpstream,
-            Side::Upstream => Dir::UpstreamToClient,
-        }
-    }
-
-    /// The direction of the messages this side sends.
-    fn direction(self) -> Direction {
-        match self {
-            Side::Client => Direction::ClientToUpstream,
-            Side::Upstream => Direction::UpstreamToClient,
-        }
-    }
-}
-
-impl fmt::Display for Side {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Side::Client => "client",
-            Side::Upstream => "upstream",
-        })
-    }
-}
+/// A peer, named by the direction of the messages it sends.
+const CLIENT: Direction = Direction::ClientToUpstream;
+const UPSTREAM: Direction = Direction::UpstreamToClient;
 
 /// Why relaying stopped.
 #[derive(Debug)]
 enum End {
-    /// `by` sent this close frame, already answered by tungstenite: relay it.
+    /// The sender of `by` sent this close frame, already answered by
+    /// tungstenite: relay it.
     Closed {
-        by: Side,
+        by: Direction,
         frame: Option<tungstenite::protocol::CloseFrame>,
     },
-    /// This peer vanished without a close frame.
-    Gone(Side),
+    /// The sender of this direction vanished without a close frame.
+    Gone(Direction),
     /// The relay closes the connection: both peers get this frame.
     Close(tungstenite::protocol::CloseFrame),
 }
@@ -289,10 +257,10 @@ impl End {
                         Farewell::Send(frame.clone())
                     }
                 };
-                (leg(Side::Client), leg(Side::Upstream))
+                (leg(CLIENT), leg(UPSTREAM))
             }
             End::Gone(side) => {
-                let frame = close_frame(1001, &format!("{side} went away"));
+                let frame = close_frame(1001, &format!("{} went away", side.sender()));
                 let leg = |s| {
                     if s == side {
                         Farewell::Nothing
@@ -300,7 +268,7 @@ impl End {
                         Farewell::Send(Some(frame.clone()))
                     }
                 };
-                (leg(Side::Client), leg(Side::Upstream))
+                (leg(CLIENT), leg(UPSTREAM))
             }
             End::Close(frame) => (
                 Farewell::Send(Some(frame.clone())),
@@ -314,8 +282,8 @@ impl End {
 impl fmt::Display for End {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            End::Closed { by, .. } => write!(f, "{by} closed with {}", self.code()),
-            End::Gone(side) => write!(f, "{side} went away"),
+            End::Closed { by, .. } => write!(f, "{} closed with {}", by.sender(), self.code()),
+            End::Gone(side) => write!(f, "{} went away", side.sender()),
             End::Close(frame) => write!(f, "closed with {} {}", frame.code, frame.reason),
         }
     }
@@ -353,10 +321,10 @@ async fn farewell<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// Relays the messages `from` sends until the connection ends.
 async fn pump<R, W>(
-    from: Side,
+    from: Direction,
     rx: &mut SplitStream<WebSocketStream<R>>,
     tx: &mut SplitSink<WebSocketStream<W>, WsMessage>,
-    state: &Mutex<State<'_>>,
+    state: &Mutex<State<impl Inspector>>,
 ) -> End
 where
     R: AsyncRead + AsyncWrite + Unpin,
@@ -371,7 +339,7 @@ where
             None => {
                 if unflushed {
                     if tx.flush().await.is_err() {
-                        return End::Gone(from.other());
+                        return End::Gone(from.reverse());
                     }
                     unflushed = false;
                 }
@@ -387,7 +355,7 @@ where
         match step {
             Step::Send(message) => {
                 if tx.feed(message).await.is_err() {
-                    return End::Gone(from.other());
+                    return End::Gone(from.reverse());
                 }
                 unflushed = true;
             }
@@ -398,8 +366,8 @@ where
 }
 
 /// Maps a read error of `side` to the close the relay sends.
-fn failure(side: Side, error: WsError) -> End {
-    tracing::debug!(%side, %error, "websocket read failed");
+fn failure(side: Direction, error: WsError) -> End {
+    tracing::debug!(side = side.sender(), %error, "websocket read failed");
     let (code, reason) = match error {
         WsError::Utf8(_) => (1007, "invalid UTF-8 from"),
         WsError::Capacity(_) => (1009, "message too big from"),
@@ -409,7 +377,7 @@ fn failure(side: Side, error: WsError) -> End {
         WsError::Protocol(_) => (1002, "protocol error from"),
         _ => (1011, "relay error reading"),
     };
-    End::Close(close_frame(code, &format!("{reason} {side}")))
+    End::Close(close_frame(code, &format!("{reason} {}", side.sender())))
 }
 
 async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
@@ -420,7 +388,7 @@ async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
 }
 
 /// Returns once no frame was read from either peer for `timeout`.
-async fn idle(state: &Mutex<State<'_>>, timeout: Duration) {
+async fn idle(state: &Mutex<State<impl Inspector>>, timeout: Duration) {
     loop {
         let quiet = clock::since(state.lock().unwrap().last_active);
         if quiet >= timeout {
@@ -441,10 +409,8 @@ enum Step {
 }
 
 /// The connection's state shared by both directions.
-struct State<'a> {
-    conn: u64,
-    head: RequestHead,
-    links: Vec<Link<'a>>,
+struct State<I> {
+    inspector: I,
     /// Payloads of the pings relayed to each peer whose pong is awaited.
     pings: [VecDeque<Bytes>; 2],
     /// When a frame was last read, by [`clock::coarse_millis`].
@@ -453,17 +419,10 @@ struct State<'a> {
     traffic: LocationCounters,
 }
 
-impl<'a> State<'a> {
-    fn new(
-        conn: u64,
-        head: RequestHead,
-        chain: &'a [FilterSlot],
-        traffic: LocationCounters,
-    ) -> Self {
+impl<I: Inspector> State<I> {
+    fn new(inspector: I, traffic: LocationCounters) -> Self {
         State {
-            conn,
-            head,
-            links: chain.iter().map(Link::new).collect(),
+            inspector,
             pings: Default::default(),
             last_active: clock::coarse_millis(),
             stats: RelayStats::default(),
@@ -471,33 +430,15 @@ impl<'a> State<'a> {
         }
     }
 
-    /// Gives every filter its instance and `on-open`; a fail-closed filter
-    /// that cannot start refuses the connection.
-    fn open_filters(&mut self) -> Result<(), End> {
-        for link in &mut self.links {
-            if !link.open(self.conn, &self.head) && !link.slot.fail_open {
-                return Err(filter_close(&filter_failed(self.conn, link.slot)));
-            }
-        }
-        Ok(())
-    }
-
-    fn close_filters(&mut self) {
-        for link in &mut self.links {
-            link.close(self.conn);
-        }
-    }
-
-    fn inbound(&mut self, from: Side, message: WsMessage) -> Step {
+    fn inbound(&mut self, from: Direction, message: WsMessage) -> Step {
         self.last_active = clock::coarse_millis();
-        let input = match &message {
-            WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
-            WsMessage::Binary(data) => Message::Binary(data.to_vec()),
+        match &message {
+            WsMessage::Text(_) | WsMessage::Binary(_) => {}
             WsMessage::Ping(payload) => {
                 // Tungstenite answered it. Relaying it while MAX_PINGS are
                 // awaited would either forget one, whose pong would then
                 // reach the pinger as a second one, or grow without bound.
-                let relayed = &mut self.pings[from.other().index()];
+                let relayed = &mut self.pings[from.reverse().index()];
                 if relayed.len() == MAX_PINGS {
                     return Step::Skip;
                 }
@@ -523,141 +464,28 @@ impl<'a> State<'a> {
             }
             // Reads never yield raw frames.
             WsMessage::Frame(_) => return Step::Skip,
-        };
+        }
         self.stats.messages[from.index()] += 1;
         self.stats.bytes[from.index()] += message.len() as u64;
-        self.traffic.message(from.dir(), message.len());
-        match self.filter(from.direction(), input) {
-            Action::Forward => Step::Send(message),
-            Action::Replace(Message::Text(text)) => Step::Send(WsMessage::text(text)),
-            Action::Replace(Message::Binary(data)) => Step::Send(WsMessage::binary(data)),
-            Action::Drop => Step::Skip,
-            Action::Close(frame) => Step::End(filter_close(&frame)),
-        }
-    }
-
-    /// Runs the chain on a message; `Replace` carries the final message.
-    fn filter(&mut self, dir: Direction, mut message: Message) -> Action {
-        let mut replaced = false;
-        for link in &mut self.links {
-            match link.on_message(self.conn, &self.head, dir, &message) {
-                Some(Action::Forward) => {}
-                Some(Action::Replace(replacement)) => {
-                    message = replacement;
-                    replaced = true;
-                }
-                Some(stop @ (Action::Drop | Action::Close(_))) => return stop,
-                None if link.slot.fail_open => {
-                    tracing::warn!(
-                        conn = self.conn,
-                        filter = &*link.slot.name,
-                        "filter failed (fail-open): message forwarded unchanged"
-                    );
-                }
-                None => return Action::Close(filter_failed(self.conn, link.slot)),
-            }
-        }
-        if replaced {
-            Action::Replace(message)
-        } else {
-            Action::Forward
+        self.traffic.message(from, message.len());
+        match self.inspector.inspect(from, &message) {
+            Verdict::Forward => Step::Send(message),
+            Verdict::Replace(replacement) => Step::Send(replacement),
+            Verdict::Drop => Step::Skip,
+            Verdict::Close(frame) => Step::End(sendable_close(&frame)),
         }
     }
 }
 
-/// The close of a fail-closed filter that failed.
-fn filter_failed(conn: u64, slot: &FilterSlot) -> CloseFrame {
-    tracing::warn!(
-        conn,
-        filter = &*slot.name,
-        "filter failed (fail-closed): closing with 1011"
-    );
-    CloseFrame {
-        code: 1011,
-        reason: format!("filter {} failed", slot.name),
-    }
-}
-
-/// The close a filter asked for, as sent: a code that may not be sent on the
-/// wire becomes 1008 (policy violation).
-fn filter_close(frame: &CloseFrame) -> End {
+/// The close an inspector asked for, as sent: a code that may not be sent
+/// on the wire becomes 1008 (policy violation).
+fn sendable_close(frame: &CloseFrame) -> End {
     let code = if CloseCode::from(frame.code).is_allowed() {
         frame.code
     } else {
         1008
     };
     End::Close(close_frame(code, &frame.reason))
-}
-
-/// One filter of the chain, for one connection.
-struct Link<'a> {
-    slot: &'a FilterSlot,
-    /// The pool `instance` comes from; the slot holding another one means a reload.
-    pool: Arc<FilterPool>,
-    instance: Instance,
-}
-
-enum Instance {
-    Live(FilterInstance),
-    /// A new instance is made (and opened) before the next message.
-    ToMake,
-    /// None could be made: the filter is skipped until it is reloaded.
-    Unavailable,
-}
-
-impl<'a> Link<'a> {
-    fn new(slot: &'a FilterSlot) -> Self {
-        Link {
-            slot,
-            pool: slot.pool.load_full(),
-            instance: Instance::ToMake,
-        }
-    }
-
-    /// Makes a dedicated instance and opens the connection on it.
-    fn open(&mut self, conn: u64, head: &RequestHead) -> bool {
-        let made = self.pool.dedicated().ok().and_then(|mut instance| {
-            instance.on_open(conn, head).ok()?;
-            Some(instance)
-        });
-        self.instance = made.map_or(Instance::Unavailable, Instance::Live);
-        matches!(self.instance, Instance::Live(_))
-    }
-
-    fn close(&mut self, conn: u64) {
-        if let Instance::Live(mut instance) =
-            std::mem::replace(&mut self.instance, Instance::ToMake)
-        {
-            // The instance is dropped either way: its failure changes nothing.
-            let _ = instance.on_close(conn);
-        }
-    }
-
-    /// The filter's action, or None when it failed or has no instance.
-    fn on_message(
-        &mut self,
-        conn: u64,
-        head: &RequestHead,
-        dir: Direction,
-        message: &Message,
-    ) -> Option<Action> {
-        let current = self.slot.pool.load();
-        if !Arc::ptr_eq(&current, &self.pool) {
-            self.close(conn);
-            self.pool = arc_swap::Guard::into_inner(current);
-        }
-        if matches!(self.instance, Instance::ToMake) {
-            self.open(conn, head);
-        }
-        let Instance::Live(instance) = &mut self.instance else {
-            return None;
-        };
-        let action = instance.on_message(conn, dir, message).ok();
-        if action.is_none() {
-            self.instance = Instance::ToMake;
-        }
-        action
-    }
 }
 
 /// A close frame with `code`, the reason cut to fit.
@@ -684,8 +512,8 @@ mod tests {
     }
 
     #[test]
-    fn a_filter_close_code_that_cannot_be_sent_becomes_1008() {
-        let code = |code| match filter_close(&CloseFrame {
+    fn an_inspector_close_code_that_cannot_be_sent_becomes_1008() {
+        let code = |code| match sendable_close(&CloseFrame {
             code,
             reason: String::new(),
         }) {

@@ -10,7 +10,8 @@
 
 use crate::clock::{self, coarse_millis};
 use crate::http::signalled;
-use crate::metrics::{Dir, LocationCounters};
+use crate::direction::Direction;
+use crate::metrics::LocationCounters;
 use bytes::Bytes;
 use socket2::SockRef;
 use std::cell::RefCell;
@@ -107,7 +108,7 @@ impl Flow {
         from: &TcpStream,
         to: &TcpStream,
         traffic: &LocationCounters,
-        dir: Dir,
+        dir: Direction,
         chunk: usize,
     ) -> io::Result<bool> {
         SCRATCH_BUF.with(|scratch| {
@@ -143,7 +144,7 @@ impl Flow {
         from: &TcpStream,
         to: &TcpStream,
         traffic: &LocationCounters,
-        dir: Dir,
+        dir: Direction,
         chunk: usize,
     ) -> Poll<io::Result<bool>> {
         if self.may_read() {
@@ -270,7 +271,7 @@ pub async fn run(
                     &client,
                     &upstream,
                     traffic,
-                    Dir::ClientToUpstream,
+                    Direction::ClientToUpstream,
                     chunk,
                 ),
                 down.poll_move(
@@ -278,7 +279,7 @@ pub async fn run(
                     &upstream,
                     &client,
                     traffic,
-                    Dir::UpstreamToClient,
+                    Direction::UpstreamToClient,
                     chunk,
                 ),
             ];
@@ -449,13 +450,13 @@ where
         inner: client,
         activity: &activity,
         traffic,
-        dir: Dir::ClientToUpstream,
+        dir: Direction::ClientToUpstream,
     };
     let mut upstream = Stamped {
         inner: upstream,
         activity: &activity,
         traffic,
-        dir: Dir::UpstreamToClient,
+        dir: Direction::UpstreamToClient,
     };
     let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 8192, 8192);
     tokio::pin!(copy);
@@ -509,7 +510,7 @@ struct Stamped<'a, S> {
     inner: S,
     activity: &'a Activity,
     traffic: &'a LocationCounters,
-    dir: Dir,
+    dir: Direction,
 }
 
 impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {

@@ -8,7 +8,7 @@ use crate::metrics::{LocationCounters, Metrics};
 use crate::plugins::{
     BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded,
 };
-use crate::relay::frames::FilterSlot;
+use crate::filter_chain::FilterSlot;
 use crate::upstream::{HealthObserver, UpstreamGroup, resolve, spawn_health_checks};
 use crate::vars::Template;
 use http::HeaderName;
@@ -103,7 +103,7 @@ impl Site {
             for spec in &location.filters {
                 let (path, builtin) = filter_source(&spec.plugin);
                 let filter_config = spec.config.to_string();
-                let pool: FilterPool = loader.pool(path, &builtin, filter_config.clone())?;
+                let pool = loader.filter_pool(path, &builtin, filter_config.clone())?;
                 let (slot, swap) =
                     registry.filter_slot(&spec.plugin, &filter_config, Arc::new(pool));
                 swaps.extend(swap);
@@ -288,5 +288,16 @@ impl PluginLoader<'_> {
         let plugin = self.plugin(path, builtin)?;
         let name = plugin.name().to_string();
         crate::plugins::Pool::new(plugin, config).map_err(|error| SiteError::Plugin { name, error })
+    }
+
+    fn filter_pool(
+        &mut self,
+        path: Option<&Path>,
+        builtin: &str,
+        config: String,
+    ) -> Result<FilterPool, SiteError> {
+        let plugin = self.plugin(path, builtin)?;
+        let name = plugin.name().to_string();
+        FilterPool::new(plugin, config).map_err(|error| SiteError::Plugin { name, error })
     }
 }

@@ -5,10 +5,11 @@
 //! ~0.2–4 µs. So instances are made once (from the `InstancePre`, with the
 //! pooling allocator), configured once, and reused until one fails.
 
-use super::error::{CallError, LoadError};
-use super::host_api::HostState;
-use super::plugin::{Plugin, Role};
-use super::runtime::CallRecorder;
+use crate::error::{CallError, LoadError};
+use crate::host_api::HostState;
+use crate::plugin::Plugin;
+use crate::role::Role;
+use crate::sandbox::CallRecorder;
 use std::any::Any;
 use std::panic::{self, AssertUnwindSafe};
 use std::sync::{Arc, Mutex};
@@ -51,8 +52,17 @@ impl<G: RoleExport> Live<G> {
         &mut self,
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let runtime = &self.plugin.runtime;
-        runtime.arm_call(&mut self.store);
+        self.call_sized(0, f)
+    }
+
+    /// [`call`](Self::call) for a call handed `bytes` of message: its
+    /// deadline grows with the size (`Limits::call_timeout_per_mib`).
+    pub fn call_sized<R>(
+        &mut self,
+        bytes: usize,
+        f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
+    ) -> Result<R, CallError> {
+        self.plugin.sandbox.arm_call(&mut self.store, bytes);
         // quanta reads the TSC directly: a filtered message makes two calls
         // and four clock reads, and the vDSO clock was ~7 % of that CPU.
         let started = quanta::Instant::now();
@@ -127,7 +137,7 @@ impl<G: RoleExport> Pool<G> {
         let indices =
             G::indices(&plugin.pre).map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;
         let recorder = plugin
-            .runtime
+            .sandbox
             .observer()
             .map(|o| o.bind(plugin.name(), G::ROLE));
         let pool = Pool {
@@ -157,11 +167,7 @@ impl<G: RoleExport> Pool<G> {
         &self,
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let idle = self.idle.lock().unwrap().pop();
-        let mut live = match idle {
-            Some(live) => live,
-            None => self.dedicated()?,
-        };
+        let mut live = self.take()?;
         let result = live.call(f)?;
         let mut idle = self.idle.lock().unwrap();
         if idle.len() < MAX_IDLE {
@@ -170,8 +176,16 @@ impl<G: RoleExport> Pool<G> {
         Ok(result)
     }
 
-    /// A configured instance owned by the caller, e.g. one per filtered
-    /// WebSocket so that a trap closes only that connection.
+    /// A configured instance owned by the caller: an idle one, or a new one.
+    pub fn take(&self) -> Result<Live<G>, CallError> {
+        let idle = self.idle.lock().unwrap().pop();
+        match idle {
+            Some(live) => Ok(live),
+            None => self.dedicated(),
+        }
+    }
+
+    /// A new configured instance owned by the caller.
     pub fn dedicated(&self) -> Result<Live<G>, CallError> {
         self.instantiate().map_err(|error| {
             tracing::warn!(plugin = &**self.plugin.name(), role = %G::ROLE, %error, "cannot create a plugin instance");
@@ -183,10 +197,10 @@ impl<G: RoleExport> Pool<G> {
     }
 
     fn instantiate(&self) -> Result<Live<G>, LoadError> {
-        let runtime = &self.plugin.runtime;
-        let mut store = runtime.new_store(self.plugin.name().clone());
+        let sandbox = &self.plugin.sandbox;
+        let mut store = sandbox.new_store(self.plugin.name().clone());
         // A new store's deadline is 0: set it before any guest code runs.
-        runtime.arm_configure(&mut store);
+        sandbox.arm_configure(&mut store);
         let instance = guarded(|| self.plugin.pre.instantiate(&mut store))
             .map_err(LoadError::ConfigureFailed)?
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;

@@ -3,7 +3,7 @@
 //! only the roles it fills, and the host loads exactly those.
 
 wasmtime::component::bindgen!({
-    path: "../wit",
+    path: "../../wit",
     world: "wasp:plugin/full",
     additional_derives: [PartialEq],
 });

@@ -1,11 +1,11 @@
 //! Typed entry points of each role, on top of the generic pool.
 
-use super::bindings::{Action, Decision, Direction, Message, Peer, RequestHead};
-use super::bindings::{balancer, filter, origin, router};
-use super::error::CallError;
-use super::host_api::HostState;
-use super::plugin::Role;
-use super::pool::{Live, Pool, RoleExport};
+use crate::bindings::{Decision, Peer, RequestHead};
+use crate::bindings::{balancer, filter, origin, router};
+use crate::error::CallError;
+use crate::host_api::HostState;
+use crate::role::Role;
+use crate::pool::{Pool, RoleExport};
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
 
@@ -46,10 +46,6 @@ role_export!(filter, Role::Filter);
 pub type RouterPool = Pool<router::Guest>;
 pub type BalancerPool = Pool<balancer::Guest>;
 pub type OriginPool = Pool<origin::Guest>;
-pub type FilterPool = Pool<filter::Guest>;
-/// A filter instance dedicated to one WebSocket connection.
-pub type FilterInstance = Live<filter::Guest>;
-
 impl RouterPool {
     /// Where should this request go?
     pub fn route(&self, head: &RequestHead) -> Result<Decision, CallError> {
@@ -79,24 +75,5 @@ impl OriginPool {
         location: u32,
     ) -> Result<Result<(), String>, CallError> {
         self.call(|guest, store| guest.call_check(store, head, location))
-    }
-}
-
-impl FilterInstance {
-    pub fn on_open(&mut self, conn: u64, head: &RequestHead) -> Result<(), CallError> {
-        self.call(|guest, store| guest.call_on_open(store, conn, head))
-    }
-
-    pub fn on_message(
-        &mut self,
-        conn: u64,
-        dir: Direction,
-        msg: &Message,
-    ) -> Result<Action, CallError> {
-        self.call(|guest, store| guest.call_on_message(store, conn, dir, msg))
-    }
-
-    pub fn on_close(&mut self, conn: u64) -> Result<(), CallError> {
-        self.call(|guest, store| guest.call_on_close(store, conn))
     }
 }

@@ -1,9 +1,9 @@
 //! The state every plugin instance's store carries, and the host functions
 //! of the `host` interface (log, clock, shared counters and key/value store).
 
-use super::bindings::LogLevel;
-use super::bindings::wasp::plugin::{host, types};
-use super::deadline::CpuDeadline;
+use crate::bindings::LogLevel;
+use crate::bindings::wasp::plugin::{host, types};
+use crate::deadline::CpuDeadline;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};

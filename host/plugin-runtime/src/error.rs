@@ -18,7 +18,7 @@ pub enum LoadError {
     )]
     NoRole,
     #[error("does not export the {0} role")]
-    MissingRole(super::Role),
+    MissingRole(crate::Role),
     #[error("imports something wasp does not provide: {0}")]
     Link(String),
     #[error("cannot be instantiated: {0}")]

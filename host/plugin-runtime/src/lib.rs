@@ -1,0 +1,39 @@
+//! wasp's plugin runtime: every decision wasp makes is asked of a wasm
+//! component, and this crate runs them.
+//!
+//! [`Runtime`] compiles components (cached on disk) and links the host
+//! functions. A [`Plugin`] is one compiled component and the roles it
+//! exports. Its instances live in a [`Sandbox`]: each call runs under a CPU
+//! deadline and each instance under a memory cap. A [`Pool`] keeps
+//! configured live instances of one role for the per-request roles; a failing
+//! instance is discarded and the caller gets a typed [`CallError`] to fail
+//! open or closed on. [`FilterPool`] serves WebSocket filters, whose
+//! instances are shared by the connections of a thread.
+//!
+//! This crate knows nothing of sockets, HTTP or configuration files.
+
+mod bindings;
+mod deadline;
+mod error;
+mod filter_pool;
+mod host_api;
+mod plugin;
+mod pool;
+mod role;
+mod roles;
+mod runtime;
+mod sandbox;
+mod ticker;
+
+pub use bindings::{
+    Action, CloseFrame, Decision, Direction, LogLevel, Message, Peer, ProxyTo, RequestHead,
+    Response, StaticFiles,
+};
+pub use error::{CallError, LoadError};
+pub use filter_pool::{FilterPool, Opened};
+pub use plugin::Plugin;
+pub use pool::{Live, Pool, RoleExport};
+pub use role::Role;
+pub use roles::{BalancerPool, OriginPool, RouterPool};
+pub use runtime::Runtime;
+pub use sandbox::{CallObserver, CallRecorder, Limits, Sandbox};

@@ -1,0 +1,226 @@
+//! A location's filter chain, run on every message of a filtered WebSocket:
+//! the [`Inspector`] the frame relay asks.
+//!
+//! The chain runs in its configured order in both directions. A filter's
+//! action decides what the next filter (and in the end the other peer)
+//! sees: `forward` it, `replace` it, `drop` it, or `close` the connection,
+//! where both peers get the filter's close frame. `drop` and `close` stop the
+//! chain.
+//!
+//! Instances: each filter's instances are shared by the connections of a
+//! thread (see `wasp_plugin_runtime::FilterPool`). A call that fails (trap,
+//! deadline, memory cap) costs only this connection: a fail-closed filter
+//! closes it with 1011, a fail-open one lets the message through as it got
+//! it. Either way the thread's instance is replaced, and every other
+//! connection it served is opened on the new one (`on-open`) before its next
+//! message. If no instance can be made at all, a fail-open filter is skipped
+//! until it is reloaded.
+//!
+//! Reloads: a filter's pool sits behind an `ArcSwap` in its [`FilterSlot`].
+//! When a reload swaps it, the connection moves to the new version at its
+//! next message: `on-close` on the old version, `on-open` on the new one,
+//! then the message. Every filter gets `on-close` when relaying ends.
+
+use crate::direction::Direction;
+use crate::plugins::{self, Action, CallError, FilterPool, Message, Opened, RequestHead};
+use crate::relay::frames::{CloseFrame, Inspector, Verdict};
+use arc_swap::ArcSwap;
+use std::sync::Arc;
+use tokio_tungstenite::tungstenite::Message as WsMessage;
+
+/// One filter of a location's chain: the pool currently serving it (swapped
+/// on reload) and its failure policy.
+#[derive(Clone)]
+pub struct FilterSlot {
+    pub name: Arc<str>,
+    pub pool: Arc<ArcSwap<FilterPool>>,
+    /// On failure, forward the message unchanged instead of closing with 1011.
+    pub fail_open: bool,
+}
+
+/// Makes sure every fail-closed filter of `slots` has an instance on this
+/// thread; the name of the first that cannot get one. A handshake asks this
+/// before the 101, so running out of instances refuses it (503) instead of
+/// accepting it and closing it at once.
+pub fn unavailable(slots: &[FilterSlot]) -> Option<&str> {
+    slots
+        .iter()
+        .filter(|slot| !slot.fail_open)
+        .find(|slot| slot.pool.load().ready().is_err())
+        .map(|slot| &*slot.name)
+}
+
+/// The chain of one connection.
+pub struct FilterChain<'a> {
+    conn: u64,
+    /// Kept for `on-open` on instances this connection meets later.
+    head: RequestHead,
+    links: Vec<Link<'a>>,
+}
+
+impl<'a> FilterChain<'a> {
+    pub fn new(conn: u64, head: RequestHead, slots: &'a [FilterSlot]) -> Self {
+        FilterChain {
+            conn,
+            head,
+            links: slots.iter().map(Link::new).collect(),
+        }
+    }
+
+    /// Runs the chain on a message; `Replace` carries the final message.
+    fn run(&mut self, dir: plugins::Direction, mut message: Message) -> Action {
+        let mut replaced = false;
+        for link in &mut self.links {
+            match link.on_message(self.conn, &self.head, dir, &message) {
+                Some(Action::Forward) => {}
+                Some(Action::Replace(replacement)) => {
+                    message = replacement;
+                    replaced = true;
+                }
+                Some(stop @ (Action::Drop | Action::Close(_))) => return stop,
+                None if link.slot.fail_open => {
+                    tracing::warn!(
+                        conn = self.conn,
+                        filter = &*link.slot.name,
+                        "filter failed (fail-open): message forwarded unchanged"
+                    );
+                }
+                None => return Action::Close(filter_failed(self.conn, link.slot)),
+            }
+        }
+        if replaced {
+            Action::Replace(message)
+        } else {
+            Action::Forward
+        }
+    }
+}
+
+impl Inspector for FilterChain<'_> {
+    /// `on-open` on every filter; a fail-closed filter that cannot open
+    /// refuses the connection.
+    fn open(&mut self) -> Result<(), CloseFrame> {
+        for link in &mut self.links {
+            if !link.open(self.conn, &self.head) && !link.slot.fail_open {
+                let frame = filter_failed(self.conn, link.slot);
+                return Err(CloseFrame {
+                    code: frame.code,
+                    reason: frame.reason,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    fn inspect(&mut self, dir: Direction, message: &WsMessage) -> Verdict {
+        let input = match message {
+            WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
+            WsMessage::Binary(data) => Message::Binary(data.to_vec()),
+            // The relay hands over data messages only.
+            _ => return Verdict::Forward,
+        };
+        match self.run(wit_direction(dir), input) {
+            Action::Forward => Verdict::Forward,
+            Action::Replace(Message::Text(text)) => Verdict::Replace(WsMessage::text(text)),
+            Action::Replace(Message::Binary(data)) => Verdict::Replace(WsMessage::binary(data)),
+            Action::Drop => Verdict::Drop,
+            Action::Close(frame) => Verdict::Close(CloseFrame {
+                code: frame.code,
+                reason: frame.reason,
+            }),
+        }
+    }
+
+    fn close(&mut self) {
+        for link in &mut self.links {
+            link.close(self.conn);
+        }
+    }
+}
+
+fn wit_direction(dir: Direction) -> plugins::Direction {
+    match dir {
+        Direction::ClientToUpstream => plugins::Direction::ClientToUpstream,
+        Direction::UpstreamToClient => plugins::Direction::UpstreamToClient,
+    }
+}
+
+/// The close of a fail-closed filter that failed.
+fn filter_failed(conn: u64, slot: &FilterSlot) -> plugins::CloseFrame {
+    tracing::warn!(
+        conn,
+        filter = &*slot.name,
+        "filter failed (fail-closed): closing with 1011"
+    );
+    plugins::CloseFrame {
+        code: 1011,
+        reason: format!("filter {} failed", slot.name),
+    }
+}
+
+/// One filter of the chain, for one connection.
+struct Link<'a> {
+    slot: &'a FilterSlot,
+    /// The pool this connection uses; the slot holding another one means a
+    /// reload.
+    pool: Arc<FilterPool>,
+    /// Which of the pool's instances this connection was opened on.
+    opened: Opened,
+    /// No instance could be made: the filter is skipped until it is reloaded.
+    unavailable: bool,
+}
+
+impl<'a> Link<'a> {
+    fn new(slot: &'a FilterSlot) -> Self {
+        Link {
+            slot,
+            pool: slot.pool.load_full(),
+            opened: Opened::default(),
+            unavailable: false,
+        }
+    }
+
+    /// `on-open`; false when it failed.
+    fn open(&mut self, conn: u64, head: &RequestHead) -> bool {
+        let result = self.pool.open(&mut self.opened, conn, head);
+        self.note(result).is_some()
+    }
+
+    fn close(&mut self, conn: u64) {
+        self.pool.close(&mut self.opened, conn);
+    }
+
+    /// The filter's action, or None when it failed or has no instance.
+    fn on_message(
+        &mut self,
+        conn: u64,
+        head: &RequestHead,
+        dir: plugins::Direction,
+        message: &Message,
+    ) -> Option<Action> {
+        let current = self.slot.pool.load();
+        if !Arc::ptr_eq(&current, &self.pool) {
+            self.close(conn);
+            self.pool = arc_swap::Guard::into_inner(current);
+            self.unavailable = false;
+        }
+        if self.unavailable {
+            return None;
+        }
+        let result = self
+            .pool
+            .on_message(&mut self.opened, conn, head, dir, message);
+        self.note(result)
+    }
+
+    fn note<R>(&mut self, result: Result<R, CallError>) -> Option<R> {
+        match result {
+            Ok(value) => Some(value),
+            Err(CallError::Unavailable(_)) => {
+                self.unavailable = true;
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
