@@ -14,7 +14,7 @@
 # harness's section of BENCHMARKS.md (between <!-- bench:proxy:start --> and <!-- bench:proxy:end -->).
 #
 # Environment: CARGO_TARGET_DIR (default target), WASP_BIN (default its release/wasp), WASP_FILTER_WASM (the
-# pass-through filter component used by the wasp-filter row; default bench/passthrough-filter built for
+# pass-through filter component used by the wasp-filter row; default tests/plugins/passthrough built for
 # wasm32-wasip2). What is not given is built first; rows whose binary or filter is missing are skipped with a note.
 # Installs nginx and haproxy from Debian's packages when they are missing. Everything started here is stopped on exit.
 set -euo pipefail
@@ -44,7 +44,7 @@ WASP_BIN=${WASP_BIN:-$TARGET_DIR/release/wasp}
 # The pass-through filter plugin (a wasm component that forwards every message unchanged).
 BUILD_FILTER=0
 [ -n "${WASP_FILTER_WASM:-}" ] || BUILD_FILTER=1
-WASP_FILTER_WASM=${WASP_FILTER_WASM:-$TARGET_DIR/wasm32-wasip2/release/filter_passthrough.wasm}
+WASP_FILTER_WASM=${WASP_FILTER_WASM:-$TARGET_DIR/wasm32-wasip2/release/wasp_test_passthrough.wasm}
 
 BACKEND_PORT=9001
 declare -A PORT=([direct]=$BACKEND_PORT [nginx]=9101 [haproxy]=9102 [wasp]=9103 [wasp-filter]=9104)
@@ -93,7 +93,7 @@ log "building ${BUILD[*]}"
 cargo build --release "${BUILD[@]}"
 if [ "$BUILD_FILTER" = 1 ]; then
     log "building the pass-through filter"
-    cargo build --release --target wasm32-wasip2 -p filter-passthrough
+    cargo build --release --target wasm32-wasip2 -p wasp-test-passthrough
 fi
 
 available() {
