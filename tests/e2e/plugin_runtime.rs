@@ -2,11 +2,9 @@
 //! role through its pool, configure errors, deadlines, the memory cap,
 //! refused components and concurrent calls.
 
-mod support;
-
+use crate::support::test_plugins;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::test_plugins;
 use wasp::plugins::{
     Action, BalancerPool, CallError, Decision, Direction, FilterPool, Limits, LoadError, Message,
     OriginPool, Peer, RequestHead, RouterPool, Runtime,

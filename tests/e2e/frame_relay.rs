@@ -2,8 +2,7 @@
 //! client, the relay (both legs plain `TcpStream`s, upgraded by hand as the
 //! proxy does), and a tokio-tungstenite echo upstream, with real wasm filters.
 
-mod support;
-
+use crate::support::test_plugins;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -11,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use support::test_plugins;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
