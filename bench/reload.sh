@@ -14,7 +14,7 @@ COMMAND="${CARGO_TARGET_DIR:+CARGO_TARGET_DIR=$CARGO_TARGET_DIR }bench/reload.sh
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 cargo build --release -p wasp -p wasp-bench --bin wasp --bin wasp-reload
-# The two versions of the test filter, built as host/build_wasm.rs builds plugins.
+# The two versions of the test filter, built as host/build-wasm builds plugins.
 env -u CARGO_TARGET_DIR cargo build --profile plugin --target wasm32-wasip2 --target-dir target/wasm \
     -p wasp-test-tag-a -p wasp-test-tag-b
 WASM=target/wasm/wasm32-wasip2/plugin

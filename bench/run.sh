@@ -26,7 +26,7 @@
 # <!-- bench:proxy:end -->).
 #
 # Environment: CARGO_TARGET_DIR (default target), WASP_BIN (default its release/wasp), WASP_FILTER_WASM (the
-# pass-through filter component used by the wasp-filter row; default bench/passthrough-filter built for
+# pass-through filter component used by the wasp-filter row; default tests/plugins/passthrough built for
 # wasm32-wasip2), WASP_SPIN_WASM (the spinners scenario's filter, which spins on a text message `loop`; default
 # tests/plugins/probe built for wasm32-wasip2). What is not given is built first; rows whose binary or filter is
 # missing are skipped with a note. Installs nginx and haproxy from Debian's packages when they are missing.
@@ -58,7 +58,7 @@ WASP_BIN=${WASP_BIN:-$TARGET_DIR/release/wasp}
 # The pass-through filter plugin (a wasm component that forwards every message unchanged).
 BUILD_FILTER=0
 [ -n "${WASP_FILTER_WASM:-}" ] || BUILD_FILTER=1
-WASP_FILTER_WASM=${WASP_FILTER_WASM:-$TARGET_DIR/wasm32-wasip2/release/filter_passthrough.wasm}
+WASP_FILTER_WASM=${WASP_FILTER_WASM:-$TARGET_DIR/wasm32-wasip2/release/wasp_test_passthrough.wasm}
 # The spinners scenario's filter: the test probe, which spins forever on a text message `loop`.
 BUILD_SPIN=0
 [ -n "${WASP_SPIN_WASM:-}" ] || BUILD_SPIN=1
@@ -114,7 +114,7 @@ log "building ${BUILD[*]}"
 cargo build --release "${BUILD[@]}"
 if [ "$BUILD_FILTER" = 1 ]; then
     log "building the pass-through filter"
-    cargo build --release --target wasm32-wasip2 -p filter-passthrough
+    cargo build --release --target wasm32-wasip2 -p wasp-test-passthrough
 fi
 if [ "$BUILD_SPIN" = 1 ]; then
     log "building the spinning filter (the test probe)"

@@ -1,9 +1,6 @@
 //! Compiles the default plugins (`plugins/*`) to wasm components and embeds
 //! them in the `wasp` binary, so wasp runs with no plugin files.
 
-#[path = "build_wasm.rs"]
-mod build_wasm;
-
 fn main() {
-    build_wasm::build_plugin_dir("plugins", "wasp-plugin-", "default_plugins.rs");
+    wasp_build_wasm::build_plugin_dir("plugins", "wasp-plugin-", "default_plugins.rs");
 }

@@ -2,18 +2,15 @@
 //! (`examples/custom-router`) and the example balancer
 //! (`examples/header-balancer`) to wasm components.
 
-#[path = "../host/build_wasm.rs"]
-mod build_wasm;
-
 fn main() {
-    build_wasm::build_plugin_dir("tests/plugins", "wasp-test-", "test_plugins.rs");
+    wasp_build_wasm::build_plugin_dir("tests/plugins", "wasp-test-", "test_plugins.rs");
     let room_router = [("custom-router".to_owned(), "room-router".to_owned())];
-    build_wasm::build_plugins("examples/custom-router", &room_router, "example_plugins.rs");
+    wasp_build_wasm::build_plugins("examples/custom-router", &room_router, "example_plugins.rs");
     let header_balancer = [(
         "header-balancer".to_owned(),
         "wasp-example-header-balancer".to_owned(),
     )];
-    build_wasm::build_plugins(
+    wasp_build_wasm::build_plugins(
         "examples/header-balancer",
         &header_balancer,
         "example_balancers.rs",

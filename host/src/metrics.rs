@@ -635,7 +635,9 @@ mod tests {
         chat.message(Direction::ClientToUpstream, 10);
         chat.message(Direction::ClientToUpstream, 5);
         // A second handle for the same location shares the series.
-        metrics.location("/chat").message(Direction::UpstreamToClient, 7);
+        metrics
+            .location("/chat")
+            .message(Direction::UpstreamToClient, 7);
         chat.bytes(Direction::UpstreamToClient, 100);
         let text = metrics.encode();
         let up = r#"{location="/chat",direction="client_to_upstream"}"#;

@@ -5,7 +5,7 @@
 //! exactly as the proxy calls it (pool, deadline, panic guard included).
 //!
 //! Usage: `wasp-plugin-bench [FILTER.wasm]` (default: the pass-through filter
-//! built by `cargo build --release --target wasm32-wasip2 -p filter-passthrough`
+//! built by `cargo build --release --target wasm32-wasip2 -p wasp-test-passthrough`
 //! under `$CARGO_TARGET_DIR`, else `target/`).
 //!
 //! Each figure is the median over 15 batches of the per-call mean in a
@@ -106,7 +106,7 @@ fn main() -> anyhow::Result<()> {
 fn default_filter() -> PathBuf {
     let target =
         std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| PathBuf::from("target"), PathBuf::from);
-    target.join("wasm32-wasip2/release/filter_passthrough.wasm")
+    target.join("wasm32-wasip2/release/wasp_test_passthrough.wasm")
 }
 
 /// A browser's WebSocket handshake: 12 headers.

@@ -4,8 +4,8 @@ use crate::bindings::{Decision, Peer, RequestHead};
 use crate::bindings::{balancer, filter, origin, router};
 use crate::error::CallError;
 use crate::host_api::HostState;
-use crate::role::Role;
 use crate::pool::{Pool, RoleExport};
+use crate::role::Role;
 use wasmtime::Store;
 use wasmtime::component::{Instance, InstancePre};
 

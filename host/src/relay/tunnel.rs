@@ -9,8 +9,8 @@
 //! ten thousand idle WebSockets, 2 × 8 KiB per tunnel would be 160 MiB.
 
 use crate::clock::{self, coarse_millis};
-use crate::http::signalled;
 use crate::direction::Direction;
+use crate::http::signalled;
 use crate::metrics::LocationCounters;
 use bytes::Bytes;
 use socket2::SockRef;

@@ -4,11 +4,11 @@
 //! reload never changes what an in-flight request sees.
 
 use crate::config::{Config, Location, LocationAction};
+use crate::filter_chain::FilterSlot;
 use crate::metrics::{LocationCounters, Metrics};
 use crate::plugins::{
     BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded,
 };
-use crate::filter_chain::FilterSlot;
 use crate::upstream::{HealthObserver, UpstreamGroup, resolve, spawn_health_checks};
 use crate::vars::Template;
 use http::HeaderName;

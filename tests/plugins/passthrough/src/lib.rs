@@ -1,7 +1,9 @@
 //! A filter that forwards every message unchanged: puts a location on the
 //! frame relay (reassembly, re-framing, a filter call per message) without
 //! changing what goes through. Used by the Autobahn run (`tests/autobahn.sh`)
-//! and handy for measuring the frame relay's cost.
+//! and by the benchmarks (the wasp-filter row of `bench/run.sh`,
+//! `wasp-plugin-bench`): with it they measure the frame relay and the plugin
+//! call, nothing else.
 
 use wasp_sdk::{Action, Direction, Filter, Message};
 

@@ -2,14 +2,13 @@
 //! WebSocket clients and a real backend on loopback, headers as nginx sends
 //! them, timeouts, location matching, URI rewriting and static files.
 
-mod support;
-
+use crate::support::backend::{Backend, header};
+use crate::support::config::ConfigBuilder;
+use crate::support::{guide_config, start_proxy};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::time::Duration;
-use support::backend::{Backend, header};
-use support::{guide_config, start_proxy};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -219,7 +218,11 @@ fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
 #[tokio::test]
 async fn a_connect_timeout_gets_504() {
     let (_hole, _fillers, addr_hole) = blackhole();
-    let config = support::proxy_config("/", addr_hole, r#"connect_timeout = "300ms""#);
+    let config = ConfigBuilder::new()
+        .location("/", |l| {
+            l.proxy_pass(addr_hole).set("connect_timeout", "300ms")
+        })
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
     let (status, _, _) = http_get(addr, "/", "x").await;
     assert_eq!(status, 504);
@@ -228,7 +231,11 @@ async fn a_connect_timeout_gets_504() {
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_read_timeout_and_an_active_one_is_not() {
     let backend = Backend::start("b1").await;
-    let config = support::proxy_config("/", backend.addr, r#"read_timeout = "600ms""#);
+    let config = ConfigBuilder::new()
+        .location("/", |l| {
+            l.proxy_pass(backend.addr).set("read_timeout", "600ms")
+        })
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
     let (mut idle, _) = ws_connect(addr, "/idle", &[]).await;
     let (mut active, _) = ws_connect(addr, "/active", &[]).await;
@@ -256,26 +263,14 @@ async fn an_idle_tunnel_is_closed_after_read_timeout_and_an_active_one_is_not() 
 #[tokio::test]
 async fn location_matching_follows_nginx() {
     // nginx's documented example: configurations A to E.
-    let config = r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "= /"
-        return = { status = 200, body = "A" }
-        [[server.location]]
-        path = "/"
-        return = { status = 200, body = "B" }
-        [[server.location]]
-        path = "/documents/"
-        return = { status = 200, body = "C" }
-        [[server.location]]
-        path = "^~ /images/"
-        return = { status = 200, body = "D" }
-        [[server.location]]
-        path = '~* \.(gif|jpg|jpeg)$'
-        return = { status = 200, body = "E" }
-    "#;
-    let (_proxy, addr) = start_proxy(config).await;
+    let config = ConfigBuilder::new()
+        .location("= /", |l| l.returns(200, "A"))
+        .location("/", |l| l.returns(200, "B"))
+        .location("/documents/", |l| l.returns(200, "C"))
+        .location("^~ /images/", |l| l.returns(200, "D"))
+        .location(r"~* \.(gif|jpg|jpeg)$", |l| l.returns(200, "E"))
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
     for (path, expected) in [
         ("/", "A"),
         ("/index.html", "B"),
@@ -292,19 +287,10 @@ async fn location_matching_follows_nginx() {
 #[tokio::test]
 async fn proxy_pass_with_a_uri_replaces_the_matched_prefix() {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://{0}/chat/"
-        [[server.location]]
-        path = "/plain/"
-        proxy_pass = "http://{0}"
-        "#,
-        backend.addr
-    );
+    let config = ConfigBuilder::new()
+        .location("/ws/", |l| l.proxy_pass(format!("{}/chat/", backend.addr)))
+        .location("/plain/", |l| l.proxy_pass(backend.addr))
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
     let (_, _, body) = http_get(addr, "/ws/room?a=1", "x").await;
     assert_eq!(
@@ -328,18 +314,13 @@ async fn static_files_with_the_spa_fallback_and_no_traversal() {
     std::fs::write(root.join("index.html"), "<h1>chat</h1>").unwrap();
     std::fs::write(root.join("css/app.css"), "body{}").unwrap();
     std::fs::write(root.parent().unwrap().join("wasp-secret.txt"), "secret").unwrap();
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/"
-        root = "{}"
-        index = ["index.html"]
-        try_files = ["$uri", "$uri/", "/index.html"]
-        "#,
-        root.display()
-    );
+    let config = ConfigBuilder::new()
+        .location("/", |l| {
+            l.set("root", root.display().to_string())
+                .set("index", vec!["index.html"])
+                .set("try_files", vec!["$uri", "$uri/", "/index.html"])
+        })
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
     let (status, head, body) = http_get(addr, "/css/app.css", "x").await;
     assert_eq!((status, body.as_str()), (200, "body{}"));
@@ -377,17 +358,10 @@ async fn static_files_with_the_spa_fallback_and_no_traversal() {
 #[tokio::test]
 async fn shutdown_closes_open_websockets_with_1001_after_the_grace_period() {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        r#"
-        shutdown_grace = "300ms"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://{}"
-        "#,
-        backend.addr
-    );
+    let config = ConfigBuilder::new()
+        .set("shutdown_grace", "300ms")
+        .location("/", |l| l.proxy_pass(backend.addr))
+        .build();
     let (proxy, addr) = start_proxy(&config).await;
     let (mut ws, _) = ws_connect(addr, "/tunnel", &[]).await;
     // Mid-conversation: a large message is in flight in both directions.

@@ -3,16 +3,15 @@
 //! and every policy of the default balancer, passive and active health, and
 //! a custom balancer plugin loaded from a `.wasm` file.
 
-mod support;
-
+use crate::support::backend::Backend;
+use crate::support::config::{ConfigBuilder, Upstream, toml_value};
+use crate::support::start_proxy;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
-use support::backend::Backend;
-use support::start_proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::tungstenite::Message;
@@ -38,27 +37,16 @@ async fn start_backends(names: &[&str]) -> Vec<Backend> {
     backends
 }
 
-/// The backends as plain `servers` entries.
-fn plain(backends: &[Backend]) -> Vec<String> {
-    backends.iter().map(|b| format!("\"{}\"", b.addr)).collect()
+/// The backends' addresses, for plain `servers` entries.
+fn addrs(backends: &[Backend]) -> impl Iterator<Item = SocketAddr> {
+    backends.iter().map(|b| b.addr)
 }
 
-/// One upstream `app` with `settings` and `servers`, proxied at `/`.
-fn config(settings: &str, servers: &[String]) -> String {
-    format!(
-        r#"
-        [upstreams.app]
-        {settings}
-        servers = [{servers}]
-
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://app"
-        "#,
-        servers = servers.join(", ")
-    )
+/// One upstream `app`, filled in by `upstream`, proxied at `/`.
+fn config(upstream: impl FnOnce(Upstream) -> Upstream) -> ConfigBuilder {
+    ConfigBuilder::new()
+        .upstream("app", upstream)
+        .location("/", |l| l.proxy_pass("app"))
 }
 
 /// A connection to the proxy from `source` (all of 127.0.0.0/8 is local).
@@ -133,9 +121,11 @@ async fn close(proxy: &Proxy, peer: SocketAddr, mut ws: Ws) {
 #[tokio::test]
 async fn smooth_weighted_round_robin_follows_nginx_sequence() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let mut servers = plain(&backends);
-    servers[0] = format!(r#"{{ address = "{}", weight = 5 }}"#, backends[0].addr);
-    let (_proxy, addr) = start_proxy(&config("", &servers)).await;
+    let config = config(|u| {
+        u.server_with(backends[0].addr, "{ weight = 5 }")
+            .servers(addrs(&backends[1..]))
+    });
+    let (_proxy, addr) = start_proxy(&config.build()).await;
 
     let mut seen = String::new();
     for _ in 0..7 {
@@ -151,7 +141,8 @@ async fn smooth_weighted_round_robin_follows_nginx_sequence() {
 #[tokio::test]
 async fn ip_hash_sticks_per_client_network_and_spreads_networks() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let (_proxy, addr) = start_proxy(&config(r#"balance = "ip_hash""#, &plain(&backends))).await;
+    let config = config(|u| u.set("balance", "ip_hash").servers(addrs(&backends)));
+    let (_proxy, addr) = start_proxy(&config.build()).await;
 
     let mut homes = HashMap::new();
     for net in 1..=12u8 {
@@ -182,7 +173,8 @@ async fn ip_hash_sticks_per_client_network_and_spreads_networks() {
 #[tokio::test]
 async fn least_conn_sends_each_websocket_to_the_emptiest_peer() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let (proxy, addr) = start_proxy(&config(r#"balance = "least_conn""#, &plain(&backends))).await;
+    let config = config(|u| u.set("balance", "least_conn").servers(addrs(&backends)));
+    let (proxy, addr) = start_proxy(&config.build()).await;
     let peer: HashMap<String, SocketAddr> =
         backends.iter().map(|b| (b.name.clone(), b.addr)).collect();
     let mut open: HashMap<String, Vec<Ws>> = peer.keys().map(|n| (n.clone(), vec![])).collect();
@@ -222,16 +214,12 @@ async fn least_conn_sends_each_websocket_to_the_emptiest_peer() {
 #[tokio::test]
 async fn a_killed_backend_is_skipped_for_fail_timeout_and_used_again_when_back() {
     let mut backends = start_backends(&["a", "b", "c"]).await;
-    let servers: Vec<String> = backends
-        .iter()
-        .map(|b| {
-            format!(
-                r#"{{ address = "{}", max_fails = 1, fail_timeout = "1s" }}"#,
-                b.addr
-            )
+    let config = config(|u| {
+        backends.iter().fold(u, |u, b| {
+            u.server_with(b.addr, r#"{ max_fails = 1, fail_timeout = "1s" }"#)
         })
-        .collect();
-    let (_proxy, addr) = start_proxy(&config("", &servers)).await;
+    });
+    let (_proxy, addr) = start_proxy(&config.build()).await;
 
     let mut clients = Vec::new();
     for expected in ["a", "b", "c"] {
@@ -299,7 +287,15 @@ async fn a_killed_backend_is_skipped_for_fail_timeout_and_used_again_when_back()
 #[tokio::test]
 async fn consistent_hash_moves_only_the_new_backends_share_of_keys() {
     let backends = start_backends(&["a", "b", "c", "d"]).await;
-    let settings = "balance = \"hash\"\nhash_key = \"$arg_room\"\nconsistent = true";
+    let hash = |backends: &[Backend]| {
+        config(|u| {
+            u.set("balance", "hash")
+                .set("hash_key", "$arg_room")
+                .set("consistent", true)
+                .servers(addrs(backends))
+        })
+        .build()
+    };
 
     async fn homes(addr: SocketAddr) -> Vec<String> {
         let mut homes = Vec::new();
@@ -309,14 +305,14 @@ async fn consistent_hash_moves_only_the_new_backends_share_of_keys() {
         homes
     }
 
-    let (_three, addr) = start_proxy(&config(settings, &plain(&backends[..3]))).await;
+    let (_three, addr) = start_proxy(&hash(&backends[..3])).await;
     let before = homes(addr).await;
     // The same keys again land where they did.
     assert_eq!(&homes(addr).await[..100], &before[..100]);
     let used: HashSet<&String> = before.iter().collect();
     assert_eq!(used.len(), 3, "keys spread over every backend");
 
-    let (_four, addr) = start_proxy(&config(settings, &plain(&backends))).await;
+    let (_four, addr) = start_proxy(&hash(&backends)).await;
     let after = homes(addr).await;
     let moved: Vec<(&String, &String)> =
         before.iter().zip(&after).filter(|(b, a)| b != a).collect();
@@ -348,12 +344,8 @@ fn header_balancer_wasm() -> PathBuf {
 async fn a_custom_balancer_plugin_replaces_the_default() {
     let backends = start_backends(&["a", "b", "c"]).await;
     let wasm = header_balancer_wasm();
-    let text = format!(
-        "[plugins]\nbalancer = \"{}\"\n{}",
-        wasm.display(),
-        config("", &plain(&backends))
-    );
-    let (_proxy, addr) = start_proxy(&text).await;
+    let config = config(|u| u.servers(addrs(&backends))).plugin("balancer", &wasm);
+    let (_proxy, addr) = start_proxy(&config.build()).await;
 
     // The same header picks the same backend every time (round-robin would
     // rotate), for requests and WebSocket handshakes alike.
@@ -373,8 +365,9 @@ async fn a_custom_balancer_plugin_replaces_the_default() {
 #[tokio::test]
 async fn active_health_checks_steer_traffic_around_an_unhealthy_peer() {
     let backends = start_backends(&["a", "b", "c"]).await;
-    let settings = r#"health = { path = "/health", interval = "100ms", rise = 1, fall = 1 }"#;
-    let (_proxy, addr) = start_proxy(&config(settings, &plain(&backends))).await;
+    let health = toml_value(r#"{ path = "/health", interval = "100ms", rise = 1, fall = 1 }"#);
+    let config = config(|u| u.set("health", health).servers(addrs(&backends)));
+    let (_proxy, addr) = start_proxy(&config.build()).await;
 
     // Three requests in a row are one round of the round-robin.
     async fn round(addr: SocketAddr) -> HashSet<String> {

@@ -3,16 +3,15 @@
 //! which reports the handshake it got as its first message, then echoes.
 //! The default filters are named; the probe test plugin is loaded by path.
 
-mod support;
-
+use crate::support::backend::{Backend, header};
+use crate::support::config::ConfigBuilder;
+use crate::support::{start_proxy, test_plugins};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::OnceLock;
 use std::time::Duration;
-use support::backend::{Backend, header};
-use support::{start_proxy, test_plugins};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -40,17 +39,19 @@ fn probe_path() -> &'static str {
 /// A proxy with one location per `(path, filters)` (a TOML array, or empty
 /// for an unfiltered location), all to `backend`.
 async fn proxy(backend: &Backend, locations: &[(&str, &str)]) -> (Proxy, SocketAddr) {
-    let mut toml = String::from("[[server]]\nlisten = \"127.0.0.1:0\"\n");
-    for (path, filters) in locations {
-        toml.push_str(&format!(
-            "\n[[server.location]]\npath = \"{path}\"\nproxy_pass = \"http://{}\"\n",
-            backend.addr
-        ));
-        if !filters.is_empty() {
-            toml.push_str(&format!("filters = {filters}\n"));
-        }
-    }
-    start_proxy(&toml).await
+    let config = locations
+        .iter()
+        .fold(ConfigBuilder::new(), |config, (path, filters)| {
+            config.location(path, |l| {
+                let l = l.proxy_pass(backend.addr);
+                if filters.is_empty() {
+                    l
+                } else {
+                    l.filters(filters)
+                }
+            })
+        });
+    start_proxy(&config.build()).await
 }
 
 async fn within<F: Future>(future: F) -> F::Output {

@@ -3,14 +3,13 @@
 //! room on one of three real backends and routes everything else by the
 //! configuration's locations.
 
-mod support;
-
+use crate::support::backend::Backend;
+use crate::support::config::ConfigBuilder;
+use crate::support::start_proxy;
 use futures_util::StreamExt;
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
-use support::backend::Backend;
-use support::start_proxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio_tungstenite::connect_async;
@@ -66,38 +65,16 @@ async fn rooms_stay_on_one_backend_and_other_paths_follow_the_locations() {
         Backend::start("c").await,
     ];
     let wasm = room_router_wasm();
-    let config = format!(
-        r#"
-        [plugins]
-        router = "{wasm}"
-
-        [upstreams.room_a]
-        servers = ["{a}"]
-        [upstreams.room_b]
-        servers = ["{b}"]
-        [upstreams.room_c]
-        servers = ["{c}"]
-
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/ws/a/"
-        proxy_pass = "http://room_a"
-        [[server.location]]
-        path = "/ws/b/"
-        proxy_pass = "http://room_b"
-        [[server.location]]
-        path = "/ws/c/"
-        proxy_pass = "http://room_c"
-        [[server.location]]
-        path = "= /health"
-        return = {{ status = 200, body = "ok" }}
-        "#,
-        wasm = wasm.display(),
-        a = backends[0].addr,
-        b = backends[1].addr,
-        c = backends[2].addr,
-    );
+    let config = ConfigBuilder::new()
+        .plugin("router", &wasm)
+        .upstream("room_a", |u| u.server(backends[0].addr))
+        .upstream("room_b", |u| u.server(backends[1].addr))
+        .upstream("room_c", |u| u.server(backends[2].addr))
+        .location("/ws/a/", |l| l.proxy_pass("room_a"))
+        .location("/ws/b/", |l| l.proxy_pass("room_b"))
+        .location("/ws/c/", |l| l.proxy_pass("room_c"))
+        .location("= /health", |l| l.returns(200, "ok"))
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
 
     let mut homes = HashMap::new();

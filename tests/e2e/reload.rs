@@ -2,8 +2,9 @@
 //! again under load, and configuration rewrites (the watched file and
 //! `POST /reload`) while a WebSocket stays open.
 
-mod support;
-
+use crate::support::backend::Backend;
+use crate::support::config::ConfigBuilder;
+use crate::support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -11,8 +12,6 @@ use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::time::Duration;
-use support::backend::Backend;
-use support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
@@ -144,23 +143,11 @@ async fn filtered_proxy(name: &str, first: &[u8]) -> FilteredProxy {
     let dir = temp_dir(name);
     let filter = dir.join("filter.wasm");
     std::fs::write(&filter, first).unwrap();
-    let (proxy, addr) = start_proxy(&format!(
-        r#"
-        [upstreams.echo]
-        servers = ["{backend}"]
-
-        [[server]]
-        listen = "127.0.0.1:0"
-
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://echo"
-        filters = ["{filter}"]
-        "#,
-        backend = backend.addr,
-        filter = filter.display(),
-    ))
-    .await;
+    let config = ConfigBuilder::new()
+        .upstream("echo", |u| u.server(backend.addr))
+        .location("/ws/", |l| l.proxy_pass("echo").filter_file(&filter))
+        .build();
+    let (proxy, addr) = start_proxy(&config).await;
     FilteredProxy {
         proxy,
         addr,
@@ -266,32 +253,15 @@ async fn filter_replaced_under_load_drops_no_connection_and_no_message() {
 
 /// A configuration with the admin listener on `admin`, upstream `app` on
 /// `backend`, WebSockets at `/ws/`, and `= /version` answering `version`.
-fn config_text(admin: SocketAddr, backend: SocketAddr, version: Option<&str>) -> String {
-    let mut text = format!(
-        r#"
-        admin = "{admin}"
-
-        [upstreams.app]
-        servers = ["{backend}"]
-
-        [[server]]
-        listen = "127.0.0.1:0"
-
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://app"
-        "#
-    );
-    if let Some(version) = version {
-        text += &format!(
-            r#"
-            [[server.location]]
-            path = "= /version"
-            return = {{ status = 200, body = "{version}" }}
-            "#
-        );
+fn app_config(admin: SocketAddr, backend: SocketAddr, version: Option<&str>) -> ConfigBuilder {
+    let config = ConfigBuilder::new()
+        .set("admin", admin.to_string())
+        .upstream("app", |u| u.server(backend))
+        .location("/ws/", |l| l.proxy_pass("app"));
+    match version {
+        Some(version) => config.location("= /version", |l| l.returns(200, version)),
+        None => config,
     }
-    text
 }
 
 /// The name of the backend a new WebSocket reaches.
@@ -308,7 +278,7 @@ async fn config_rewrites_apply_while_a_websocket_stays_open() {
     let dir = temp_dir("reload-config");
     let path = dir.join("wasp.toml");
     let admin = free_addr();
-    std::fs::write(&path, config_text(admin, one.addr, None)).unwrap();
+    std::fs::write(&path, app_config(admin, one.addr, None).build()).unwrap();
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
     let proxy = Proxy::start_file(config, path.clone())
         .await
@@ -320,7 +290,7 @@ async fn config_rewrites_apply_while_a_websocket_stays_open() {
     assert_eq!(request(addr, "GET", "/version").await.0, 404);
 
     // A new location and another upstream peer, written in place.
-    std::fs::write(&path, config_text(admin, two.addr, Some("v2"))).unwrap();
+    std::fs::write(&path, app_config(admin, two.addr, Some("v2")).build()).unwrap();
     eventually("the new location", RELOAD, async || {
         (request(addr, "GET", "/version").await == (200, "v2".into())).then_some(())
     })
@@ -332,8 +302,8 @@ async fn config_rewrites_apply_while_a_websocket_stays_open() {
     let errors = r#"wasp_reloads_total{kind="config",result="error"}"#;
     let metrics = async || request(admin, "GET", "/metrics").await.1;
     let refused = sample(&metrics().await, errors).unwrap();
-    let invalid = config_text(admin, one.addr, Some("v3")) + "unknown_key = 1\n";
-    std::fs::write(&path, invalid).unwrap();
+    let invalid = app_config(admin, one.addr, Some("v3")).set("unknown_key", 1);
+    std::fs::write(&path, invalid.build()).unwrap();
     eventually("the invalid configuration refused", RELOAD, async || {
         (sample(&metrics().await, errors).unwrap() > refused).then_some(())
     })
@@ -345,7 +315,7 @@ async fn config_rewrites_apply_while_a_websocket_stays_open() {
     // A later valid one applies.
     replace(
         &path,
-        config_text(admin, one.addr, Some("v4")).as_bytes(),
+        app_config(admin, one.addr, Some("v4")).build().as_bytes(),
         false,
     );
     eventually("the next valid configuration", RELOAD, async || {
@@ -356,7 +326,7 @@ async fn config_rewrites_apply_while_a_websocket_stays_open() {
 
     // `POST /reload` puts the file in service before it answers (whether
     // or not the watcher got there first)...
-    std::fs::write(&path, config_text(admin, two.addr, Some("v5"))).unwrap();
+    std::fs::write(&path, app_config(admin, two.addr, Some("v5")).build()).unwrap();
     let (status, body) = request(admin, "POST", "/reload").await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(serde_json::from_str::<Value>(&body).unwrap()["ok"], true);

@@ -2,14 +2,12 @@
 //! role through its pool, configure errors, deadlines, the memory cap,
 //! refused components and concurrent calls.
 
-mod support;
-
+use crate::support::test_plugins;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::test_plugins;
 use wasp::plugins::{
     Action, BalancerPool, CallError, Decision, Direction, FilterPool, Limits, LoadError, Message,
-    OriginPool, Peer, RequestHead, RouterPool, Runtime,
+    Opened, OriginPool, Peer, RequestHead, RouterPool, Runtime,
 };
 
 fn runtime() -> Arc<Runtime> {
@@ -106,36 +104,89 @@ fn every_role_is_callable_through_its_pool() {
     );
 
     let filters = FilterPool::new(plugin, r#"{"tag":"f"}"#.into()).unwrap();
-    let mut conn = filters.dedicated().unwrap();
-    conn.on_open(7, &head("/ws", "")).unwrap();
+    let ws = head("/ws", "");
+    let mut opened = Opened::default();
+    filters.open(&mut opened, 7, &ws).unwrap();
     let text = |s: &str| Message::Text(s.into());
+    let mut send = |dir, message: &Message| {
+        filters
+            .on_message(&mut opened, 7, &ws, dir, message)
+            .unwrap()
+    };
     assert_eq!(
-        conn.on_message(7, Direction::ClientToUpstream, &text("hi"))
-            .unwrap(),
+        send(Direction::ClientToUpstream, &text("hi")),
         Action::Replace(text("f>hi"))
     );
     assert_eq!(
-        conn.on_message(7, Direction::UpstreamToClient, &text("yo"))
-            .unwrap(),
+        send(Direction::UpstreamToClient, &text("yo")),
         Action::Replace(text("f<yo"))
     );
     assert_eq!(
-        conn.on_message(7, Direction::ClientToUpstream, &text("count"))
-            .unwrap(),
+        send(Direction::ClientToUpstream, &text("count")),
         Action::Replace(text("f#3"))
     );
     assert_eq!(
-        conn.on_message(7, Direction::ClientToUpstream, &text("drop"))
-            .unwrap(),
+        send(Direction::ClientToUpstream, &text("drop")),
         Action::Drop
     );
     let binary = Message::Binary(vec![0, 1, 2]);
-    assert_eq!(
-        conn.on_message(7, Direction::ClientToUpstream, &binary)
-            .unwrap(),
-        Action::Forward
-    );
-    conn.on_close(7).unwrap();
+    assert_eq!(send(Direction::ClientToUpstream, &binary), Action::Forward);
+    filters.close(&mut opened, 7);
+}
+
+/// `count` answers how many messages the probe saw on this connection since
+/// its `on-open` on the instance that answers.
+fn count(filters: &FilterPool, opened: &mut Opened, conn: u64) -> Result<Action, CallError> {
+    let message = Message::Text("count".into());
+    filters.on_message(
+        opened,
+        conn,
+        &head("/ws", ""),
+        Direction::ClientToUpstream,
+        &message,
+    )
+}
+
+#[test]
+fn connections_share_an_instance_and_keep_their_own_state() {
+    let rt = runtime();
+    let plugin = rt.load("probe", test_plugins::get("probe")).unwrap();
+    let filters = FilterPool::new(plugin, r#"{"tag":"f"}"#.into()).unwrap();
+    let (mut a, mut b) = (Opened::default(), Opened::default());
+    filters.open(&mut a, 1, &head("/ws", "")).unwrap();
+    filters.open(&mut b, 2, &head("/ws", "")).unwrap();
+    let reply = |n: u32| Action::Replace(Message::Text(format!("f#{n}")));
+    assert_eq!(count(&filters, &mut a, 1), Ok(reply(1)));
+    assert_eq!(count(&filters, &mut a, 1), Ok(reply(2)));
+    assert_eq!(count(&filters, &mut b, 2), Ok(reply(1)));
+    // A connection that ended and came back (same id) starts over.
+    filters.close(&mut a, 1);
+    filters.open(&mut a, 1, &head("/ws", "")).unwrap();
+    assert_eq!(count(&filters, &mut a, 1), Ok(reply(1)));
+    assert_eq!(count(&filters, &mut b, 2), Ok(reply(2)));
+}
+
+#[test]
+fn a_failed_call_costs_only_its_connection_and_the_others_are_reopened() {
+    let rt = runtime();
+    let plugin = rt.load("probe", test_plugins::get("probe")).unwrap();
+    let filters = FilterPool::new(plugin, r#"{"tag":"f"}"#.into()).unwrap();
+    let ws = head("/ws", "");
+    let (mut victim, mut bystander) = (Opened::default(), Opened::default());
+    filters.open(&mut victim, 1, &ws).unwrap();
+    filters.open(&mut bystander, 2, &ws).unwrap();
+    let reply = |n: u32| Action::Replace(Message::Text(format!("f#{n}")));
+    assert_eq!(count(&filters, &mut bystander, 2), Ok(reply(1)));
+    assert_eq!(count(&filters, &mut bystander, 2), Ok(reply(2)));
+
+    let poison = Message::Text("trap".into());
+    let failed = filters.on_message(&mut victim, 1, &ws, Direction::ClientToUpstream, &poison);
+    assert!(matches!(failed, Err(CallError::Trap(_))), "{failed:?}");
+    // The bystander goes on, opened on the fresh instance before its
+    // message: its state restarted there.
+    assert_eq!(count(&filters, &mut bystander, 2), Ok(reply(1)));
+    // So does the victim's id, should its connection carry on (fail-open).
+    assert_eq!(count(&filters, &mut victim, 1), Ok(reply(1)));
 }
 
 #[test]
@@ -175,10 +226,17 @@ fn an_infinite_loop_is_stopped_and_the_next_call_succeeds() {
     );
 
     let filters = FilterPool::new(router.plugin().clone(), "{}".into()).unwrap();
-    let mut conn = filters.dedicated().unwrap();
     let spin = Message::Text("loop".into());
+    let ws = head("/ws", "");
     assert_eq!(
-        conn.on_message(1, Direction::ClientToUpstream, &spin)
+        filters
+            .on_message(
+                &mut Opened::default(),
+                1,
+                &ws,
+                Direction::ClientToUpstream,
+                &spin
+            )
             .unwrap_err(),
         CallError::Timeout
     );

@@ -3,8 +3,10 @@
 //! with its own target directory (so it never waits on the outer build's
 //! lock), then a generated Rust file that embeds the resulting components.
 //!
-//! Shared by `host/build.rs` (default plugins, embedded in the binary) and
-//! `tests/build.rs` (test plugins) through `#[path]`.
+//! A build-dependency of `wasp` (`host/build.rs`: the default plugins,
+//! embedded in the binary) and `wasp-tests` (`tests/build.rs`: the test and
+//! example plugins). Its functions run inside those build scripts, so the
+//! workspace root is found from their `CARGO_MANIFEST_DIR`.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -105,6 +107,8 @@ pub fn build_plugins(dir: &str, plugins: &[(String, String)], out_file: &str) {
     fs::write(out, generated).expect("writing the embedded plugin list");
 }
 
+/// The workspace root: the parent directory of the crate whose build script
+/// is running (`host/` or `tests/`).
 fn workspace_root() -> PathBuf {
     let manifest = PathBuf::from(env::var("CARGO_MANIFEST_DIR").unwrap());
     manifest

@@ -1,7 +1,7 @@
 //! Helpers shared by the end-to-end tests.
-#![allow(dead_code)] // each test binary uses its own subset
 
 pub mod backend;
+pub mod config;
 
 use std::net::SocketAddr;
 use wasp::config::Config;
@@ -106,12 +106,4 @@ pub async fn eventually<T>(
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-}
-
-/// A server on an ephemeral port with one location `path` proxied to
-/// `upstream`, plus `settings` (TOML lines) for that location.
-pub fn proxy_config(path: &str, upstream: impl std::fmt::Display, settings: &str) -> String {
-    format!(
-        "[[server]]\nlisten = \"127.0.0.1:0\"\n[[server.location]]\npath = \"{path}\"\nproxy_pass = \"http://{upstream}\"\n{settings}\n"
-    )
 }

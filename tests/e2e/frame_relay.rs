@@ -2,8 +2,7 @@
 //! client, the relay (both legs plain `TcpStream`s, upgraded by hand as the
 //! proxy does), and a tokio-tungstenite echo upstream, with real wasm filters.
 
-mod support;
-
+use crate::support::test_plugins;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
@@ -11,7 +10,6 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
-use support::test_plugins;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{mpsc, watch};
@@ -22,8 +20,9 @@ use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use wasp::filter_chain::{FilterChain, FilterSlot};
 use wasp::plugins::{FilterPool, Limits, Plugin, RequestHead, Runtime};
-use wasp::relay::frames::{self, FilterSlot, FrameRelayConfig, RelayStats};
+use wasp::relay::frames::{self, FrameRelayConfig, RelayStats};
 
 /// Bound on every wait: generous, only there to fail instead of hanging.
 const WAIT: Duration = Duration::from_secs(10);
@@ -199,9 +198,7 @@ async fn proxy(upstream: SocketAddr, chain: Vec<FilterSlot>, config: FrameRelayC
                     client_prefix,
                     up,
                     upstream_prefix,
-                    conn,
-                    head(),
-                    &chain,
+                    FilterChain::new(conn, head(), &chain),
                     config,
                     shutdown_rx,
                 )

@@ -2,14 +2,13 @@
 //! through the real proxy: WebSockets through a filtered location and plain
 //! requests.
 
-mod support;
-
+use crate::support::backend::Backend;
+use crate::support::config::ConfigBuilder;
+use crate::support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::time::Duration;
-use support::backend::Backend;
-use support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use tokio::time::timeout;
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
@@ -27,29 +26,13 @@ async fn metrics_and_status_match_the_traffic() {
     let bytes = test_plugins::get("tag-a");
     std::fs::write(&filter, bytes).unwrap();
     let admin = free_addr();
-    let (proxy, addr) = start_proxy(&format!(
-        r#"
-        admin = "{admin}"
-
-        [upstreams.app]
-        servers = ["{backend}"]
-
-        [[server]]
-        listen = "127.0.0.1:0"
-
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://app"
-        filters = ["{filter}"]
-
-        [[server.location]]
-        path = "= /plain"
-        return = {{ status = 200, body = "plain" }}
-        "#,
-        backend = backend.addr,
-        filter = filter.display(),
-    ))
-    .await;
+    let config = ConfigBuilder::new()
+        .set("admin", admin.to_string())
+        .upstream("app", |u| u.server(backend.addr))
+        .location("/ws/", |l| l.proxy_pass("app").filter_file(&filter))
+        .location("= /plain", |l| l.returns(200, "plain"))
+        .build();
+    let (proxy, addr) = start_proxy(&config).await;
     let metrics = async || request(admin, "GET", "/metrics").await.1;
 
     for _ in 0..PLAIN {

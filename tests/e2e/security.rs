@@ -2,16 +2,15 @@
 //! checks, connection limits and what a proxy must survive — slow clients,
 //! oversize heads and bodies, and request-smuggling shapes.
 
-mod support;
-
+use crate::support::backend::Backend;
+use crate::support::config::ConfigBuilder;
+use crate::support::{eventually, sample, start_proxy};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use support::backend::Backend;
-use support::start_proxy;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_rustls::TlsConnector;
@@ -52,13 +51,13 @@ impl Pki {
         cert.der().clone()
     }
 
-    fn files(&self, host: &str) -> String {
+    /// A server's `tls` setting: `host`'s certificate and key files.
+    fn tls(&self, host: &str) -> toml::Table {
         let path = |ext: &str| self.dir.join(format!("{host}.{ext}")).display().to_string();
-        format!(
-            r#"tls = {{ cert = "{}", key = "{}" }}"#,
-            path("crt"),
-            path("key")
-        )
+        toml::Table::from_iter([
+            ("cert".to_owned(), path("crt").into()),
+            ("key".to_owned(), path("key").into()),
+        ])
     }
 
     /// A client trusting this CA only.
@@ -120,27 +119,18 @@ async fn wss_end_to_end_with_sni_and_a_certificate_replaced_under_an_open_connec
     let pki = Pki::new("sni");
     let first_a = pki.issue("a.test");
     pki.issue("b.test");
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        server_name = "a.test"
-        {}
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://{}"
-        [[server]]
-        listen = "127.0.0.1:0"
-        server_name = "b.test"
-        {}
-        [[server.location]]
-        path = "/"
-        return = {{ status = 200, body = "site b" }}
-        "#,
-        pki.files("a.test"),
-        backend.addr,
-        pki.files("b.test")
-    );
+    let config = ConfigBuilder::new()
+        .server(|s| {
+            s.set("server_name", "a.test")
+                .set("tls", pki.tls("a.test"))
+                .location("/", |l| l.proxy_pass(backend.addr))
+        })
+        .server(|s| {
+            s.set("server_name", "b.test")
+                .set("tls", pki.tls("b.test"))
+                .location("/", |l| l.returns(200, "site b"))
+        })
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
 
     // wss:// to a.test, through a client that trusts only the test CA.
@@ -212,22 +202,19 @@ async fn handshake_status(addr: SocketAddr, path: &str, origin: Option<&str>) ->
 #[tokio::test]
 async fn origins_allowed_disallowed_wildcard_and_missing() {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        [[server.location]]
-        path = "/ws/"
-        proxy_pass = "http://{0}"
-        origins = ["https://chat.example.com", "https://*.example.com"]
-        [[server.location]]
-        path = "/strict/"
-        proxy_pass = "http://{0}"
-        origins = ["https://chat.example.com"]
-        allow_missing_origin = false
-        "#,
-        backend.addr
-    );
+    let config = ConfigBuilder::new()
+        .location("/ws/", |l| {
+            l.proxy_pass(backend.addr).set(
+                "origins",
+                vec!["https://chat.example.com", "https://*.example.com"],
+            )
+        })
+        .location("/strict/", |l| {
+            l.proxy_pass(backend.addr)
+                .set("origins", vec!["https://chat.example.com"])
+                .set("allow_missing_origin", false)
+        })
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
     assert_eq!(
         handshake_status(addr, "/ws/", Some("https://chat.example.com")).await,
@@ -283,7 +270,9 @@ async fn ws_from(
 #[tokio::test]
 async fn limit_conn_refuses_the_eleventh_websocket_of_one_address_only() {
     let backend = Backend::start("b1").await;
-    let config = support::proxy_config("/ws/", backend.addr, "limit_conn = 10");
+    let config = ConfigBuilder::new()
+        .location("/ws/", |l| l.proxy_pass(backend.addr).set("limit_conn", 10))
+        .build();
     let (_proxy, addr) = start_proxy(&config).await;
     let mut open = Vec::new();
     for _ in 0..10 {
@@ -316,26 +305,19 @@ async fn limit_conn_refuses_the_eleventh_websocket_of_one_address_only() {
 
 async fn hardened_proxy() -> (wasp::proxy::Proxy, SocketAddr) {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        r#"
-        [[server]]
-        listen = "127.0.0.1:0"
-        client_header_timeout = "500ms"
-        max_header_size = "8k"
-        client_max_body_size = "1k"
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://{0}"
-        [[server]]
-        listen = "127.0.0.1:0"
-        server_name = "strict.test"
-        strict_websocket = true
-        [[server.location]]
-        path = "/"
-        proxy_pass = "http://{0}"
-        "#,
-        backend.addr
-    );
+    let config = ConfigBuilder::new()
+        .server(|s| {
+            s.set("client_header_timeout", "500ms")
+                .set("max_header_size", "8k")
+                .set("client_max_body_size", "1k")
+                .location("/", |l| l.proxy_pass(backend.addr))
+        })
+        .server(|s| {
+            s.set("server_name", "strict.test")
+                .set("strict_websocket", true)
+                .location("/", |l| l.proxy_pass(backend.addr))
+        })
+        .build();
     start_proxy(&config).await
 }
 
@@ -450,14 +432,14 @@ async fn an_upgrade_without_a_valid_key_passes_by_default_and_is_refused_when_st
 #[tokio::test]
 async fn max_connections_closes_the_extra_client_and_a_freed_slot_serves_again() {
     let backend = Backend::start("b1").await;
-    let config = format!(
-        "max_connections = 2\n{}",
-        support::proxy_config("/", backend.addr, "")
-    );
+    let config = ConfigBuilder::new()
+        .set("max_connections", 2)
+        .location("/", |l| l.proxy_pass(backend.addr))
+        .build();
     let (proxy, addr) = start_proxy(&config).await;
     let open = || {
         let text = proxy.shared().metrics.encode();
-        support::sample(&text, "wasp_client_connections{listener=\"127.0.0.1:0\"}").unwrap_or(0.0)
+        sample(&text, "wasp_client_connections{listener=\"127.0.0.1:0\"}").unwrap_or(0.0)
     };
     // Two clients hold both slots, each with a request head in progress
     // (wasp accepts a connection once its first bytes arrived).
@@ -467,7 +449,7 @@ async fn max_connections_closes_the_extra_client_and_a_freed_slot_serves_again()
         stream.write_all(b"GET / HTTP/1.1\r\n").await.unwrap();
         held.push(stream);
     }
-    support::eventually(
+    eventually(
         "both held clients accepted",
         Duration::from_secs(5),
         async || (open() == 2.0).then_some(()),
@@ -486,7 +468,7 @@ async fn max_connections_closes_the_extra_client_and_a_freed_slot_serves_again()
     );
 
     drop(held.pop());
-    let status = support::eventually(
+    let status = eventually(
         "a freed slot serves again",
         Duration::from_secs(5),
         async || {

@@ -1,0 +1,16 @@
+//! wasp end to end, in one test binary (so the suite links wasmtime once):
+//! the real proxy on loopback, real backends and clients, real wasm
+//! components built by `tests/build.rs`. One module per area; `support`
+//! holds what they share. Run one area with `cargo test -p wasp-tests -- proxy::`.
+
+mod support;
+
+mod balancing;
+mod custom_router;
+mod filters;
+mod frame_relay;
+mod metrics;
+mod plugin_runtime;
+mod proxy;
+mod reload;
+mod security;
