@@ -529,7 +529,7 @@ async fn invalid_utf8_closes_with_1007_and_protocol_errors_with_1002() {
 }
 
 #[tokio::test]
-async fn a_trap_closes_only_its_connection_and_instances_are_per_connection() {
+async fn a_trap_closes_only_its_connection_and_the_others_restart_on_a_fresh_instance() {
     let (up, _seen_up) = upstream().await;
     let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config()).await;
     let mut first = proxy.client().await;
@@ -545,6 +545,11 @@ async fn a_trap_closes_only_its_connection_and_instances_are_per_connection() {
     expect_close(&mut first, 1011, "filter probe failed").await;
     assert_eq!(proxy.stats().await.close_code, Some(1011));
 
+    // The instance both shared was replaced: the second connection goes on,
+    // opened on the fresh one (`on-open`) before its message, so its count
+    // starts over.
+    second.send(text("count")).await.unwrap();
+    assert_eq!(recv(&mut second).await, text("a<a#1"));
     second.send(text("count")).await.unwrap();
     assert_eq!(recv(&mut second).await, text("a<a#3"));
 }
