@@ -203,7 +203,7 @@ async fn proxy(upstream: SocketAddr, chain: Vec<FilterSlot>, config: FrameRelayC
                     head(),
                     &chain,
                     config,
-                    shutdown_rx,
+                    shutdown_rx.into(),
                 )
                 .await;
                 let _ = stats_tx.send(stats);

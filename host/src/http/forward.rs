@@ -1,192 +1,131 @@
-//! Relaying a request to an upstream: origin check for WebSocket
-//! handshakes, headers per the location, peer choice and connect (with
-//! retries), then either a streamed response or, on 101, the relay.
+//! The phases that forward a request to an upstream: which upstream, the
+//! headers it sees, the peer and the connection, sending, and streaming the
+//! answer back. What only WebSocket handshakes need is in `websocket`.
 
-use super::headers::{is_websocket_upgrade, strip_hop_by_hop, upstream_request};
-use super::response::{Body, status};
-use super::{ConnInfo, Shared, upgrade};
-use crate::access_log::{AccessEntry, LoggedBody};
-use crate::limits::ConnectionSlot;
-use crate::plugins::{ProxyTo, RequestHead};
+use super::context::{ChosenPeer, Refusal, RequestContext};
+use super::headers::{strip_hop_by_hop, upstream_request};
+use super::response::Body;
+use super::websocket;
+use crate::access_log::LoggedBody;
+use crate::plugins::ProxyTo;
 use crate::site::Site;
+use crate::upstream::UpstreamGroup;
 use crate::vars::RequestVars;
-use http::request::Parts;
-use http::{Request, Response, StatusCode, Version};
+use http::{HeaderMap, Request, Response, Version};
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use std::sync::Arc;
+use tokio::net::TcpStream;
 use tokio_io_timeout::TimeoutStream;
 
-/// A request the router sent upstream, with what came with it.
-pub struct ProxyRequest {
-    pub parts: Parts,
-    pub body: Incoming,
-    pub target: ProxyTo,
-    pub head: RequestHead,
-    pub entry: AccessEntry,
-    /// The `limit_conn` slot, held until the response or WebSocket ends.
-    pub slot: Option<ConnectionSlot>,
+/// Phase 4: the upstream group the router named.
+pub fn upstream<'s>(site: &'s Site, target: &ProxyTo) -> Result<&'s UpstreamGroup, Refusal> {
+    site.upstreams
+        .get(&target.upstream)
+        .map(|group| &**group)
+        .ok_or_else(|| {
+            tracing::error!(upstream = %target.upstream, "router chose an unknown upstream");
+            Refusal::new(502, "")
+        })
 }
 
-pub async fn forward(
-    request: ProxyRequest,
-    info: &Arc<ConnInfo>,
-    site: &Arc<Site>,
-    shared: &Arc<Shared>,
-) -> Response<Body> {
-    let ProxyRequest {
-        mut parts,
-        body,
-        target,
-        head,
-        entry,
-        slot,
-    } = request;
-    let websocket = is_websocket_upgrade(&parts.headers);
-    let fail = |code: u16, reason: &str, entry: AccessEntry| {
-        if websocket && let Some(location) = site.location(target.location) {
-            shared.metrics.handshake(&location.label, code);
-        }
-        super::logged(status(code, reason), entry)
-    };
-    let Some(location) = site.location(target.location) else {
-        tracing::error!(
-            location = target.location,
-            "router chose an unknown location"
-        );
-        return fail(500, "", entry);
-    };
-    let Some(group) = site.upstreams.get(&target.upstream) else {
-        tracing::error!(upstream = %target.upstream, "router chose an unknown upstream");
-        return fail(502, "", entry);
-    };
-    if websocket && location.strict_websocket && !valid_handshake(&parts.headers) {
-        tracing::info!(client = %info.client, "WebSocket upgrade without a valid Sec-WebSocket-Key/Version 13 (strict_websocket)");
-        return fail(400, "invalid WebSocket handshake", entry);
-    }
-    if websocket {
-        match site.origin.check(&head, location.config.id) {
-            Ok(Ok(())) => {}
-            Ok(Err(reason)) => {
-                let origin = parts
-                    .headers
-                    .get("origin")
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::warn!(client = %info.client, origin, %reason, "WebSocket handshake refused by the origin check");
-                return fail(403, &reason, entry);
-            }
-            Err(error) => {
-                tracing::error!(%error, "origin plugin failed; refusing the handshake");
-                return fail(403, "origin check failed", entry);
-            }
-        }
-    }
-
-    let vars = RequestVars {
-        headers: &parts.headers,
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        client: info.client,
-        local: info.local,
-        tls: info.tls,
-        proxy_host: &group.proxy_host,
-    };
-    let headers = upstream_request(
-        &parts.headers,
-        &location.set_headers,
+/// Phase 6: the headers the upstream gets: the location's `set_headers`,
+/// then the router's. A filtered WebSocket may not negotiate extensions.
+pub fn upstream_headers(
+    ctx: &RequestContext<'_>,
+    target: &ProxyTo,
+    vars: &RequestVars<'_>,
+) -> HeaderMap {
+    upstream_request(
+        &ctx.parts.headers,
+        &ctx.location.set_headers,
         &target.set_headers,
-        &vars,
-        !location.filters.is_empty(),
-    );
-    let config = &location.config;
-    let (stream, guard) = match group
-        .connect(&head, &vars, &site.balancer, config.connect_timeout)
+        vars,
+        !ctx.location.filters.is_empty(),
+    )
+}
+
+/// Phase 7: the balancer plugin picks a peer and wasp connects, moving on
+/// to another peer when a connect fails (502, or 504 after a timeout).
+pub async fn connect<'s>(
+    ctx: &RequestContext<'_>,
+    upstream: &'s UpstreamGroup,
+    vars: &RequestVars<'_>,
+) -> Result<(TcpStream, ChosenPeer<'s>), Refusal> {
+    let connect_timeout = ctx.location.config.connect_timeout;
+    match upstream
+        .connect(&ctx.head, vars, &ctx.site.balancer, connect_timeout)
         .await
     {
-        Ok(connected) => connected,
+        Ok((stream, guard)) => Ok((stream, ChosenPeer { upstream, guard })),
         Err(error) => {
-            tracing::error!(upstream = %group.name, %error, "no upstream connection");
-            return fail(error.status(), "", entry);
+            tracing::error!(upstream = %upstream.name, %error, "no upstream connection");
+            Err(Refusal::new(error.status(), ""))
         }
-    };
+    }
+}
+
+/// Phase 8: sends the request (the router's URI, `headers`, the body cut at
+/// `client_max_body_size`) on `stream`, and returns the answer's head. An
+/// HTTP request runs under the location's read and send timeouts; a
+/// WebSocket handshake under none, since the relay takes the raw socket back
+/// after 101 and its idle timeout replaces them.
+pub async fn send(
+    ctx: &RequestContext<'_>,
+    target: &ProxyTo,
+    headers: HeaderMap,
+    body: Incoming,
+    stream: TcpStream,
+    peer: &ChosenPeer<'_>,
+) -> Result<Response<Incoming>, Refusal> {
     let Ok(uri) = target.uri.parse::<http::Uri>() else {
         tracing::error!(uri = %target.uri, "router produced an invalid upstream URI");
-        return fail(500, "", entry);
+        return Err(Refusal::new(500, ""));
     };
-    let client_upgrade = parts.extensions.remove::<OnUpgrade>();
     // Chunked bodies have no declared size: cut them at the limit (413).
-    let mut request = Request::new(Limited::new(body, location.max_body as usize));
-    *request.method_mut() = parts.method.clone();
+    let mut request = Request::new(Limited::new(body, ctx.location.max_body as usize));
+    *request.method_mut() = ctx.parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
 
-    let sent = if websocket {
-        // The relay takes the raw socket back after 101; its idle timeout
-        // replaces per-read timeouts.
-        send_upgrade(TokioIo::new(stream), request).await
+    let sent = if ctx.websocket {
+        websocket::send_handshake(TokioIo::new(stream), request).await
     } else {
+        let config = &ctx.location.config;
         let mut timed = TimeoutStream::new(stream);
         timed.set_read_timeout(Some(config.read_timeout));
         timed.set_write_timeout(Some(config.send_timeout));
-        send(TokioIo::new(Box::pin(timed)), request).await
+        send_http(TokioIo::new(Box::pin(timed)), request).await
     };
-    let mut response = match sent {
-        Ok(response) => response,
-        Err(error) if body_too_large(&error) => {
-            tracing::info!(client = %info.client, "request body larger than client_max_body_size");
-            return fail(413, "request body too large", entry);
+    sent.map_err(|error| {
+        if body_too_large(&error) {
+            tracing::info!(client = %ctx.conn.client, "request body larger than client_max_body_size");
+            return Refusal::new(413, "request body too large");
         }
-        Err(error) => {
-            tracing::error!(upstream = %group.name, peer = %guard.peer().address, %error, "upstream request failed");
-            let code = if error.is_timeout() { 504 } else { 502 };
-            return fail(code, "", entry);
-        }
-    };
-
-    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
-        let Some(client_upgrade) = client_upgrade.filter(|_| websocket) else {
-            tracing::error!(upstream = %group.name, "upstream switched protocols without a WebSocket handshake");
-            return fail(502, "", entry);
-        };
-        shared.metrics.handshake(&location.label, 101);
-        let upstream_upgrade = hyper::upgrade::on(&mut response);
-        let (response_parts, _) = response.into_parts();
-        let relay = upgrade::Relay {
-            conn_id: shared.conn_id(),
-            head,
-            entry,
-            guard,
-            _slot: slot,
-            site: site.clone(),
-            location: target.location,
-            _conn: info.clone(),
-            metrics: shared.metrics.clone(),
-            upstream: group.name.clone(),
-            shutdown: shared.close_websockets.clone(),
-        };
-        shared
-            .tasks
-            .spawn(relay.run(client_upgrade, upstream_upgrade));
-        return Response::from_parts(response_parts, super::response::empty());
-    }
-
-    let code = response.status().as_u16();
-    if websocket {
-        shared.metrics.handshake(&location.label, code);
-    }
-    strip_hop_by_hop(response.headers_mut());
-    response.map(|body| {
-        LoggedBody::new(body.map_err(Into::into), entry, code, (guard, slot)).boxed_unsync()
+        let (upstream, peer) = (&peer.upstream.name, &peer.guard.peer().address);
+        tracing::error!(%upstream, %peer, %error, "upstream request failed");
+        Refusal::new(if error.is_timeout() { 504 } else { 502 }, "")
     })
 }
 
+/// Phase 9: streams the upstream's answer to the client. The access-log
+/// line is written when it ends; until then the peer and the `limit_conn`
+/// slot stay counted.
+pub fn respond(
+    ctx: RequestContext<'_>,
+    mut response: Response<Incoming>,
+    peer: ChosenPeer<'_>,
+) -> Response<Body> {
+    let code = response.status().as_u16();
+    strip_hop_by_hop(response.headers_mut());
+    let hold = (peer.guard, ctx.slot);
+    response
+        .map(|body| LoggedBody::new(body.map_err(Into::into), ctx.entry, code, hold).boxed_unsync())
+}
+
 /// Sends `request` on a fresh HTTP/1.1 connection over `io`.
-async fn send<I>(
+async fn send_http<I>(
     io: I,
     request: Request<Limited<Incoming>>,
 ) -> Result<Response<Incoming>, hyper::Error>
@@ -202,47 +141,6 @@ where
     sender.send_request(request).await
 }
 
-/// Sends a WebSocket handshake on a fresh connection, driving the connection
-/// in this task instead of a spawned one: on 101 hyper hands the socket to
-/// the upgrade and the connection ends at once, which saves a task and the
-/// wake-ups between two tasks per handshake. Any other answer may still have
-/// a body to stream, so its connection then moves to a task as in [`send`].
-async fn send_upgrade(
-    io: TokioIo<tokio::net::TcpStream>,
-    request: Request<Limited<Incoming>>,
-) -> Result<Response<Incoming>, hyper::Error> {
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    let mut connection = Box::pin(connection.with_upgrades());
-    let sent = sender.send_request(request);
-    tokio::pin!(sent);
-    let response = tokio::select! {
-        biased;
-        response = &mut sent => response,
-        ended = &mut connection => {
-            // Ended before an answer: the request reports why.
-            if let Err(error) = ended {
-                tracing::debug!(%error, "upstream connection ended with an error");
-            }
-            return sent.await;
-        }
-    };
-    match &response {
-        Ok(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
-            if let Err(error) = connection.await {
-                tracing::debug!(%error, "upstream connection failed to hand over the upgrade");
-            }
-        }
-        _ => {
-            tokio::spawn(async move {
-                if let Err(error) = connection.await {
-                    tracing::debug!(%error, "upstream connection ended with an error");
-                }
-            });
-        }
-    }
-    response
-}
-
 /// Whether sending failed because the client's body passed the limit.
 fn body_too_large(error: &hyper::Error) -> bool {
     let mut source = std::error::Error::source(error);
@@ -253,22 +151,4 @@ fn body_too_large(error: &hyper::Error) -> bool {
         source = cause.source();
     }
     false
-}
-
-/// RFC 6455 §4.1: a `Sec-WebSocket-Key` of 16 base64-encoded bytes and
-/// `Sec-WebSocket-Version: 13`.
-fn valid_handshake(headers: &http::HeaderMap) -> bool {
-    let version_13 = headers
-        .get("sec-websocket-version")
-        .is_some_and(|v| v == "13");
-    let key_ok = headers.get("sec-websocket-key").is_some_and(|key| {
-        let key = key.as_bytes();
-        // 16 bytes encode to 22 base64 characters plus "==".
-        key.len() == 24
-            && key.ends_with(b"==")
-            && key[..22]
-                .iter()
-                .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
-    });
-    version_13 && key_ok
 }

@@ -66,6 +66,7 @@ use crate::metrics::{Dir, LocationCounters};
 use crate::plugins::{
     Action, CloseFrame, Direction, FilterInstance, FilterPool, Message, RequestHead,
 };
+use crate::shutdown::Shutdown;
 use arc_swap::ArcSwap;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
@@ -75,7 +76,6 @@ use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -142,7 +142,7 @@ pub async fn run<C, U>(
     head: RequestHead,
     chain: &[FilterSlot],
     config: FrameRelayConfig,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> RelayStats
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -175,7 +175,7 @@ where
         Ok(()) => tokio::select! {
             end = pump(Side::Client, &mut client_rx, &mut upstream_tx, &state) => end,
             end = pump(Side::Upstream, &mut upstream_rx, &mut client_tx, &state) => end,
-            () = shutdown_requested(&mut shutdown) => End::Close(close_frame(1001, "server shutting down")),
+            () = shutdown.signalled() => End::Close(close_frame(1001, "server shutting down")),
             () = idle(&state, config.idle_timeout) => End::Close(close_frame(1001, "idle timeout")),
         },
     };
@@ -410,13 +410,6 @@ fn failure(side: Side, error: WsError) -> End {
         _ => (1011, "relay error reading"),
     };
     End::Close(close_frame(code, &format!("{reason} {side}")))
-}
-
-async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|&down| down).await.is_err() {
-        // The sender is gone: no shutdown can be asked for any more.
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Returns once no frame was read from either peer for `timeout`.
