@@ -49,8 +49,8 @@ pub trait AdminHooks: Send + Sync + 'static {
 }
 
 /// Serves the admin routes on `listener` until `shutdown` is signalled; then
-/// stops accepting and returns. Connections already
-/// open finish the request in flight and close; `serve` does not wait for them.
+/// stops accepting and returns. Connections already open finish the request
+/// in flight and close; `serve` does not wait for them.
 pub async fn serve(listener: TcpListener, admin: Arc<dyn AdminHooks>, mut shutdown: Shutdown) {
     loop {
         let stream = tokio::select! {

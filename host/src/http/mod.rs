@@ -1,5 +1,5 @@
 //! The HTTP/1.1 server side: one hyper connection per client (this module),
-//! each request carried through its phases by [`request`]: routed by the
+//! each request carried through its phases by `request`: routed by the
 //! router plugin, then served from files, answered directly, or forwarded
 //! upstream (a WebSocket handshake becoming a session on the relay).
 

@@ -3,10 +3,10 @@
 //! of them may end the request early with wasp's own answer, a [`Refusal`]:
 //!
 //! 1. [`route`]: the router plugin decides; the location it names is looked
-//!    up, once, into the [`RequestContext`]. A direct answer ([`respond`])
-//!    ends here.
+//!    up, once, into the [`RequestContext`]. A direct answer
+//!    ([`respond_directly`]) ends here.
 //! 2. [`admit`]: the location's body size, `limit_req` and `limit_conn`.
-//! 3. [`serve_files`] for a static location; the others are forwarded:
+//! 3. [`serve_files`] for a static location; [`proxy_pass`] for the others:
 //! 4. [`forward::upstream`]: the upstream group the router named.
 //! 5. WebSocket handshakes only: [`websocket::check_handshake`]
 //!    (`strict_websocket`), then [`websocket::check_origin`] (origin plugin).
@@ -47,7 +47,7 @@ pub async fn handle(
     let entry = AccessEntry::new(&parts, conn.client.ip(), shared.metrics.clone());
     let head = request_head(&parts, conn);
     let (location, target) = match route(&site, &head) {
-        Ok(Route::Respond(answer)) => return logged(respond(answer), entry),
+        Ok(Route::Respond(answer)) => return logged(respond_directly(answer), entry),
         Ok(Route::Location(location, target)) => (location, target),
         Err(refusal) => return logged(refusal.response(), entry),
     };
@@ -67,7 +67,7 @@ pub async fn handle(
     }
     match target {
         Target::StaticFiles(files) => serve_files(ctx, files).await,
-        Target::Proxy(target) => proxy(ctx, body, target).await,
+        Target::Proxy(target) => proxy_pass(ctx, body, target).await,
     }
 }
 
@@ -75,6 +75,7 @@ pub async fn handle(
 enum Route<'s> {
     /// Answer at once: no location applies.
     Respond(plugins::Response),
+    /// Serve it under this location.
     Location(&'s LocationRuntime, Target),
 }
 
@@ -175,9 +176,10 @@ async fn serve_files(ctx: RequestContext<'_>, files: StaticFiles) -> Response<Bo
     response.map(|body| LoggedBody::new(body, ctx.entry, code, ctx.slot).boxed_unsync())
 }
 
-/// Phases 4 to 9: forwards the request to the upstream, then streams its
-/// answer back or, on 101, hands over to the WebSocket session.
-async fn proxy(ctx: RequestContext<'_>, body: Incoming, target: ProxyTo) -> Response<Body> {
+/// Phases 4 to 9 (nginx's `proxy_pass`): forwards the request to the
+/// upstream, then streams its answer back or, on 101, hands over to the
+/// WebSocket session.
+async fn proxy_pass(ctx: RequestContext<'_>, body: Incoming, target: ProxyTo) -> Response<Body> {
     let (response, peer) = match exchange(&ctx, body, &target).await {
         Ok(answered) => answered,
         Err(refusal) => {
@@ -210,8 +212,8 @@ async fn exchange<'s>(
     Ok((response, peer))
 }
 
-/// A direct answer from the router.
-fn respond(answer: plugins::Response) -> Response<Body> {
+/// The router's direct answer.
+fn respond_directly(answer: plugins::Response) -> Response<Body> {
     let mut response = Response::new(full(answer.body));
     *response.status_mut() =
         StatusCode::from_u16(answer.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);

@@ -228,8 +228,9 @@ pub async fn run(
     let mut last_activity = coarse_millis();
     let mut closing: Option<Instant> = None;
     let mut timer = pin!(sleep_until(Instant::now() + idle));
-    // Checked on every event, so that a tunnel whose sockets are always
-    // ready still sees shutdown; the future wakes an idle one.
+    // `shutdown` is checked on every event, so that a tunnel whose sockets
+    // are always ready still sees it; the future (on a clone it borrows)
+    // wakes an idle one.
     let mut signal = shutdown.clone();
     let mut signalled = pin!(signal.signalled());
     let end = loop {
