@@ -29,8 +29,9 @@ pub fn upstream<'s>(site: &'s Site, target: &ProxyTo) -> Result<&'s UpstreamGrou
         })
 }
 
-/// Phase 6: the headers the upstream gets: the location's `set_headers`,
-/// then the router's. A filtered WebSocket may not negotiate extensions.
+/// Phase 6: the headers the upstream gets: the client's end-to-end ones,
+/// the location's `set_headers`, then the router's. A filtered WebSocket
+/// may not negotiate extensions.
 pub fn upstream_headers(
     ctx: &RequestContext<'_>,
     target: &ProxyTo,
