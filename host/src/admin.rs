@@ -13,7 +13,7 @@
 //! paths 404. There is no authentication: bind it to loopback or a private
 //! interface.
 
-use crate::http::signalled;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use http::header::{ALLOW, CONTENT_TYPE};
 use http::{HeaderValue, Method, Request, Response, StatusCode};
@@ -28,7 +28,6 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 
 /// The content type of `GET /metrics` (see the module docs for why).
 pub const METRICS_CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -49,19 +48,13 @@ pub trait AdminHooks: Send + Sync + 'static {
     fn reload(&self) -> Pin<Box<dyn Future<Output = Result<String, String>> + Send>>;
 }
 
-/// Serves the admin routes on `listener` until `shutdown` turns true (or its
-/// sender is dropped); then stops accepting and returns. Connections already
-/// open finish the request in flight and close; `serve` does not wait for them.
-pub async fn serve(
-    listener: TcpListener,
-    admin: Arc<dyn AdminHooks>,
-    shutdown: watch::Receiver<bool>,
-) {
-    let stop = signalled(shutdown.clone());
-    let mut stop = std::pin::pin!(stop);
+/// Serves the admin routes on `listener` until `shutdown` is signalled; then
+/// stops accepting and returns. Connections already open finish the request
+/// in flight and close; `serve` does not wait for them.
+pub async fn serve(listener: TcpListener, admin: Arc<dyn AdminHooks>, mut shutdown: Shutdown) {
     loop {
         let stream = tokio::select! {
-            () = stop.as_mut() => return,
+            () = shutdown.signalled() => return,
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
                 Err(error) => {
@@ -79,7 +72,7 @@ pub async fn serve(
 async fn serve_connection(
     stream: tokio::net::TcpStream,
     admin: Arc<dyn AdminHooks>,
-    shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) {
     let service = service_fn(move |request| {
         let admin = admin.clone();
@@ -93,7 +86,7 @@ async fn serve_connection(
     let mut connection = std::pin::pin!(connection);
     let result = tokio::select! {
         result = connection.as_mut() => result,
-        () = signalled(shutdown) => {
+        () = shutdown.signalled() => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
@@ -170,6 +163,7 @@ mod tests {
     use std::net::SocketAddr;
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::net::TcpStream;
+    use tokio::sync::watch;
 
     /// Reloads succeed on odd calls and fail on even ones.
     struct TestHooks {
@@ -210,7 +204,7 @@ mod tests {
         let hooks = Arc::new(TestHooks {
             reloads: AtomicUsize::new(0),
         });
-        let task = tokio::spawn(serve(listener, hooks, shutdown));
+        let task = tokio::spawn(serve(listener, hooks, shutdown.into()));
         Server { addr, stop, task }
     }
 

@@ -1,8 +1,10 @@
 //! wasp: a WebAssembly-scriptable, WebSocket-aware reverse proxy.
 //!
 //! The modules follow the path of a connection: `listener` accepts, `http`
-//! parses and routes (asking `plugins`), `static_files` or `upstream` +
-//! `relay` serve; `config` and `site` hold what was loaded.
+//! parses and routes (asking `plugins`), serves static files or forwards
+//! through `upstream`, and hands WebSockets to `relay`; `config` and `site`
+//! hold what was loaded; `shutdown` is the signal every long-lived task
+//! waits on.
 
 pub mod access_log;
 pub mod admin;
@@ -19,8 +21,8 @@ pub mod metrics;
 pub mod plugins;
 pub mod proxy;
 pub mod relay;
+pub mod shutdown;
 pub mod site;
-pub mod static_files;
 pub mod tls;
 pub mod upstream;
 pub mod vars;

@@ -6,7 +6,8 @@
 
 use crate::config::{Config, TlsFiles};
 use crate::http::client_stream::ClientStream;
-use crate::http::{ConnInfo, ConnLimits, Shared, serve_connection, signalled};
+use crate::http::{ConnInfo, ConnectionSettings, Shared, serve_connection};
+use crate::shutdown::Shutdown;
 use crate::tls::{CertWatcher, TlsTerminator};
 use crate::workers::Workers;
 use anyhow::Context;
@@ -20,13 +21,14 @@ use tokio::sync::{Semaphore, watch};
 
 /// What an address accepts with; swapped whole on reload.
 struct Settings {
-    limits: ConnLimits,
+    connection: ConnectionSettings,
     tls: Option<Arc<TlsTerminator>>,
     /// Reloads the certificates when their files change.
     _cert_watcher: Option<CertWatcher>,
 }
 
-struct Bound {
+/// An address being listened on.
+struct BoundListener {
     local: SocketAddr,
     settings: Arc<ArcSwap<Settings>>,
     stop: watch::Sender<bool>,
@@ -37,7 +39,7 @@ pub struct Listeners {
     shared: Arc<Shared>,
     workers: Arc<Workers>,
     connections: Arc<Semaphore>,
-    bound: HashMap<String, Bound>,
+    bound: HashMap<String, BoundListener>,
 }
 
 impl Listeners {
@@ -73,13 +75,13 @@ impl Listeners {
                         .with_context(|| format!("cannot listen on {}", plan.listen))?,
                 ),
             };
-            prepared.push((plan.listen, plan.limits, tls, socket));
+            prepared.push((plan.listen, plan.connection, tls, socket));
         }
         let wanted: Vec<String> = prepared.iter().map(|(listen, ..)| listen.clone()).collect();
-        for (listen, limits, tls, socket) in prepared {
+        for (listen, connection, tls, socket) in prepared {
             let (tls, watcher) = tls.map_or((None, None), |(t, w)| (Some(t), Some(w)));
             let settings = Settings {
-                limits,
+                connection,
                 tls,
                 _cert_watcher: watcher,
             };
@@ -104,11 +106,11 @@ impl Listeners {
                     let tasks = &self.shared.tasks;
                     self.workers.spawn_each(|_| {
                         let socket = sockets.pop().expect("one socket per worker");
-                        tasks.track_future(accept.clone().run(socket, stopped.clone()))
+                        tasks.track_future(accept.clone().run(socket, stopped.clone().into()))
                     });
                     self.bound.insert(
                         listen,
-                        Bound {
+                        BoundListener {
                             local,
                             settings,
                             stop,
@@ -185,7 +187,7 @@ fn defer_accept(socket: &socket2::Socket) {
 /// server) and, when its servers have certificates, TLS by SNI.
 struct Plan {
     listen: String,
-    limits: ConnLimits,
+    connection: ConnectionSettings,
     tls: Option<Vec<(Vec<String>, TlsFiles)>>,
 }
 
@@ -196,14 +198,14 @@ fn plans(config: &Config) -> Vec<Plan> {
             let index = match plans.iter().position(|p| &p.listen == listen) {
                 Some(index) => index,
                 None => {
-                    let limits = ConnLimits {
+                    let connection = ConnectionSettings {
                         header_timeout: server.client_header_timeout,
                         max_header_size: server.max_header_size,
                         redirect_https: server.redirect_http,
                     };
                     plans.push(Plan {
                         listen: listen.clone(),
-                        limits,
+                        connection,
                         tls: None,
                     });
                     plans.len() - 1
@@ -230,7 +232,7 @@ struct Accept {
 
 impl Accept {
     /// Accepts on this worker until the address is removed or wasp drains.
-    async fn run(self: Arc<Self>, socket: std::net::TcpListener, stop: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, socket: std::net::TcpListener, mut stop: Shutdown) {
         let this = self;
         let socket = match TcpListener::from_std(socket) {
             Ok(socket) => socket,
@@ -245,6 +247,7 @@ impl Accept {
             .local_addr()
             .ok()
             .filter(|a| !a.ip().is_unspecified());
+        let mut drain = this.shared.drain.clone();
         loop {
             let (stream, client) = tokio::select! {
                 accepted = socket.accept() => match accepted {
@@ -256,8 +259,8 @@ impl Accept {
                         continue;
                     }
                 },
-                () = signalled(this.shared.drain.clone()) => return,
-                () = signalled(stop.clone()) => return,
+                () = drain.signalled() => return,
+                () = stop.signalled() => return,
             };
             let Ok(permit) = this.connections.clone().try_acquire_owned() else {
                 tracing::warn!(%client, "max_connections reached; connection closed");
@@ -273,7 +276,7 @@ impl Accept {
                 let (stream, sni) = match &settings.tls {
                     None => (ClientStream::Plain(stream), None),
                     Some(tls) => match tokio::time::timeout(
-                        settings.limits.header_timeout,
+                        settings.connection.header_timeout,
                         tls.accept(stream),
                     )
                     .await
@@ -300,7 +303,7 @@ impl Accept {
                     _permit: permit,
                     _gauge,
                 };
-                serve_connection(stream, info, settings.limits, this.shared.clone()).await;
+                serve_connection(stream, info, settings.connection, this.shared.clone()).await;
             });
         }
     }

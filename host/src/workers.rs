@@ -13,6 +13,7 @@
 //! event loop waits on the listener, and whichever calls `accept` first takes
 //! it, so a busy worker takes fewer.
 
+use crate::shutdown::Shutdown;
 use std::future::Future;
 use std::io;
 use std::thread;
@@ -30,6 +31,7 @@ impl Workers {
     /// Starts `count` workers (at least one).
     pub fn start(count: usize) -> io::Result<Workers> {
         let (stop, stopped) = watch::channel(false);
+        let stopped = Shutdown::from(stopped);
         let mut handles = Vec::new();
         for index in 0..count.max(1) {
             let runtime = Builder::new_current_thread().enable_all().build()?;
@@ -39,7 +41,7 @@ impl Workers {
                 .name(format!("wasp-worker-{index}"))
                 .spawn(move || {
                     runtime.block_on(async move {
-                        let _ = stopped.wait_for(|stop| *stop).await;
+                        stopped.signalled().await;
                     });
                 })?;
         }

@@ -200,7 +200,7 @@ async fn proxy(upstream: SocketAddr, chain: Vec<FilterSlot>, config: FrameRelayC
                     upstream_prefix,
                     FilterChain::new(conn, head(), &chain),
                     config,
-                    shutdown_rx,
+                    shutdown_rx.into(),
                 )
                 .await;
                 let _ = stats_tx.send(stats);

@@ -1,37 +1,35 @@
-//! The HTTP/1.1 server side: one hyper connection per client, each request
-//! routed by the router plugin, then served from files, answered directly,
-//! or proxied (with WebSocket upgrades handed to the relay).
+//! The HTTP/1.1 server side: one hyper connection per client (this module),
+//! each request carried through its phases by `request`: routed by the
+//! router plugin, then served from files, answered directly, or forwarded
+//! upstream (a WebSocket handshake becoming a session on the relay).
 
 pub mod client_stream;
+mod context;
+mod forward;
 mod head;
 pub mod headers;
-mod proxy;
+mod request;
 pub mod response;
-mod upgrade;
+mod static_files;
+mod websocket;
 
-use crate::access_log::{AccessEntry, LoggedBody};
-use crate::limits::{ConnectionLimits, ConnectionSlot, RateLimits};
+use crate::limits::{ConnectionLimits, RateLimits};
 use crate::metrics::{ConnectionGuard, Metrics};
-use crate::plugins::Decision;
-use crate::site::{LocationRuntime, Site};
-use crate::static_files;
-use crate::vars::RequestVars;
+use crate::shutdown::Shutdown;
+use crate::site::Site;
 use arc_swap::ArcSwap;
 use client_stream::ClientStream;
-use http::{HeaderName, HeaderValue, Request, Response};
-use http_body_util::BodyExt;
+use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use response::{Body, full, status};
+use response::{Body, status};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
-use std::time::Instant;
-use tokio::sync::watch;
 use tokio_util::task::TaskTracker;
 
 /// Facts about a client connection that requests need.
@@ -54,9 +52,9 @@ pub struct ConnInfo {
 pub struct Shared {
     pub site: ArcSwap<Site>,
     /// Stop accepting; finish in-flight requests, keep no connection alive.
-    pub drain: watch::Receiver<bool>,
+    pub drain: Shutdown,
     /// Close open WebSockets (with 1001) now.
-    pub close_websockets: watch::Receiver<bool>,
+    pub close_websockets: Shutdown,
     pub tasks: TaskTracker,
     pub metrics: Arc<Metrics>,
     /// `limit_conn` and `limit_req` state: per process, kept across reloads.
@@ -68,8 +66,8 @@ pub struct Shared {
 impl Shared {
     pub fn new(
         site: Arc<Site>,
-        drain: watch::Receiver<bool>,
-        close_websockets: watch::Receiver<bool>,
+        drain: Shutdown,
+        close_websockets: Shutdown,
         metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
@@ -93,7 +91,7 @@ impl Shared {
 
 /// Per-connection protocol settings, from the listener's default server.
 #[derive(Debug, Clone, Copy)]
-pub struct ConnLimits {
+pub struct ConnectionSettings {
     pub header_timeout: Duration,
     pub max_header_size: usize,
     /// Answer everything with a 301 to `https://`.
@@ -104,7 +102,7 @@ pub struct ConnLimits {
 pub async fn serve_connection(
     stream: ClientStream,
     info: ConnInfo,
-    limits: ConnLimits,
+    settings: ConnectionSettings,
     shared: Arc<Shared>,
 ) {
     let info = Arc::new(info);
@@ -113,35 +111,31 @@ pub async fn serve_connection(
         service_fn(move |request| {
             let (info, shared) = (info.clone(), shared.clone());
             async move {
-                if limits.redirect_https {
+                if settings.redirect_https {
                     return Ok::<_, Infallible>(redirect_to_https(&request));
                 }
-                Ok(handle(request, &info, &shared).await)
+                Ok(request::handle(request, &info, &shared).await)
             }
         })
     };
     let mut builder = http1::Builder::new();
     builder
         .timer(TokioTimer::new())
-        .header_read_timeout(limits.header_timeout)
-        .max_buf_size(limits.max_header_size.max(8192));
+        .header_read_timeout(settings.header_timeout)
+        .max_buf_size(settings.max_header_size.max(8192));
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();
     let mut connection = std::pin::pin!(connection);
+    let mut drain = shared.drain.clone();
     tokio::select! {
         result = connection.as_mut() => log_connection_end(result, &info),
-        () = signalled(shared.drain.clone()) => {
+        () = drain.signalled() => {
             // Finish the request in flight, then close instead of keeping alive.
             connection.as_mut().graceful_shutdown();
             log_connection_end(connection.await, &info);
         }
     }
-}
-
-/// Resolves once `signal` turns true (or its sender is gone).
-pub async fn signalled(mut signal: watch::Receiver<bool>) {
-    let _ = signal.wait_for(|on| *on).await;
 }
 
 fn log_connection_end(result: Result<(), hyper::Error>, info: &ConnInfo) {
@@ -152,122 +146,6 @@ fn log_connection_end(result: Result<(), hyper::Error>, info: &ConnInfo) {
             tracing::info!(client = %info.client, %error, "malformed request; answered 400/431");
         } else {
             tracing::debug!(client = %info.client, %error, "client connection ended with an error");
-        }
-    }
-}
-
-/// Routes one request and carries out the decision.
-async fn handle(
-    request: Request<Incoming>,
-    info: &Arc<ConnInfo>,
-    shared: &Arc<Shared>,
-) -> Response<Body> {
-    let site = shared.site.load_full();
-    let (parts, body) = request.into_parts();
-    let entry = AccessEntry::new(&parts, info.client.ip(), shared.metrics.clone());
-    let head = head::request_head(&parts, info);
-    let decision = match site.router.route(&head) {
-        Ok(decision) => decision,
-        Err(error) => {
-            tracing::error!(%error, "router plugin failed; answering 500");
-            return logged(status(500, "routing failed"), entry);
-        }
-    };
-    let location = match &decision {
-        Decision::Proxy(target) => site.location(target.location),
-        Decision::StaticFiles(files) => site.location(files.location),
-        Decision::Respond(_) => None,
-    };
-    let slot = match location.map(|location| admit(location, &parts, info, shared)) {
-        Some(Ok(slot)) => slot,
-        Some(Err((code, reason))) => return logged(status(code, reason), entry),
-        None => None,
-    };
-    match decision {
-        Decision::Respond(answer) => logged(respond(answer), entry),
-        Decision::StaticFiles(files) => {
-            let response = match site.location(files.location).map(|l| &l.config.action) {
-                Some(crate::config::LocationAction::Static {
-                    root,
-                    index,
-                    try_files,
-                }) => static_files::serve(parts, &files.path, root, index, try_files).await,
-                _ => {
-                    tracing::error!(
-                        location = files.location,
-                        "router chose static files on a location without root"
-                    );
-                    status(500, "")
-                }
-            };
-            let code = response.status().as_u16();
-            response.map(|body| LoggedBody::new(body, entry, code, slot).boxed_unsync())
-        }
-        Decision::Proxy(target) => {
-            let request = proxy::ProxyRequest {
-                parts,
-                body,
-                target,
-                head,
-                entry,
-                slot,
-            };
-            proxy::forward(request, info, &site, shared).await
-        }
-    }
-}
-
-/// The location's admission rules: body size (413), `limit_req` and
-/// `limit_conn` (503 or `limit_conn_status`). A connection slot, when
-/// limited, is held until the response (or the WebSocket) ends.
-fn admit(
-    location: &LocationRuntime,
-    parts: &http::request::Parts,
-    info: &ConnInfo,
-    shared: &Shared,
-) -> Result<Option<ConnectionSlot>, (u16, &'static str)> {
-    let declared = parts
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > location.max_body) {
-        tracing::info!(client = %info.client, "request body larger than client_max_body_size");
-        return Err((413, "request body too large"));
-    }
-    let vars = RequestVars {
-        headers: &parts.headers,
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: parts.uri.query().unwrap_or(""),
-        client: info.client,
-        local: info.local,
-        tls: info.tls,
-        proxy_host: "",
-    };
-    let config = &location.config;
-    if let (Some(limit), Some(key)) = (&config.limit_req, &location.limit_req_key) {
-        let key = format!("{}\0{}", location.label, key.expand(&vars));
-        if !shared
-            .rate_limits
-            .allow(&key, limit.rate_per_sec, limit.burst, Instant::now())
-        {
-            tracing::warn!(client = %info.client, location = %location.label, "limiting requests (limit_req)");
-            return Err((503, "too many requests"));
-        }
-    }
-    let Some(limit) = config.limit_conn else {
-        return Ok(None);
-    };
-    let key = format!(
-        "{}\0{}",
-        location.label,
-        location.limit_conn_key.expand(&vars)
-    );
-    match shared.connection_limits.acquire(key, limit) {
-        Some(slot) => Ok(Some(slot)),
-        None => {
-            tracing::warn!(client = %info.client, location = %location.label, limit, "limiting connections (limit_conn)");
-            Err((config.limit_conn_status, "too many connections"))
         }
     }
 }
@@ -291,25 +169,4 @@ fn redirect_to_https(request: &Request<Incoming>) -> Response<Body> {
             .insert(http::header::LOCATION, location);
     }
     response
-}
-
-fn respond(answer: crate::plugins::Response) -> Response<Body> {
-    let mut response = Response::new(full(answer.body));
-    *response.status_mut() = http::StatusCode::from_u16(answer.status)
-        .unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
-    for (name, value) in answer.headers {
-        if let (Ok(name), Ok(value)) = (
-            HeaderName::from_bytes(name.as_bytes()),
-            HeaderValue::from_str(&value),
-        ) {
-            response.headers_mut().append(name, value);
-        }
-    }
-    response
-}
-
-/// Attaches the access-log line to a response wasp made itself.
-fn logged(response: Response<Body>, entry: AccessEntry) -> Response<Body> {
-    let code = response.status().as_u16();
-    response.map(|body| LoggedBody::new(body, entry, code, ()).boxed_unsync())
 }

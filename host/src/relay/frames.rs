@@ -56,6 +56,7 @@
 use crate::clock;
 use crate::direction::Direction;
 use crate::metrics::LocationCounters;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -64,7 +65,6 @@ use std::fmt;
 use std::sync::Mutex;
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::error::ProtocolError;
@@ -150,7 +150,7 @@ pub async fn run<C, U, I>(
     upstream_prefix: Bytes,
     inspector: I,
     config: FrameRelayConfig,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> RelayStats
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
@@ -184,7 +184,7 @@ where
         Ok(()) => tokio::select! {
             end = pump(Direction::ClientToUpstream, &mut client_rx, &mut upstream_tx, &state) => end,
             end = pump(Direction::UpstreamToClient, &mut upstream_rx, &mut client_tx, &state) => end,
-            () = shutdown_requested(&mut shutdown) => End::Close(close_frame(1001, "server shutting down")),
+            () = shutdown.signalled() => End::Close(close_frame(1001, "server shutting down")),
             () = idle(&state, config.idle_timeout) => End::Close(close_frame(1001, "idle timeout")),
         },
     };
@@ -378,13 +378,6 @@ fn failure(side: Direction, error: WsError) -> End {
         _ => (1011, "relay error reading"),
     };
     End::Close(close_frame(code, &format!("{reason} {}", side.sender())))
-}
-
-async fn shutdown_requested(shutdown: &mut watch::Receiver<bool>) {
-    if shutdown.wait_for(|&down| down).await.is_err() {
-        // The sender is gone: no shutdown can be asked for any more.
-        std::future::pending::<()>().await;
-    }
 }
 
 /// Returns once no frame was read from either peer for `timeout`.

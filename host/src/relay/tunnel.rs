@@ -10,20 +10,18 @@
 
 use crate::clock::{self, coarse_millis};
 use crate::direction::Direction;
-use crate::http::signalled;
 use crate::metrics::LocationCounters;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use socket2::SockRef;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::net::Shutdown;
 use std::pin::{Pin, pin};
 use std::task::{Context, Poll};
 use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::time::{Instant, sleep_until};
 
 const SCRATCH: usize = 32 * 1024;
@@ -222,7 +220,7 @@ pub async fn run(
     upstream_prefix: Bytes,
     config: TunnelConfig,
     traffic: &LocationCounters,
-    shutdown: watch::Receiver<bool>,
+    shutdown: Shutdown,
 ) -> TunnelStats {
     let (idle, chunk) = (config.idle, config.buffer.clamp(1, SCRATCH));
     // Bytes the client sent after its request head go upstream, and so on.
@@ -231,27 +229,28 @@ pub async fn run(
     let mut last_activity = coarse_millis();
     let mut closing: Option<Instant> = None;
     let mut timer = pin!(sleep_until(Instant::now() + idle));
-    // Checked on every event, so that a tunnel whose sockets are always
-    // ready still sees shutdown; the future wakes an idle one.
-    let shutting_down = shutdown.clone();
-    let mut shutdown = pin!(signalled(shutdown));
+    // `shutdown` is checked on every event, so that a tunnel whose sockets
+    // are always ready still sees it; the future (on a clone it borrows)
+    // wakes an idle one.
+    let mut signal = shutdown.clone();
+    let mut signalled = pin!(signal.signalled());
     let end = loop {
         // As nginx does: once either side has closed and what it sent is
         // delivered, the tunnel ends (a client that keeps its socket after
         // the close handshake must not hold a slot until the idle timeout).
         if up.done() || down.done() {
             for socket in [&upstream, &client] {
-                let _ = SockRef::from(socket).shutdown(Shutdown::Write);
+                let _ = SockRef::from(socket).shutdown(std::net::Shutdown::Write);
             }
             break TunnelEnd::Closed;
         }
         if let Some(give_up) = closing {
             // Each side gets its close frame once its stream is between frames.
             if !down.close_sent && down.sink_at_boundary() {
-                down.send_close(&close_frame(false), &client);
+                down.send_close(&shutdown_close_frame(false), &client);
             }
             if !up.close_sent && up.sink_at_boundary() {
-                up.send_close(&close_frame(true), &upstream);
+                up.send_close(&shutdown_close_frame(true), &upstream);
             }
             let flushed = up.pending.is_empty() && down.pending.is_empty();
             if (up.close_sent && down.close_sent && flushed) || Instant::now() >= give_up {
@@ -259,7 +258,7 @@ pub async fn run(
             }
         }
         let event = poll_fn(|cx| {
-            if closing.is_none() && *shutting_down.borrow() {
+            if closing.is_none() && shutdown.is_signalled() {
                 return Poll::Ready(Event::Shutdown);
             }
             if timer.is_elapsed() {
@@ -295,7 +294,7 @@ pub async fn run(
                 }
                 _ => {}
             }
-            if closing.is_none() && shutdown.as_mut().poll(cx).is_ready() {
+            if closing.is_none() && signalled.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Event::Shutdown);
             }
             match timer.as_mut().poll(cx) {
@@ -347,7 +346,7 @@ enum Event {
 /// A close frame with code 1001 (RFC 6455 §5.5.1). Frames towards the
 /// upstream come from the client side, so they must be masked (§5.3); any
 /// key does, the proxy is not a browser.
-fn close_frame(masked: bool) -> Vec<u8> {
+fn shutdown_close_frame(masked: bool) -> Vec<u8> {
     let mut payload = 1001u16.to_be_bytes().to_vec();
     payload.extend_from_slice(SHUTDOWN_REASON);
     let mut frame = vec![0x88, payload.len() as u8 | if masked { 0x80 } else { 0 }];
@@ -428,7 +427,7 @@ pub async fn run_streams<C, U>(
     upstream_prefix: Bytes,
     config: TunnelConfig,
     traffic: &LocationCounters,
-    mut shutdown: watch::Receiver<bool>,
+    mut shutdown: Shutdown,
 ) -> TunnelStats
 where
     C: AsyncRead + AsyncWrite + Unpin,
@@ -476,11 +475,7 @@ where
                 }
                 deadline = last + idle;
             }
-            changed = shutdown.changed() => {
-                if changed.is_err() || *shutdown.borrow() {
-                    return failed(TunnelEnd::Shutdown);
-                }
-            }
+            () = shutdown.signalled() => return failed(TunnelEnd::Shutdown),
         }
     }
 }
@@ -583,10 +578,10 @@ mod tests {
 
     #[test]
     fn shutdown_close_frames_are_well_formed() {
-        let plain = close_frame(false);
+        let plain = shutdown_close_frame(false);
         assert_eq!(&plain[..4], &[0x88, 22, 0x03, 0xe9]);
         assert_eq!(&plain[4..], SHUTDOWN_REASON);
-        let masked = close_frame(true);
+        let masked = shutdown_close_frame(true);
         assert_eq!(masked[1], 0x80 | 22);
         let key = &masked[2..6];
         let unmasked: Vec<u8> = masked[6..]

@@ -175,7 +175,7 @@ impl Site {
                     let observer: HealthObserver = Arc::new(move |upstream, peer, healthy| {
                         metrics.health_change(upstream, peer, healthy)
                     });
-                    let stop = self.health_stop.subscribe();
+                    let stop = self.health_stop.subscribe().into();
                     spawn_health_checks(group.clone(), check.clone(), observer, stop);
                 }
                 // Checks removed by a reload must not leave a peer marked down.

@@ -7,6 +7,7 @@
 
 use super::{ConnectError, PeerState, UpstreamGroup};
 use crate::config::HealthCheck;
+use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use futures_util::future::join_all;
 use http::Request;
@@ -16,7 +17,6 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpStream;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::MissedTickBehavior;
 use tokio_tungstenite::tungstenite;
@@ -35,9 +35,9 @@ const MAX_PROBE_TIME: Duration = Duration::from_secs(5);
 /// `tokio::time::interval` and spin; probing more often than this is useless.
 const MIN_INTERVAL: Duration = Duration::from_millis(10);
 
-/// Starts checking `group`'s peers every `check.interval` until `stop` turns
-/// true (or its sender is dropped: then nothing could stop the task any more,
-/// and probing for a configuration that is gone would only add noise).
+/// Starts checking `group`'s peers every `check.interval` until `stop` is
+/// signalled, which dropping the site that holds its sender also does:
+/// probing for a configuration that is gone would only add noise.
 ///
 /// The peers' verdicts live in their [`PeerState`]s, which survive reloads;
 /// a new task for a reloaded configuration picks up where this one left off,
@@ -46,7 +46,7 @@ pub fn spawn_health_checks(
     group: Arc<UpstreamGroup>,
     check: HealthCheck,
     observer: HealthObserver,
-    mut stop: watch::Receiver<bool>,
+    mut stop: Shutdown,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         // Bounding a probe by the interval keeps rounds from overlapping, so
@@ -55,9 +55,7 @@ pub fn spawn_health_checks(
         let mut streaks = vec![Streak::default(); group.peers.len()];
         let mut ticks = tokio::time::interval(check.interval.max(MIN_INTERVAL));
         ticks.set_missed_tick_behavior(MissedTickBehavior::Delay);
-        let stopped = async move {
-            let _ = stop.wait_for(|&stop| stop).await;
-        };
+        let stopped = stop.signalled();
         tokio::pin!(stopped);
         loop {
             tokio::select! {
@@ -231,7 +229,7 @@ mod tests {
     use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
     use std::time::Instant;
     use tokio::net::TcpListener;
-    use tokio::sync::mpsc;
+    use tokio::sync::{mpsc, watch};
     use tungstenite::Message;
     use tungstenite::handshake::server::{
         ErrorResponse, Request as WsRequest, Response as WsResponse,
@@ -426,7 +424,7 @@ mod tests {
         let group = group(vec![flapping_peer.clone(), steady_peer.clone()]);
         let (observer, events) = recording_observer();
         let (stop, stopped) = watch::channel(false);
-        let task = spawn_health_checks(group, check("/health", false), observer, stopped);
+        let task = spawn_health_checks(group, check("/health", false), observer, stopped.into());
 
         flapping.ok.store(false, Ordering::SeqCst);
         eventually("the peer is unhealthy", || !flapping_peer.healthy()).await;
@@ -455,7 +453,7 @@ mod tests {
             group(vec![peer.clone()]),
             check("/health", false),
             observer,
-            stopped,
+            stopped.into(),
         );
 
         backend.task.abort();
@@ -527,7 +525,7 @@ mod tests {
             group(vec![peer.clone()]),
             check("/health", true),
             observer,
-            stopped,
+            stopped.into(),
         );
         eventually("the peer is unhealthy", || !peer.healthy()).await;
         stop_checks(stop, task).await;
@@ -551,7 +549,7 @@ mod tests {
         let (stop, stopped) = watch::channel(false);
         let mut slow = check("/health", false);
         slow.interval = Duration::from_secs(60);
-        let task = spawn_health_checks(group(vec![peer(addr)]), slow, observer, stopped);
+        let task = spawn_health_checks(group(vec![peer(addr)]), slow, observer, stopped.into());
 
         let _held = connections.recv().await.unwrap();
         stop_checks(stop, task).await;
@@ -566,7 +564,7 @@ mod tests {
             group(vec![peer(refused_addr())]),
             check("/health", false),
             observer,
-            stopped,
+            stopped.into(),
         );
         drop(stop);
         tokio::time::timeout(Duration::from_secs(2), task)

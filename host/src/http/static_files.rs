@@ -1,7 +1,7 @@
 //! Static files: nginx's `root`, `index` and `try_files`, served by
 //! tower-http's `ServeFile` (content types, HEAD, conditional GET, ranges).
 
-use crate::http::response::{Body, status};
+use super::response::{Body, status};
 use bytes::Bytes;
 use http::request::Parts;
 use http::{Request, Response, header};

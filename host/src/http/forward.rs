@@ -1,0 +1,155 @@
+//! The phases that forward a request to an upstream: which upstream, the
+//! headers it sees, the peer and the connection, sending, and streaming the
+//! answer back. What only WebSocket handshakes need is in `websocket`.
+
+use super::context::{ChosenPeer, Refusal, RequestContext};
+use super::headers::{strip_hop_by_hop, upstream_request};
+use super::response::Body;
+use super::websocket;
+use crate::access_log::LoggedBody;
+use crate::plugins::ProxyTo;
+use crate::site::Site;
+use crate::upstream::UpstreamGroup;
+use crate::vars::RequestVars;
+use http::{HeaderMap, Request, Response, Version};
+use http_body_util::{BodyExt, LengthLimitError, Limited};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+use tokio_io_timeout::TimeoutStream;
+
+/// Phase 4: the upstream group the router named.
+pub fn upstream<'s>(site: &'s Site, target: &ProxyTo) -> Result<&'s UpstreamGroup, Refusal> {
+    site.upstreams
+        .get(&target.upstream)
+        .map(|group| &**group)
+        .ok_or_else(|| {
+            tracing::error!(upstream = %target.upstream, "router chose an unknown upstream");
+            Refusal::new(502, "")
+        })
+}
+
+/// Phase 6: the headers the upstream gets: the client's end-to-end ones,
+/// the location's `set_headers`, then the router's. A filtered WebSocket
+/// may not negotiate extensions.
+pub fn upstream_headers(
+    ctx: &RequestContext<'_>,
+    target: &ProxyTo,
+    vars: &RequestVars<'_>,
+) -> HeaderMap {
+    upstream_request(
+        &ctx.parts.headers,
+        &ctx.location.set_headers,
+        &target.set_headers,
+        vars,
+        !ctx.location.filters.is_empty(),
+    )
+}
+
+/// Phase 7: the balancer plugin picks a peer and wasp connects, moving on
+/// to another peer when a connect fails (502, or 504 after a timeout).
+pub async fn connect<'s>(
+    ctx: &RequestContext<'_>,
+    upstream: &'s UpstreamGroup,
+    vars: &RequestVars<'_>,
+) -> Result<(TcpStream, ChosenPeer<'s>), Refusal> {
+    let connect_timeout = ctx.location.config.connect_timeout;
+    match upstream
+        .connect(&ctx.head, vars, &ctx.site.balancer, connect_timeout)
+        .await
+    {
+        Ok((stream, guard)) => Ok((stream, ChosenPeer { upstream, guard })),
+        Err(error) => {
+            tracing::error!(upstream = %upstream.name, %error, "no upstream connection");
+            Err(Refusal::new(error.status(), ""))
+        }
+    }
+}
+
+/// Phase 8: sends the request (the router's URI, `headers`, the body cut at
+/// `client_max_body_size`) on `stream`, and returns the answer's head. An
+/// HTTP request runs under the location's read and send timeouts; a
+/// WebSocket handshake under none, since the relay takes the raw socket back
+/// after 101 and its idle timeout replaces them.
+pub async fn send(
+    ctx: &RequestContext<'_>,
+    target: &ProxyTo,
+    headers: HeaderMap,
+    body: Incoming,
+    stream: TcpStream,
+    peer: &ChosenPeer<'_>,
+) -> Result<Response<Incoming>, Refusal> {
+    let Ok(uri) = target.uri.parse::<http::Uri>() else {
+        tracing::error!(uri = %target.uri, "router produced an invalid upstream URI");
+        return Err(Refusal::new(500, ""));
+    };
+    // Chunked bodies have no declared size: cut them at the limit (413).
+    let mut request = Request::new(Limited::new(body, ctx.location.max_body as usize));
+    *request.method_mut() = ctx.parts.method.clone();
+    *request.uri_mut() = uri;
+    *request.version_mut() = Version::HTTP_11;
+    *request.headers_mut() = headers;
+
+    let sent = if ctx.websocket {
+        websocket::send_handshake(TokioIo::new(stream), request).await
+    } else {
+        let config = &ctx.location.config;
+        let mut timed = TimeoutStream::new(stream);
+        timed.set_read_timeout(Some(config.read_timeout));
+        timed.set_write_timeout(Some(config.send_timeout));
+        send_http(TokioIo::new(Box::pin(timed)), request).await
+    };
+    sent.map_err(|error| {
+        if body_too_large(&error) {
+            tracing::info!(client = %ctx.conn.client, "request body larger than client_max_body_size");
+            return Refusal::new(413, "request body too large");
+        }
+        let (upstream, peer) = (&peer.upstream.name, &peer.guard.peer().address);
+        tracing::error!(%upstream, %peer, %error, "upstream request failed");
+        Refusal::new(if error.is_timeout() { 504 } else { 502 }, "")
+    })
+}
+
+/// Phase 9: streams the upstream's answer to the client. The access-log
+/// line is written when it ends; until then the peer and the `limit_conn`
+/// slot stay counted.
+pub fn respond(
+    ctx: RequestContext<'_>,
+    mut response: Response<Incoming>,
+    peer: ChosenPeer<'_>,
+) -> Response<Body> {
+    let code = response.status().as_u16();
+    strip_hop_by_hop(response.headers_mut());
+    let hold = (peer.guard, ctx.slot);
+    response
+        .map(|body| LoggedBody::new(body.map_err(Into::into), ctx.entry, code, hold).boxed_unsync())
+}
+
+/// Sends `request` on a fresh HTTP/1.1 connection over `io`.
+async fn send_http<I>(
+    io: I,
+    request: Request<Limited<Incoming>>,
+) -> Result<Response<Incoming>, hyper::Error>
+where
+    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
+        }
+    });
+    sender.send_request(request).await
+}
+
+/// Whether sending failed because the client's body passed the limit.
+fn body_too_large(error: &hyper::Error) -> bool {
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        if cause.is::<LengthLimitError>() {
+            return true;
+        }
+        source = cause.source();
+    }
+    false
+}

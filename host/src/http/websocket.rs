@@ -1,0 +1,304 @@
+//! The phases only WebSocket handshakes go through: the strict handshake
+//! check, the origin check, sending the handshake upstream, and on the
+//! upstream's 101 the upgrade: a [`WebSocketSession`] takes both sockets
+//! back from hyper and relays them, as a raw tunnel or, when the location
+//! has filters, through the frame relay.
+
+use super::ConnInfo;
+use super::client_stream::ClientStream;
+use super::context::{ChosenPeer, Refusal, RequestContext};
+use super::response::{Body, empty};
+use crate::access_log::AccessEntry;
+use crate::filter_chain::{self, FilterChain};
+use crate::limits::ConnectionSlot;
+use crate::metrics::Metrics;
+use crate::plugins::RequestHead;
+use crate::relay::frames::{self, FrameRelayConfig};
+use crate::relay::tunnel::{self, TunnelConfig};
+use crate::shutdown::Shutdown;
+use crate::site::Site;
+use crate::upstream::PeerGuard;
+use bytes::Bytes;
+use http::{Response, StatusCode};
+use http_body_util::Limited;
+use hyper::body::Incoming;
+use hyper::upgrade::{OnUpgrade, Upgraded};
+use hyper_util::rt::TokioIo;
+use std::sync::Arc;
+use tokio::net::TcpStream;
+
+/// Phase 5a, with `strict_websocket`: refuses (400) a handshake without a
+/// valid `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13`.
+pub fn check_handshake(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
+    if ctx.location.strict_websocket && !valid_handshake(&ctx.parts.headers) {
+        tracing::info!(client = %ctx.conn.client, "WebSocket upgrade without a valid Sec-WebSocket-Key/Version 13 (strict_websocket)");
+        return Err(Refusal::new(400, "invalid WebSocket handshake"));
+    }
+    Ok(())
+}
+
+/// Phase 5b: the origin plugin may refuse the handshake (403); so does a
+/// failing origin plugin.
+pub fn check_origin(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
+    match ctx.site.origin.check(&ctx.head, ctx.location.config.id) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(reason)) => {
+            let origin = ctx
+                .parts
+                .headers
+                .get("origin")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("-");
+            tracing::warn!(client = %ctx.conn.client, origin, %reason, "WebSocket handshake refused by the origin check");
+            Err(Refusal::new(403, reason))
+        }
+        Err(error) => {
+            tracing::error!(%error, "origin plugin failed; refusing the handshake");
+            Err(Refusal::new(403, "origin check failed"))
+        }
+    }
+}
+
+/// Phase 5c, on a filtered location: every fail-closed filter needs an
+/// instance on this thread. When none can be made (every slot of the
+/// `instances` pool is in use, or the plugin fails to start), the handshake
+/// is refused with 503 before anything reaches the upstream, rather than
+/// accepted and then closed.
+pub fn check_filters(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
+    match filter_chain::unavailable(&ctx.location.filters) {
+        None => Ok(()),
+        Some(filter) => {
+            tracing::error!(client = %ctx.conn.client, filter, "no instance of the filter can be made; refusing the handshake with 503");
+            Err(Refusal::new(503, "filter unavailable"))
+        }
+    }
+}
+
+/// Phase 8 for a handshake: sends it on a fresh connection, driving the
+/// connection in this task instead of a spawned one: on 101 hyper hands the
+/// socket to the upgrade and the connection ends at once, which saves a task
+/// and the wake-ups between two tasks per handshake. Any other answer may
+/// still have a body to stream, so its connection then moves to a task.
+pub async fn send_handshake(
+    io: TokioIo<TcpStream>,
+    request: http::Request<Limited<Incoming>>,
+) -> Result<Response<Incoming>, hyper::Error> {
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
+    let mut connection = Box::pin(connection.with_upgrades());
+    let sent = sender.send_request(request);
+    tokio::pin!(sent);
+    let response = tokio::select! {
+        biased;
+        response = &mut sent => response,
+        ended = &mut connection => {
+            // Ended before an answer: the request reports why.
+            if let Err(error) = ended {
+                tracing::debug!(%error, "upstream connection ended with an error");
+            }
+            return sent.await;
+        }
+    };
+    match &response {
+        Ok(answer) if answer.status() == StatusCode::SWITCHING_PROTOCOLS => {
+            if let Err(error) = connection.await {
+                tracing::debug!(%error, "upstream connection failed to hand over the upgrade");
+            }
+        }
+        _ => {
+            tokio::spawn(async move {
+                if let Err(error) = connection.await {
+                    tracing::debug!(%error, "upstream connection ended with an error");
+                }
+            });
+        }
+    }
+    response
+}
+
+/// Phase 9 on the upstream's 101: answers the client's handshake with it
+/// and spawns the [`WebSocketSession`], which takes over both connections
+/// once hyper lets go of them. A 101 to anything but a WebSocket handshake
+/// is refused (502).
+pub fn upgrade(
+    mut ctx: RequestContext<'_>,
+    location: u32,
+    mut response: Response<Incoming>,
+    peer: ChosenPeer<'_>,
+) -> Response<Body> {
+    let client_upgrade = ctx.parts.extensions.remove::<OnUpgrade>();
+    let Some(client_upgrade) = client_upgrade.filter(|_| ctx.websocket) else {
+        tracing::error!(upstream = %peer.upstream.name, "upstream switched protocols without a WebSocket handshake");
+        ctx.count_handshake(502);
+        return ctx.refuse(Refusal::new(502, ""));
+    };
+    ctx.count_handshake(101);
+    let upstream_upgrade = hyper::upgrade::on(&mut response);
+    let (response_parts, _) = response.into_parts();
+    let shared = ctx.shared;
+    let session = WebSocketSession {
+        conn_id: shared.conn_id(),
+        head: ctx.head,
+        entry: ctx.entry,
+        guard: peer.guard,
+        _slot: ctx.slot,
+        site: ctx.site.clone(),
+        location,
+        _conn: ctx.conn.clone(),
+        metrics: shared.metrics.clone(),
+        upstream: peer.upstream.name.clone(),
+        shutdown: shared.close_websockets.clone(),
+    };
+    shared
+        .tasks
+        .spawn(session.run(client_upgrade, upstream_upgrade));
+    Response::from_parts(response_parts, empty())
+}
+
+/// RFC 6455 §4.1: a `Sec-WebSocket-Key` of 16 base64-encoded bytes and
+/// `Sec-WebSocket-Version: 13`.
+fn valid_handshake(headers: &http::HeaderMap) -> bool {
+    let version_13 = headers
+        .get("sec-websocket-version")
+        .is_some_and(|v| v == "13");
+    let key_ok = headers.get("sec-websocket-key").is_some_and(|key| {
+        let key = key.as_bytes();
+        // 16 bytes encode to 22 base64 characters plus "==".
+        key.len() == 24
+            && key.ends_with(b"==")
+            && key[..22]
+                .iter()
+                .all(|b| b.is_ascii_alphanumeric() || *b == b'+' || *b == b'/')
+    });
+    version_13 && key_ok
+}
+
+/// An upgraded connection: everything it needs once hyper lets go of the
+/// request, kept until the WebSocket closes.
+struct WebSocketSession {
+    conn_id: u64,
+    head: RequestHead,
+    entry: AccessEntry,
+    /// Counts the connection against its peer (least_conn) until it ends.
+    guard: PeerGuard,
+    /// The `limit_conn` slot: an open WebSocket counts until it closes.
+    _slot: Option<ConnectionSlot>,
+    site: Arc<Site>,
+    /// The index of the location the router chose in `site`: looked up
+    /// when the request was routed, so always valid.
+    location: u32,
+    /// Keeps the client connection's `max_connections` slot.
+    _conn: Arc<ConnInfo>,
+    shutdown: Shutdown,
+    metrics: Arc<Metrics>,
+    upstream: String,
+}
+
+impl WebSocketSession {
+    async fn run(self, client: OnUpgrade, upstream: OnUpgrade) {
+        let (client, upstream) = match tokio::try_join!(client, upstream) {
+            Ok(both) => both,
+            Err(error) => {
+                tracing::warn!(%error, "WebSocket upgrade did not complete");
+                self.entry.log(101, 0, " ws=failed");
+                return;
+            }
+        };
+        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) =
+            (into_client(client), into_tcp(upstream))
+        else {
+            tracing::error!("upgraded connection is not one wasp made");
+            return;
+        };
+        let location = &self.site.locations[self.location as usize];
+        let idle = location.config.read_timeout;
+        let peer = &self.guard.peer().address;
+        let _open = self
+            .metrics
+            .websocket_opened(&location.label, &self.upstream, peer);
+        let tunnel_config = TunnelConfig {
+            idle,
+            buffer: location.config.buffer_size,
+        };
+        if !location.filters.is_empty() {
+            let config = FrameRelayConfig {
+                max_message_size: location.config.max_message_size,
+                idle_timeout: idle,
+                traffic: location.counters.clone(),
+            };
+            let chain = FilterChain::new(self.conn_id, self.head, &location.filters);
+            // Boxed: the frame relay's state is several times the tunnel's,
+            // and inline it would size every tunnel's task the same.
+            let stats = Box::pin(frames::run(
+                client,
+                client_prefix,
+                upstream,
+                upstream_prefix,
+                chain,
+                config,
+                self.shutdown,
+            ))
+            .await;
+            let [up, down] = stats.messages;
+            let close = stats.close_code.unwrap_or(1006);
+            self.entry.log(
+                101,
+                stats.bytes[1],
+                &format!(
+                    " ws_up={} ws_msgs={up}/{down} ws_close={close} peer={peer}",
+                    stats.bytes[0]
+                ),
+            );
+            return;
+        }
+        // A tunnel never looks at the request head again: free it rather
+        // than hold it for the life of an idle WebSocket.
+        drop(self.head);
+        let stats = match client {
+            ClientStream::Plain(client) => {
+                tunnel::run(
+                    client,
+                    client_prefix,
+                    upstream,
+                    upstream_prefix,
+                    tunnel_config,
+                    &location.counters,
+                    self.shutdown,
+                )
+                .await
+            }
+            ClientStream::Tls(client) => {
+                tunnel::run_streams(
+                    client,
+                    client_prefix,
+                    upstream,
+                    upstream_prefix,
+                    tunnel_config,
+                    &location.counters,
+                    self.shutdown,
+                )
+                .await
+            }
+        };
+        self.entry.log(
+            101,
+            stats.client_bytes,
+            &format!(
+                " ws_up={} ws_end={:?} peer={peer}",
+                stats.upstream_bytes, stats.end
+            ),
+        );
+    }
+}
+
+/// The client's connection under an upgrade, with the bytes hyper had
+/// already read past the HTTP head.
+fn into_client(upgraded: Upgraded) -> Option<(ClientStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<ClientStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}
+
+/// The upstream socket under an upgrade, likewise.
+fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+    Some((parts.io.into_inner(), parts.read_buf))
+}
