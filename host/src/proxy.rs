@@ -72,9 +72,9 @@ impl Proxy {
         let settings = &config.plugins;
         let limits = Limits {
             call_timeout: settings.call_timeout,
+            call_timeout_per_mib: settings.call_timeout_per_mib,
             memory_limit: settings.memory_limit,
             instances: settings.instances,
-            ..Limits::default()
         };
         let metrics = Metrics::new();
         let observer: Arc<dyn CallObserver> = metrics.clone();
@@ -206,6 +206,7 @@ impl Inner {
             None => (*self.shared.site.load().config).clone(),
         };
         if config.plugins.call_timeout != self.runtime.limits().call_timeout
+            || config.plugins.call_timeout_per_mib != self.runtime.limits().call_timeout_per_mib
             || config.plugins.memory_limit != self.runtime.limits().memory_limit
             || config.plugins.instances != self.runtime.limits().instances
         {

@@ -20,6 +20,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
 /// CPU deadline per plugin call.
 pub const CALL_TIMEOUT: Duration = Duration::from_millis(10);
+/// Extra CPU per MiB of the message a filter call is handed: scanning a
+/// 16 MiB message with a regex takes tens of milliseconds.
+pub const CALL_TIMEOUT_PER_MIB: Duration = Duration::from_millis(10);
 /// Linear-memory cap per plugin instance.
 pub const MEMORY_LIMIT: usize = 64 << 20;
 /// Live plugin instances.

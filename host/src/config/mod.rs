@@ -58,6 +58,10 @@ pub struct PluginSettings {
     pub origin: Option<PathBuf>,
     /// CPU deadline per plugin call (default 10 ms).
     pub call_timeout: Duration,
+    /// Extra CPU deadline per MiB of the message a filter is handed
+    /// (default 10 ms), so a message the location allows is never refused
+    /// for its size alone.
+    pub call_timeout_per_mib: Duration,
     /// Linear-memory cap per plugin instance in bytes (default 64 MiB).
     pub memory_limit: usize,
     /// Maximum live plugin instances (default 1000).

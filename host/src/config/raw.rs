@@ -38,6 +38,7 @@ pub struct RawPlugins {
     pub balancer: Option<Spanned<String>>,
     pub origin: Option<Spanned<String>>,
     pub call_timeout: Option<Spanned<Dur>>,
+    pub call_timeout_per_mib: Option<Spanned<Dur>>,
     pub memory_limit: Option<Size>,
     pub instances: Option<Spanned<u32>>,
     pub cache_dir: Option<Spanned<String>>,

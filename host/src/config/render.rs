@@ -39,6 +39,11 @@ impl Config {
             }
         }
         line(&mut out, "call_timeout", &duration(plugins.call_timeout));
+        line(
+            &mut out,
+            "call_timeout_per_mib",
+            &duration(plugins.call_timeout_per_mib),
+        );
         line(&mut out, "memory_limit", &size(plugins.memory_limit as u64));
         line(&mut out, "instances", &plugins.instances.to_string());
         match &plugins.cache_dir {

@@ -63,6 +63,7 @@ shutdown_grace = "30s"
 [plugins]
 router = "plugins/router.wasm"
 call_timeout = "20ms"
+call_timeout_per_mib = "5ms"
 memory_limit = "32m"
 instances = 50
 cache_dir = "/tmp/wasp-cache"
@@ -299,6 +300,7 @@ fn defaults_are_nginx_like() {
             balancer: None,
             origin: None,
             call_timeout: Duration::from_millis(10),
+            call_timeout_per_mib: Duration::from_millis(10),
             memory_limit: 64 << 20,
             instances: 1000,
             cache_dir: None,
@@ -360,6 +362,7 @@ fn full_spec_example() {
         Some(PathBuf::from("plugins/router.wasm"))
     );
     assert_eq!(config.plugins.call_timeout, Duration::from_millis(20));
+    assert_eq!(config.plugins.call_timeout_per_mib, Duration::from_millis(5));
     assert_eq!(config.plugins.memory_limit, 32 << 20);
 
     let upstream = &config.upstreams["websocket_servers"];
@@ -794,6 +797,7 @@ fn render_fills_in_defaults() {
         "max_connections = 10000",
         "# workers: one per CPU",
         "call_timeout = \"10ms\"",
+        "call_timeout_per_mib = \"10ms\"",
         "memory_limit = \"64m\"",
         "# upstream 127.0.0.1:8080: implicit (from proxy_pass)",
         "listen = [\"127.0.0.1:8000\"]",

@@ -23,6 +23,9 @@ impl Checker<'_> {
             call_timeout: raw
                 .call_timeout
                 .map_or(defaults::CALL_TIMEOUT, |t| t.get_ref().0),
+            call_timeout_per_mib: raw
+                .call_timeout_per_mib
+                .map_or(defaults::CALL_TIMEOUT_PER_MIB, |t| t.get_ref().0),
             memory_limit: size(raw.memory_limit, defaults::MEMORY_LIMIT),
             instances: raw
                 .instances
