@@ -14,3 +14,4 @@ mod plugin_runtime;
 mod proxy;
 mod reload;
 mod security;
+mod shared_filters;

@@ -362,7 +362,10 @@ fn full_spec_example() {
         Some(PathBuf::from("plugins/router.wasm"))
     );
     assert_eq!(config.plugins.call_timeout, Duration::from_millis(20));
-    assert_eq!(config.plugins.call_timeout_per_mib, Duration::from_millis(5));
+    assert_eq!(
+        config.plugins.call_timeout_per_mib,
+        Duration::from_millis(5)
+    );
     assert_eq!(config.plugins.memory_limit, 32 << 20);
 
     let upstream = &config.upstreams["websocket_servers"];

@@ -65,6 +65,12 @@ impl ConfigBuilder {
         self
     }
 
+    /// `[plugins] key = value`: one of the sandbox's limits.
+    pub fn plugin_limit(mut self, key: &str, value: impl Into<Value>) -> Self {
+        table(&mut self.top, "plugins").insert(key.into(), value.into());
+        self
+    }
+
     /// `[upstreams.name]`, filled in by `upstream`.
     pub fn upstream(mut self, name: &str, upstream: impl FnOnce(Upstream) -> Upstream) -> Self {
         let Upstream(settings) = upstream(Upstream(Table::new()));
