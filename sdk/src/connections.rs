@@ -2,14 +2,14 @@
 //! between `on-open` and `on-close` so that a [`Filter`] gets its
 //! connection's state instead of an id to look up.
 //!
-//! [`export!`]: crate::export
+//! [`export!`]: crate::export!
 
 use std::collections::HashMap;
 
 use crate::{Action, CloseFrame, Direction, Filter, LogLevel, Message, RequestHead, host};
 
 /// A configured filter and the state of every connection it serves, by
-/// connection id. Used by [`export!`](crate::export); not public API.
+/// connection id. Used by [`export!`](crate::export!); not public API.
 #[doc(hidden)]
 pub struct Connections<F: Filter> {
     filter: F,

@@ -1,4 +1,4 @@
-//! [`export!`]: implements the bindings generated for each role's world
+//! [`export!`](crate::export!): implements the bindings generated for each role's world
 //! over the plugin's types.
 
 use crate::{LogLevel, host};

@@ -57,7 +57,7 @@ pub trait Origin: Sized + 'static {
 /// to one connection is its [`Connection`](Filter::Connection):
 /// [`on_open`](Filter::on_open) creates it, every
 /// [`on_message`](Filter::on_message) of that connection borrows it and
-/// [`on_close`](Filter::on_close) gets it back. [`export!`](crate::export)
+/// [`on_close`](Filter::on_close) gets it back. [`export!`](crate::export!)
 /// keeps them by connection id, so a filter never sees the id again after
 /// `on_open` (keep it in the state if it matters).
 ///
@@ -116,6 +116,12 @@ pub trait Filter: Sized + 'static {
     /// A complete message travels in direction `dir` on the connection
     /// whose state is `connection`: forward it, replace it, drop it or
     /// close the connection.
+    ///
+    /// wasp opens a connection on an instance before its first message
+    /// there. Should a message come for a connection this instance never
+    /// opened, the filter is not called: [`export!`](crate::export!) logs a
+    /// warning and closes that connection with 1011, as a failed filter
+    /// would be, rather than let the message through unfiltered.
     fn on_message(
         &mut self,
         connection: &mut Self::Connection,
