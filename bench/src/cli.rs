@@ -193,20 +193,11 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
-/// A size in bytes: a whole number with an optional `k`, `m` or `g` (powers of 1024).
+/// A size in bytes: a whole number with an optional `k`, `m` or `g` (powers
+/// of 1024), as wasp's configuration writes sizes.
 pub fn parse_size(text: &str) -> Result<usize, String> {
-    let lower = text.trim().to_ascii_lowercase();
-    let (number, multiplier) = match lower.as_bytes().last() {
-        Some(b'k') => (&lower[..lower.len() - 1], 1 << 10),
-        Some(b'm') => (&lower[..lower.len() - 1], 1 << 20),
-        Some(b'g') => (&lower[..lower.len() - 1], 1 << 30),
-        _ => (lower.as_str(), 1),
-    };
-    number
-        .parse::<usize>()
-        .ok()
-        .and_then(|n| n.checked_mul(multiplier))
-        .ok_or_else(|| format!("`{text}` is not a size like 64, 16k or 1m"))
+    let bytes = wasp_sdk::units::parse_size(text)?;
+    usize::try_from(bytes).map_err(|_| format!("size `{text}` is too large"))
 }
 
 /// A positive rate (messages or connections per second).

@@ -13,8 +13,8 @@
 
 use arbitrary::Arbitrary;
 use libfuzzer_sys::fuzz_target;
-use serde_json::{Value, json};
 use wasp_plugin_router::NginxRouter;
+use wasp_sdk::config::{FixedResponse, Location, LocationAction, MatchKind, RouterConfig, Server};
 use wasp_sdk::{Decision, RequestHead, Router};
 
 const LISTENERS: [&str; 3] = ["0.0.0.0:80", "127.0.0.1:8080", "[::]:443"];
@@ -184,49 +184,44 @@ fn server_name(name: &NameIn) -> String {
     }
 }
 
-/// One location as `Config::router_json` writes it (docs-config-spec.md).
-fn location_json(id: u32, location: &LocationIn) -> Value {
+/// One location of the routing table the host sends the router.
+fn location(id: u32, location: &LocationIn) -> Location {
     let kind = match location.kind {
-        Kind::Prefix => "prefix",
-        Kind::Exact => "exact",
-        Kind::PrefixStopRegex => "prefix_stop_regex",
-        Kind::Regex => "regex",
-        Kind::RegexNocase => "regex_nocase",
+        Kind::Prefix => MatchKind::Prefix,
+        Kind::Exact => MatchKind::Exact,
+        Kind::PrefixStopRegex => MatchKind::PrefixStopRegex,
+        Kind::Regex => MatchKind::Regex,
+        Kind::RegexNocase => MatchKind::RegexNoCase,
     };
-    let pattern = match location.kind {
-        Kind::Regex | Kind::RegexNocase => render(&location.pattern),
-        _ => rooted(&location.pattern),
+    let regex = matches!(kind, MatchKind::Regex | MatchKind::RegexNoCase);
+    let pattern = if regex {
+        render(&location.pattern)
+    } else {
+        rooted(&location.pattern)
     };
-    let mut entry = json!({ "id": id, "kind": kind, "pattern": pattern });
-    match &location.action {
-        ActionIn::Proxy { upstream, uri } => {
-            entry["action"] = "proxy".into();
-            entry["upstream"] = format!("up{}", upstream % 3).into();
+    let action = match &location.action {
+        ActionIn::Proxy { upstream, uri } => LocationAction::Proxy {
+            upstream: format!("up{}", upstream % 3),
             // The config refuses a URI part in regex locations.
-            let uri = uri
-                .as_ref()
-                .filter(|_| !matches!(location.kind, Kind::Regex | Kind::RegexNocase))
-                .map(|toks| rooted(toks));
-            entry["uri"] = uri.into();
-        }
-        ActionIn::Static => entry["action"] = "static".into(),
-        ActionIn::Return { status, .. } => {
-            entry["action"] = "return".into();
-            let headers = return_headers(location);
-            let status = 200 + status % 400;
-            entry["return"] = json!({ "status": status, "headers": headers, "body": "" });
-        }
-    }
-    entry
-}
-
-fn return_headers(location: &LocationIn) -> Vec<(String, String)> {
-    match &location.action {
-        ActionIn::Return {
-            location: Some(toks),
-            ..
-        } => vec![("location".to_owned(), render(toks))],
-        _ => Vec::new(),
+            uri: uri.as_ref().filter(|_| !regex).map(|toks| rooted(toks)),
+        },
+        ActionIn::Static => LocationAction::Static,
+        ActionIn::Return { status, location } => LocationAction::Return {
+            response: FixedResponse {
+                status: 200 + status % 400,
+                headers: location
+                    .iter()
+                    .map(|toks| ("location".to_owned(), render(toks)))
+                    .collect(),
+                body: String::new(),
+            },
+        },
+    };
+    Location {
+        id,
+        kind,
+        pattern,
+        action,
     }
 }
 
@@ -310,50 +305,40 @@ fn clean(text: &str, allow_question: bool) -> bool {
 
 fuzz_target!(|input: Input| {
     let mut id = 0u32;
-    // (id, action, upstream) of every location, for the consistency checks.
-    let mut table: Vec<(u32, &ActionIn, String)> = Vec::new();
-    let mut clean_config = true;
-    let mut returns: Vec<(u16, Vec<(String, String)>)> = Vec::new();
-    let servers: Vec<Value> = input
+    let servers: Vec<Server> = input
         .servers
         .iter()
         .take(4)
-        .map(|server| {
-            let listen: Vec<&str> = server
+        .map(|server| Server {
+            listen: server
                 .listen
                 .iter()
                 .take(3)
-                .map(|i| LISTENERS[usize::from(*i) % LISTENERS.len()])
-                .collect();
-            let names: Vec<String> = server.names.iter().take(4).map(server_name).collect();
-            let locations: Vec<Value> = server
+                .map(|i| LISTENERS[usize::from(*i) % LISTENERS.len()].to_owned())
+                .collect(),
+            server_names: server.names.iter().take(4).map(server_name).collect(),
+            locations: server
                 .locations
                 .iter()
                 .take(8)
-                .map(|location| {
-                    let entry = location_json(id, location);
-                    if let Some(uri) = entry["uri"].as_str() {
-                        clean_config &= clean(uri, false);
-                    }
-                    let upstream = entry["upstream"].as_str().unwrap_or_default().to_owned();
-                    if let Some(answer) = entry.get("return") {
-                        returns.push((
-                            answer["status"].as_u64().unwrap_or(0) as u16,
-                            return_headers(location),
-                        ));
-                    }
-                    table.push((id, &location.action, upstream));
+                .map(|l| {
+                    let this = id;
                     id += 1;
-                    entry
+                    location(this, l)
                 })
-                .collect();
-            json!({ "listen": listen, "server_names": names, "locations": locations })
+                .collect(),
         })
         .collect();
-    let config = json!({ "servers": servers }).to_string();
+    let table = RouterConfig { servers };
+    let config = serde_json::to_string(&table).expect("a routing table serializes");
     let Ok(mut router) = NginxRouter::configure(&config) else {
         return;
     };
+    let locations: Vec<&Location> = table.servers.iter().flat_map(|s| &s.locations).collect();
+    let clean_config = locations.iter().all(|l| match &l.action {
+        LocationAction::Proxy { uri: Some(uri), .. } => clean(uri, false),
+        _ => true,
+    });
 
     let head = request_head(&input.request);
     let decision = router.route(&head);
@@ -364,16 +349,16 @@ fuzz_target!(|input: Input| {
     );
 
     let clean_request = clean(&head.path, false) && clean(&head.query, true);
-    let find = |location: u32| {
-        table
+    let find = |id: u32| {
+        locations
             .iter()
-            .find(|(id, ..)| *id == location)
-            .unwrap_or_else(|| panic!("unknown location {location} in {decision:?}"))
+            .find(|l| l.id == id)
+            .unwrap_or_else(|| panic!("unknown location {id} in {decision:?}"))
     };
     match &decision {
         Decision::StaticFiles(files) => {
             assert!(
-                matches!(find(files.location).1, ActionIn::Static),
+                matches!(find(files.location).action, LocationAction::Static),
                 "{decision:?}"
             );
             if head.path.starts_with('/') {
@@ -384,8 +369,9 @@ fuzz_target!(|input: Input| {
             }
         }
         Decision::Proxy(proxy) => {
-            let (_, action, upstream) = find(proxy.location);
-            assert!(matches!(action, ActionIn::Proxy { .. }), "{decision:?}");
+            let LocationAction::Proxy { upstream, .. } = &find(proxy.location).action else {
+                panic!("{decision:?}");
+            };
             assert_eq!(&proxy.upstream, upstream);
             assert!(proxy.set_headers.is_empty());
             if clean_request && clean_config {
@@ -398,7 +384,11 @@ fuzz_target!(|input: Input| {
         }
         // A `return` location's answer, or one the router makes up.
         Decision::Respond(response) => {
-            if !returns.contains(&(response.status, response.headers.clone())) {
+            let returned = locations.iter().any(|l| {
+                matches!(&l.action, LocationAction::Return { response: fixed }
+                    if fixed.status == response.status && fixed.headers == response.headers)
+            });
+            if !returned {
                 match (response.status, response.headers.as_slice()) {
                     (400 | 404, []) => {}
                     (301, [(name, target)]) if name == "location" => {

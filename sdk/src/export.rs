@@ -1,4 +1,4 @@
-//! [`export!`]: implements the bindings generated for each role's world
+//! [`export!`](crate::export!): implements the bindings generated for each role's world
 //! over the plugin's types.
 
 use crate::{LogLevel, host};
@@ -22,7 +22,9 @@ pub fn __log_panics() {
 ///
 /// Roles are `router`, `balancer`, `origin` and `filter`; each names a type
 /// implementing the trait of the same name. Each role gets its own state,
-/// built by its own `configure`.
+/// built by its own `configure`; a filter's also holds the
+/// [`Connection`](crate::Filter::Connection) state of each connection
+/// between `on_open` and `on_close`.
 ///
 /// The exports exist only when compiling for wasm: a native build (e.g. the
 /// plugin's unit tests) cannot link the component ABI's symbol names, which
@@ -105,26 +107,28 @@ macro_rules! __export_role {
     (filter $ty:ty) => {
         const _: () = {
             use $crate::filter_world::exports::wasp::plugin::filter::Guest;
-            $crate::__state!($ty);
+            // The filter and the state of each connection it serves.
+            $crate::__state!($crate::__Connections<$ty>);
             struct Export;
             impl Guest for Export {
                 fn configure(config: String) -> Result<(), String> {
                     $crate::__log_panics();
-                    init(<$ty as $crate::Filter>::configure(&config)?);
+                    let filter = <$ty as $crate::Filter>::configure(&config)?;
+                    init($crate::__Connections::new(filter));
                     Ok(())
                 }
                 fn on_open(conn: u64, head: $crate::RequestHead) {
-                    with(|s| $crate::Filter::on_open(s, conn, &head))
+                    with(|s| s.on_open(conn, &head))
                 }
                 fn on_message(
                     conn: u64,
                     dir: $crate::Direction,
                     msg: $crate::Message,
                 ) -> $crate::Action {
-                    with(|s| $crate::Filter::on_message(s, conn, dir, msg))
+                    with(|s| s.on_message(conn, dir, msg))
                 }
                 fn on_close(conn: u64) {
-                    with(|s| $crate::Filter::on_close(s, conn))
+                    with(|s| s.on_close(conn))
                 }
             }
     $crate::filter_world::export!(Export with_types_in $crate::filter_world);

@@ -6,16 +6,20 @@
 //! each WebSocket message ([`Filter`]). A plugin is a small crate that
 //! implements one or more of these traits and names them in [`export!`]:
 //!
-//! ```ignore
-//! use wasp_sdk::{Action, Direction, Filter, Message};
+//! ```
+//! use wasp_sdk::{Action, Direction, Filter, Message, RequestHead};
 //!
 //! struct Shout;
 //!
 //! impl Filter for Shout {
+//!     // Nothing kept per connection.
+//!     type Connection = ();
+//!
 //!     fn configure(_config: &str) -> Result<Self, String> {
 //!         Ok(Shout)
 //!     }
-//!     fn on_message(&mut self, _conn: u64, _dir: Direction, msg: Message) -> Action {
+//!     fn on_open(&mut self, _conn: u64, _head: &RequestHead) {}
+//!     fn on_message(&mut self, _: &mut (), _dir: Direction, msg: Message) -> Action {
 //!         match msg {
 //!             Message::Text(text) => Action::Replace(Message::Text(text.to_uppercase())),
 //!             Message::Binary(_) => Action::Forward,
@@ -31,13 +35,27 @@
 //!
 //! # The life of a plugin instance
 //!
-//! wasp keeps a pool of live instances of each plugin and reuses them. Each
-//! instance is created, then `configure` is called once with the role's
+//! wasp keeps live instances of each plugin and reuses them. Each instance
+//! is created, then `configure` is called once with the role's
 //! configuration (JSON); its result becomes the instance's state, and every
-//! later call gets `&mut self`. Instances can be thrown away at any time (a
-//! trap, a reload, the pool shrinking), and several run side by side, so keep
-//! state that must be shared or must survive in [`host`]'s counters and
-//! key/value store.
+//! later call gets `&mut self`.
+//!
+//! A router, balancer or origin instance answers one call at a time, for
+//! any request. A filter instance serves many WebSockets at once: every
+//! connection of a wasp worker thread on the locations that use the filter
+//! with that configuration (the proxy-wasm model: an instance per worker, a
+//! context per connection). What a filter keeps for one connection is its
+//! [`Filter::Connection`] state: `on_open` creates it, each `on_message` of
+//! that connection gets it as `&mut`, and it is dropped after `on_close`;
+//! [`export!`] does the bookkeeping. The [`Filter`] docs show an example.
+//!
+//! Instances can be thrown away at any time (a trap, an overrun deadline,
+//! memory exhausted, a reload, the pool shrinking), and several run side by
+//! side, so nothing kept inside one is durable. When a filter instance is
+//! replaced, each connection it served gets `on_open` on its new instance
+//! before its next message and its state starts afresh; only the connection
+//! whose message broke the instance is closed. Keep state that must be
+//! shared or must survive in [`host`]'s counters and key/value store.
 //!
 //! # Configuration
 //!
@@ -59,6 +77,8 @@ pub mod units;
 #[cfg(feature = "guest")]
 mod bindings;
 #[cfg(feature = "guest")]
+mod connections;
+#[cfg(feature = "guest")]
 mod export;
 #[cfg(feature = "guest")]
 mod head;
@@ -76,6 +96,9 @@ pub use bindings::router_world::wasp::plugin::types::{
 #[cfg(feature = "guest")]
 pub use bindings::{balancer_world, filter_world, origin_world, router_world};
 pub use config::parse_config;
+#[doc(hidden)]
+#[cfg(feature = "guest")]
+pub use connections::Connections as __Connections;
 #[doc(hidden)]
 #[cfg(feature = "guest")]
 pub use export::__log_panics;

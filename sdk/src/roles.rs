@@ -49,24 +49,91 @@ pub trait Origin: Sized + 'static {
 }
 
 /// Per-message WebSocket filtering, in both directions.
+///
+/// One instance of a filter serves many WebSockets at once: every
+/// connection of a wasp worker thread on the locations that use this filter
+/// with this configuration. The filter value (`&mut self`) holds what they
+/// share: the configuration, compiled patterns, scratch space. What belongs
+/// to one connection is its [`Connection`](Filter::Connection):
+/// [`on_open`](Filter::on_open) creates it, every
+/// [`on_message`](Filter::on_message) of that connection borrows it and
+/// [`on_close`](Filter::on_close) gets it back. [`export!`](crate::export!)
+/// keeps them by connection id, so a filter never sees the id again after
+/// `on_open` (keep it in the state if it matters).
+///
+/// In-plugin state lasts as long as its instance. An instance that fails
+/// (a trap, a panic, an overrun deadline, memory exhausted) is replaced, and
+/// a reload replaces every instance with the new version's; either way each
+/// connection gets `on_open` on its new instance before its next message, so
+/// its state starts again from scratch. Only the connection whose message
+/// broke the instance is closed (with `fail = "open"`, that message passes
+/// unchanged instead). Keep what must survive in [`host`](crate::host)'s
+/// key/value store or counters.
+///
+/// A filter keeping a count of each connection's messages:
+///
+/// ```
+/// use wasp_sdk::{Action, Direction, Filter, Message, RequestHead};
+///
+/// struct Numbered;
+///
+/// impl Filter for Numbered {
+///     /// Messages seen on the connection.
+///     type Connection = u64;
+///
+///     fn configure(_config: &str) -> Result<Self, String> {
+///         Ok(Numbered)
+///     }
+///     fn on_open(&mut self, _conn: u64, _head: &RequestHead) -> u64 {
+///         0
+///     }
+///     fn on_message(&mut self, seen: &mut u64, _dir: Direction, msg: Message) -> Action {
+///         *seen += 1;
+///         match msg {
+///             Message::Text(text) => Action::Replace(Message::Text(format!("{seen}: {text}"))),
+///             Message::Binary(_) => Action::Forward,
+///         }
+///     }
+/// }
+/// ```
+///
+/// A filter that keeps nothing per connection says so in two lines:
+/// `type Connection = ();` and `fn on_open(&mut self, _: u64, _: &RequestHead) {}`.
 pub trait Filter: Sized + 'static {
+    /// What the filter keeps for one connection, `()` for nothing.
+    type Connection;
+
     /// Builds the filter from its configuration: the location's `config`
     /// table for this filter as JSON (`{}` when absent).
     fn configure(config: &str) -> Result<Self, String>;
 
-    /// A WebSocket `conn` opened on a location using this filter. Connection
-    /// ids are unique for the life of the wasp process.
-    fn on_open(&mut self, conn: u64, head: &RequestHead) {
-        let _ = (conn, head);
-    }
+    /// The WebSocket `conn` opened on a location using this filter, or
+    /// moved to this instance (after a failure or a reload): returns the
+    /// connection's state. `head` is its handshake request. Connection ids
+    /// are unique for the life of the wasp process.
+    fn on_open(&mut self, conn: u64, head: &RequestHead) -> Self::Connection;
 
-    /// A complete message travels in direction `dir` on `conn`: forward it,
-    /// replace it, drop it or close the connection.
-    fn on_message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action;
+    /// A complete message travels in direction `dir` on the connection
+    /// whose state is `connection`: forward it, replace it, drop it or
+    /// close the connection.
+    ///
+    /// wasp opens a connection on an instance before its first message
+    /// there. Should a message come for a connection this instance never
+    /// opened, the filter is not called: [`export!`](crate::export!) logs a
+    /// warning and closes that connection with 1011, as a failed filter
+    /// would be, rather than let the message through unfiltered.
+    fn on_message(
+        &mut self,
+        connection: &mut Self::Connection,
+        dir: Direction,
+        msg: Message,
+    ) -> Action;
 
-    /// `conn` closed: forget what was kept for it.
-    fn on_close(&mut self, conn: u64) {
-        let _ = conn;
+    /// The connection closed: its state is handed back for a last word (a
+    /// counter, a log line) and then dropped. Not called when the instance
+    /// itself goes away first.
+    fn on_close(&mut self, connection: Self::Connection) {
+        let _ = connection;
     }
 }
 

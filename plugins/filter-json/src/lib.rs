@@ -13,7 +13,7 @@
 use std::fmt;
 
 use serde::de::{DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
-use wasp_sdk::{Action, CloseFrame, Direction, Directions, Filter, Message};
+use wasp_sdk::{Action, CloseFrame, Direction, Directions, Filter, Message, RequestHead};
 
 /// Longest close reason RFC 6455 allows.
 const MAX_REASON: usize = 123;
@@ -36,6 +36,8 @@ pub struct Json {
 }
 
 impl Filter for Json {
+    type Connection = ();
+
     fn configure(config: &str) -> Result<Self, String> {
         let Config {
             required,
@@ -55,7 +57,9 @@ impl Filter for Json {
         })
     }
 
-    fn on_message(&mut self, _conn: u64, dir: Direction, msg: Message) -> Action {
+    fn on_open(&mut self, _conn: u64, _head: &RequestHead) {}
+
+    fn on_message(&mut self, _: &mut (), dir: Direction, msg: Message) -> Action {
         let Message::Text(text) = &msg else {
             return Action::Forward;
         };
@@ -217,7 +221,7 @@ mod tests {
 
     /// The close reason, or `None` when the message is forwarded.
     fn verdict(f: &mut Json, dir: Direction, msg: Message) -> Option<String> {
-        match f.on_message(7, dir, msg) {
+        match f.on_message(&mut (), dir, msg) {
             Action::Forward => None,
             Action::Close(frame) => {
                 assert_eq!(frame.code, 1007);

@@ -6,7 +6,7 @@
 //! `filters = ["max-size"]` of the configuration spec works.
 
 use wasp_sdk::units::Size;
-use wasp_sdk::{Action, CloseFrame, Direction, Filter, Message};
+use wasp_sdk::{Action, CloseFrame, Direction, Filter, Message, RequestHead};
 
 /// The limit when the configuration gives none.
 const DEFAULT_MAX: Size = Size(64 << 10);
@@ -29,12 +29,16 @@ pub struct MaxSize {
 }
 
 impl Filter for MaxSize {
+    type Connection = ();
+
     fn configure(config: &str) -> Result<Self, String> {
         let config: Config = wasp_sdk::parse_config(config)?;
         Ok(MaxSize { max: config.max.0 })
     }
 
-    fn on_message(&mut self, _conn: u64, _dir: Direction, msg: Message) -> Action {
+    fn on_open(&mut self, _conn: u64, _head: &RequestHead) {}
+
+    fn on_message(&mut self, _: &mut (), _dir: Direction, msg: Message) -> Action {
         let len = match &msg {
             Message::Text(text) => text.len(),
             Message::Binary(bytes) => bytes.len(),
@@ -73,22 +77,22 @@ mod tests {
         let mut f = filter(r#"{ "max": 4 }"#);
         for dir in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
             assert!(!is_too_big(f.on_message(
-                1,
+                &mut (),
                 dir,
                 Message::Text("abcd".into())
             )));
             assert!(is_too_big(f.on_message(
-                1,
+                &mut (),
                 dir,
                 Message::Text("abcde".into())
             )));
             assert!(!is_too_big(f.on_message(
-                1,
+                &mut (),
                 dir,
                 Message::Binary(vec![0; 4])
             )));
             assert!(is_too_big(f.on_message(
-                1,
+                &mut (),
                 dir,
                 Message::Binary(vec![0; 5])
             )));
@@ -100,7 +104,7 @@ mod tests {
         let mut f = filter(r#"{ "max": 4 }"#);
         // Three characters, six UTF-8 bytes.
         assert!(is_too_big(f.on_message(
-            1,
+            &mut (),
             Direction::ClientToUpstream,
             Message::Text("ééé".into())
         )));
@@ -114,12 +118,12 @@ mod tests {
         assert_eq!(filter("{}").max, 64 << 10);
         let mut f = filter(r#"{ "max": "1k" }"#);
         assert!(!is_too_big(f.on_message(
-            1,
+            &mut (),
             Direction::UpstreamToClient,
             Message::Binary(vec![0; 1024])
         )));
         assert!(is_too_big(f.on_message(
-            1,
+            &mut (),
             Direction::UpstreamToClient,
             Message::Binary(vec![0; 1025])
         )));

@@ -9,7 +9,7 @@
 //! one word or pattern is required.
 
 use regex::Regex;
-use wasp_sdk::{Action, Direction, Directions, Filter, Message};
+use wasp_sdk::{Action, Direction, Directions, Filter, Message, RequestHead};
 
 #[derive(serde::Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -40,6 +40,8 @@ pub struct Redact {
 }
 
 impl Filter for Redact {
+    type Connection = ();
+
     fn configure(config: &str) -> Result<Self, String> {
         let config: Config = wasp_sdk::parse_config(config)?;
         if config.words.is_empty() && config.patterns.is_empty() {
@@ -73,7 +75,9 @@ impl Filter for Redact {
         })
     }
 
-    fn on_message(&mut self, _conn: u64, dir: Direction, msg: Message) -> Action {
+    fn on_open(&mut self, _conn: u64, _head: &RequestHead) {}
+
+    fn on_message(&mut self, _: &mut (), dir: Direction, msg: Message) -> Action {
         let Message::Text(text) = &msg else {
             return Action::Forward;
         };
@@ -122,7 +126,7 @@ mod tests {
 
     /// The replaced text, or `None` when the message is forwarded.
     fn run(f: &mut Redact, dir: Direction, text: &str) -> Option<String> {
-        match f.on_message(3, dir, Message::Text(text.into())) {
+        match f.on_message(&mut (), dir, Message::Text(text.into())) {
             Action::Forward => None,
             Action::Replace(Message::Text(text)) => Some(text),
             other => panic!("unexpected {other:?}"),
@@ -208,7 +212,7 @@ mod tests {
         let mut f = filter(r#"{"words": ["darn"]}"#);
         assert_eq!(run(&mut f, DOWN, "darn").as_deref(), Some("***"));
         let binary = Message::Binary(b"darn".to_vec());
-        assert!(matches!(f.on_message(3, UP, binary), Action::Forward));
+        assert!(matches!(f.on_message(&mut (), UP, binary), Action::Forward));
     }
 
     #[test]

@@ -5,16 +5,20 @@
 //! `wasp-plugin-bench`): with it they measure the frame relay and the plugin
 //! call, nothing else.
 
-use wasp_sdk::{Action, Direction, Filter, Message};
+use wasp_sdk::{Action, Direction, Filter, Message, RequestHead};
 
 pub struct Passthrough;
 
 impl Filter for Passthrough {
+    type Connection = ();
+
     fn configure(_config: &str) -> Result<Self, String> {
         Ok(Passthrough)
     }
 
-    fn on_message(&mut self, _conn: u64, _dir: Direction, _msg: Message) -> Action {
+    fn on_open(&mut self, _conn: u64, _head: &RequestHead) {}
+
+    fn on_message(&mut self, _: &mut (), _dir: Direction, _msg: Message) -> Action {
         Action::Forward
     }
 }

@@ -2,7 +2,6 @@
 //! inputs that make it misbehave: `loop` spins forever, `oom` allocates
 //! without bound, `trap` panics. `configure` fails when the config has `fail`.
 
-use std::collections::HashMap;
 use wasp_sdk::{
     Action, Balancer, CloseFrame, Decision, Direction, Filter, Message, Origin, Peer, RequestHead,
     Response, Router,
@@ -49,15 +48,12 @@ fn misbehave(word: &str) {
 
 pub struct Probe {
     tag: String,
-    /// Messages seen per connection, to prove per-connection state.
-    seen: HashMap<u64, u32>,
 }
 
 impl Probe {
     fn new(config: &str) -> Result<Self, String> {
         Ok(Probe {
             tag: load(config)?.tag,
-            seen: HashMap::new(),
         })
     }
 }
@@ -114,14 +110,17 @@ impl Origin for Probe {
 }
 
 impl Filter for Probe {
+    /// The connection's messages on this instance since its `on_open`, to
+    /// prove per-connection state (`count` answers it).
+    type Connection = u32;
+
     fn configure(config: &str) -> Result<Self, String> {
         Probe::new(config)
     }
-    fn on_open(&mut self, conn: u64, _head: &RequestHead) {
-        self.seen.insert(conn, 0);
+    fn on_open(&mut self, _conn: u64, _head: &RequestHead) -> u32 {
+        0
     }
-    fn on_message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action {
-        let count = self.seen.entry(conn).or_default();
+    fn on_message(&mut self, count: &mut u32, dir: Direction, msg: Message) -> Action {
         *count += 1;
         let Message::Text(text) = msg else {
             return Action::Forward;
@@ -142,9 +141,6 @@ impl Filter for Probe {
                 Action::Replace(Message::Text(format!("{}{arrow}{text}", self.tag)))
             }
         }
-    }
-    fn on_close(&mut self, conn: u64) {
-        self.seen.remove(&conn);
     }
 }
 

@@ -1,0 +1,177 @@
+//! The per-connection state of a filter instance: what [`export!`] keeps
+//! between `on-open` and `on-close` so that a [`Filter`] gets its
+//! connection's state instead of an id to look up.
+//!
+//! [`export!`]: crate::export!
+
+use std::collections::HashMap;
+
+use crate::{Action, CloseFrame, Direction, Filter, LogLevel, Message, RequestHead, host};
+
+/// A configured filter and the state of every connection it serves, by
+/// connection id. Used by [`export!`](crate::export!); not public API.
+#[doc(hidden)]
+pub struct Connections<F: Filter> {
+    filter: F,
+    open: HashMap<u64, F::Connection>,
+}
+
+impl<F: Filter> Connections<F> {
+    /// The filter `configure` built, serving no connection yet.
+    pub fn new(filter: F) -> Self {
+        Connections {
+            filter,
+            open: HashMap::new(),
+        }
+    }
+
+    /// `on-open`: creates `conn`'s state. An id already open here (the host
+    /// never does that) is closed first, so that every state `on_open`
+    /// made reaches `on_close` once.
+    pub fn on_open(&mut self, conn: u64, head: &RequestHead) {
+        self.on_close(conn);
+        let connection = self.filter.on_open(conn, head);
+        self.open.insert(conn, connection);
+    }
+
+    /// `on-message`, with `conn`'s state. A connection never opened on this
+    /// instance breaks the host's promise (`on-open` before the first
+    /// message on an instance): with no state to filter it, the message is
+    /// refused rather than let through unfiltered, and the connection is
+    /// closed with 1011, as a failed fail-closed filter would be. Only that
+    /// connection pays: trapping instead would restart every connection
+    /// this instance serves.
+    pub fn on_message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action {
+        self.message(conn, dir, msg).unwrap_or_else(|| {
+            host::log(
+                LogLevel::Warn,
+                &format!("message on connection {conn}, never opened on this instance: closing it"),
+            );
+            Action::Close(CloseFrame {
+                code: 1011,
+                reason: "filter has no state for this connection".into(),
+            })
+        })
+    }
+
+    /// The filter's action, or `None` when `conn` is not open here.
+    fn message(&mut self, conn: u64, dir: Direction, msg: Message) -> Option<Action> {
+        let connection = self.open.get_mut(&conn)?;
+        Some(self.filter.on_message(connection, dir, msg))
+    }
+
+    /// `on-close`: hands `conn`'s state back to the filter. A connection
+    /// not open here (it opened on an instance since replaced) has nothing
+    /// to close.
+    pub fn on_close(&mut self, conn: u64) {
+        if let Some(connection) = self.open.remove(&conn) {
+            self.filter.on_close(connection);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Records the calls it gets; its per-connection state is the id and
+    /// the number of messages seen.
+    #[derive(Default)]
+    struct Recorder {
+        calls: Vec<String>,
+    }
+
+    impl Filter for Recorder {
+        type Connection = (u64, u32);
+
+        fn configure(_config: &str) -> Result<Self, String> {
+            Ok(Recorder::default())
+        }
+        fn on_open(&mut self, conn: u64, head: &RequestHead) -> (u64, u32) {
+            self.calls.push(format!("open {conn} {}", head.path));
+            (conn, 0)
+        }
+        fn on_message(&mut self, state: &mut (u64, u32), _: Direction, _: Message) -> Action {
+            state.1 += 1;
+            self.calls.push(format!("message {} #{}", state.0, state.1));
+            Action::Drop
+        }
+        fn on_close(&mut self, (conn, seen): (u64, u32)) {
+            self.calls.push(format!("close {conn} after {seen}"));
+        }
+    }
+
+    fn head(path: &str) -> RequestHead {
+        RequestHead {
+            method: "GET".into(),
+            path: path.into(),
+            query: String::new(),
+            headers: String::new(),
+            client_ip: "127.0.0.1".into(),
+            client_port: 1,
+            listener: "127.0.0.1:80".into(),
+            tls: false,
+            sni: None,
+        }
+    }
+
+    fn message(connections: &mut Connections<Recorder>, conn: u64) -> Option<Action> {
+        let msg = Message::Text("hi".into());
+        connections.message(conn, Direction::ClientToUpstream, msg)
+    }
+
+    #[test]
+    fn each_connection_keeps_its_own_state_from_open_to_close() {
+        let mut connections = Connections::new(Recorder::default());
+        connections.on_open(1, &head("/a"));
+        connections.on_open(2, &head("/b"));
+        assert!(matches!(message(&mut connections, 1), Some(Action::Drop)));
+        assert!(message(&mut connections, 2).is_some());
+        assert!(message(&mut connections, 1).is_some());
+        connections.on_close(1);
+        assert!(connections.open.contains_key(&2));
+        assert!(!connections.open.contains_key(&1));
+        assert_eq!(
+            connections.filter.calls,
+            [
+                "open 1 /a",
+                "open 2 /b",
+                "message 1 #1",
+                "message 2 #1",
+                "message 1 #2",
+                "close 1 after 2",
+            ]
+        );
+    }
+
+    #[test]
+    fn messages_and_closes_of_unopened_connections_reach_no_filter() {
+        let mut connections = Connections::new(Recorder::default());
+        assert!(message(&mut connections, 9).is_none());
+        connections.on_close(9);
+        // A closed connection is unopened again.
+        connections.on_open(3, &head("/"));
+        connections.on_close(3);
+        assert!(message(&mut connections, 3).is_none());
+        assert_eq!(connections.filter.calls, ["open 3 /", "close 3 after 0"]);
+    }
+
+    #[test]
+    fn opening_an_open_connection_again_closes_its_old_state_first() {
+        let mut connections = Connections::new(Recorder::default());
+        connections.on_open(4, &head("/old"));
+        assert!(message(&mut connections, 4).is_some());
+        connections.on_open(4, &head("/new"));
+        assert!(message(&mut connections, 4).is_some());
+        assert_eq!(
+            connections.filter.calls,
+            [
+                "open 4 /old",
+                "message 4 #1",
+                "close 4 after 1",
+                "open 4 /new",
+                "message 4 #1",
+            ]
+        );
+    }
+}
