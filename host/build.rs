@@ -3,4 +3,5 @@
 
 fn main() {
     wasp_build_wasm::build_plugin_dir("plugins", "wasp-plugin-", "default_plugins.rs");
+    wasp_build_wasm::write_plugin_names("plugins", "default_plugin_names.rs");
 }

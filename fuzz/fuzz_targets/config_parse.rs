@@ -5,11 +5,19 @@
 
 use libfuzzer_sys::fuzz_target;
 
-// wasp's config module itself (plain data, no `crate::` paths), compiled
-// here: the `wasp` crate cannot be built with nightly (README.md).
+// wasp's config module itself (plain data; its one `crate::` path outside
+// itself is the names of the embedded plugins, listed by fuzz/build.rs as
+// host/build.rs lists them), compiled here: the `wasp` crate cannot be built
+// with nightly (README.md).
 #[allow(dead_code)]
 #[path = "../../host/src/config/mod.rs"]
 mod config;
+
+mod plugins {
+    pub mod embedded {
+        include!(concat!(env!("OUT_DIR"), "/default_plugin_names.rs"));
+    }
+}
 
 use config::Config;
 

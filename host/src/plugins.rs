@@ -7,6 +7,8 @@ pub use wasp_plugin_runtime::*;
 /// `(directory name, component bytes)`.
 pub mod embedded {
     include!(concat!(env!("OUT_DIR"), "/default_plugins.rs"));
+    // `NAMES`: the same plugins' names alone.
+    include!(concat!(env!("OUT_DIR"), "/default_plugin_names.rs"));
 
     /// The bytes of default plugin `name` (e.g. `router`, `filter-json`).
     pub fn get(name: &str) -> Option<&'static [u8]> {

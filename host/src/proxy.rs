@@ -38,7 +38,7 @@ pub enum ReloadCause {
 /// A running proxy. Cheap to share: reloads hold a reference.
 pub struct Proxy {
     inner: Arc<Inner>,
-    // `tokio::sync::watch` in full: `crate::watch` (file watching) is imported too.
+    // `tokio::sync::watch` in full: `crate::file_watch` (file watching) is imported too.
     drain: tokio::sync::watch::Sender<bool>,
     close_websockets: tokio::sync::watch::Sender<bool>,
 }

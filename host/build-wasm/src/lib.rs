@@ -19,6 +19,32 @@ const TARGET: &str = "wasm32-wasip2";
 /// `pub const PLUGINS: &[(&str, &[u8])]`: each directory name with the bytes
 /// of its component.
 pub fn build_plugin_dir(dir: &str, prefix: &str, out_file: &str) {
+    let plugins: Vec<(String, String)> = plugin_names(dir)
+        .into_iter()
+        .map(|name| {
+            let package = format!("{prefix}{name}");
+            (name, package)
+        })
+        .collect();
+    build_plugins(dir, &plugins, out_file);
+}
+
+/// Writes `$OUT_DIR/{out_file}` declaring `pub const NAMES: &[&str]`: the
+/// directory names of the crates in `root/dir/*`, sorted, without building
+/// them (for code that only needs to know which plugins exist).
+pub fn write_plugin_names(dir: &str, out_file: &str) {
+    println!(
+        "cargo:rerun-if-changed={}",
+        workspace_root().join(dir).display()
+    );
+    let names = plugin_names(dir);
+    let out = PathBuf::from(env::var("OUT_DIR").unwrap()).join(out_file);
+    fs::write(out, format!("pub const NAMES: &[&str] = &{names:?};\n"))
+        .expect("writing the plugin names");
+}
+
+/// The directory names of the crates in `root/dir/*`, sorted.
+fn plugin_names(dir: &str) -> Vec<String> {
     let plugin_dir = workspace_root().join(dir);
     let mut names: Vec<String> = fs::read_dir(&plugin_dir)
         .unwrap_or_else(|e| panic!("reading {}: {e}", plugin_dir.display()))
@@ -27,14 +53,7 @@ pub fn build_plugin_dir(dir: &str, prefix: &str, out_file: &str) {
         .map(|entry| entry.file_name().to_string_lossy().into_owned())
         .collect();
     names.sort();
-    let plugins: Vec<(String, String)> = names
-        .into_iter()
-        .map(|name| {
-            let package = format!("{prefix}{name}");
-            (name, package)
-        })
-        .collect();
-    build_plugins(dir, &plugins, out_file);
+    names
 }
 
 /// Builds the `(name, package)` crates of `plugins`, which live under `dir`

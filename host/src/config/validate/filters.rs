@@ -42,9 +42,9 @@ impl Checker<'_> {
 /// The built-in filters: the embedded plugins named `filter-NAME`
 /// (`plugins/filter-NAME`), as the site loads them.
 fn builtin_filters() -> impl Iterator<Item = &'static str> {
-    embedded::PLUGINS
+    embedded::NAMES
         .iter()
-        .filter_map(|(name, _)| name.strip_prefix("filter-"))
+        .filter_map(|name| name.strip_prefix("filter-"))
 }
 
 /// A filter's `config` table as JSON (datetimes become their TOML text);
