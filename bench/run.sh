@@ -222,7 +222,6 @@ EOF
     cat <<EOF
 [plugins]
 call_timeout = "10ms" # the default, stated: what one spinning message costs its worker (spinners scenario)
-instances = 9500 # the memory scenarios hold 9,000 filtered WebSockets, each owning an instance today: drop once instances are shared per worker
 EOF
     wasp_server "${PORT[wasp-filter]}"
     wasp_location / "filters = [\"$WASP_FILTER_WASM\"]"

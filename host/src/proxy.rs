@@ -25,6 +25,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
+use tokio::sync::watch;
 
 /// Why and what to reload.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,9 +39,8 @@ pub enum ReloadCause {
 /// A running proxy. Cheap to share: reloads hold a reference.
 pub struct Proxy {
     inner: Arc<Inner>,
-    // `tokio::sync::watch` in full: `crate::file_watch` (file watching) is imported too.
-    drain: tokio::sync::watch::Sender<bool>,
-    close_websockets: tokio::sync::watch::Sender<bool>,
+    drain: watch::Sender<bool>,
+    close_websockets: watch::Sender<bool>,
 }
 
 struct Inner {
@@ -86,8 +86,8 @@ impl Proxy {
         site.activate(&registry, &metrics);
         let read = plugin_files(&site);
 
-        let (drain, drain_rx) = tokio::sync::watch::channel(false);
-        let (close_websockets, close_rx) = tokio::sync::watch::channel(false);
+        let (drain, drain_rx) = watch::channel(false);
+        let (close_websockets, close_rx) = watch::channel(false);
         let shared = Shared::new(Arc::new(site), drain_rx.into(), close_rx.into(), metrics);
         let workers = config.workers.unwrap_or_else(Workers::default_count);
         let workers = Arc::new(Workers::start(workers).context("cannot start the worker threads")?);
