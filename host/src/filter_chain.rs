@@ -16,16 +16,23 @@
 //! message. If no instance can be made at all, a fail-open filter is skipped
 //! until it is reloaded.
 //!
+//! Overruns: a call that overran its CPU deadline is reported, with the
+//! client's address, to [`CpuBans`], which refuses an address whose messages
+//! keep doing that.
+//!
 //! Reloads: a filter's pool sits behind an `ArcSwap` in its [`FilterSlot`].
 //! When a reload swaps it, the connection moves to the new version at its
 //! next message: `on-close` on the old version, `on-open` on the new one,
 //! then the message. Every filter gets `on-close` when relaying ends.
 
+use crate::cpu_bans::CpuBans;
 use crate::direction::Direction;
 use crate::plugins::{self, Action, CallError, FilterPool, Message, Opened, RequestHead};
 use crate::relay::frames::{CloseFrame, Inspector, Verdict};
 use arc_swap::ArcSwap;
+use std::net::IpAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// One filter of a location's chain: the pool currently serving it (swapped
@@ -56,6 +63,8 @@ pub struct FilterChain<'a> {
     /// Kept for `on-open` on instances this connection meets later.
     head: RequestHead,
     links: Vec<Link<'a>>,
+    /// Where overruns are reported, with the client's address.
+    overruns: Option<(&'a CpuBans, IpAddr)>,
 }
 
 impl<'a> FilterChain<'a> {
@@ -64,29 +73,42 @@ impl<'a> FilterChain<'a> {
             conn,
             head,
             links: slots.iter().map(Link::new).collect(),
+            overruns: None,
         }
+    }
+
+    /// Reports every call that overran its CPU deadline on a message of this
+    /// connection to `bans`, as `client`'s.
+    pub fn reporting_overruns(mut self, bans: &'a CpuBans, client: IpAddr) -> Self {
+        self.overruns = Some((bans, client));
+        self
     }
 
     /// Runs the chain on a message; `Replace` carries the final message.
     fn run(&mut self, dir: plugins::Direction, mut message: Message) -> Action {
         let mut replaced = false;
         for link in &mut self.links {
-            match link.on_message(self.conn, &self.head, dir, &message) {
-                Some(Action::Forward) => {}
-                Some(Action::Replace(replacement)) => {
+            let failed = match link.on_message(self.conn, &self.head, dir, &message) {
+                Ok(Action::Forward) => continue,
+                Ok(Action::Replace(replacement)) => {
                     message = replacement;
                     replaced = true;
+                    continue;
                 }
-                Some(stop @ (Action::Drop | Action::Close(_))) => return stop,
-                None if link.slot.fail_open => {
-                    tracing::warn!(
-                        conn = self.conn,
-                        filter = &*link.slot.name,
-                        "filter failed (fail-open): message forwarded unchanged"
-                    );
-                }
-                None => return Action::Close(filter_failed(self.conn, link.slot)),
+                Ok(stop @ (Action::Drop | Action::Close(_))) => return stop,
+                Err(error) => error,
+            };
+            if let (Some(CallError::Timeout), Some((bans, client))) = (&failed, self.overruns) {
+                bans.overran(client, Instant::now());
             }
+            if !link.slot.fail_open {
+                return Action::Close(filter_failed(self.conn, link.slot));
+            }
+            tracing::warn!(
+                conn = self.conn,
+                filter = &*link.slot.name,
+                "filter failed (fail-open): message forwarded unchanged"
+            );
         }
         if replaced {
             Action::Replace(message)
@@ -183,21 +205,21 @@ impl<'a> Link<'a> {
     /// `on-open`; false when it failed.
     fn open(&mut self, conn: u64, head: &RequestHead) -> bool {
         let result = self.pool.open(&mut self.opened, conn, head);
-        self.note(result).is_some()
+        self.note(result).is_ok()
     }
 
     fn close(&mut self, conn: u64) {
         self.pool.close(&mut self.opened, conn);
     }
 
-    /// The filter's action, or None when it failed or has no instance.
+    /// The filter's action; `Err(None)` when it has no instance.
     fn on_message(
         &mut self,
         conn: u64,
         head: &RequestHead,
         dir: plugins::Direction,
         message: &Message,
-    ) -> Option<Action> {
+    ) -> Result<Action, Option<CallError>> {
         let current = self.slot.pool.load();
         if !Arc::ptr_eq(&current, &self.pool) {
             self.close(conn);
@@ -205,7 +227,7 @@ impl<'a> Link<'a> {
             self.unavailable = false;
         }
         if self.unavailable {
-            return None;
+            return Err(None);
         }
         let result = self
             .pool
@@ -213,14 +235,11 @@ impl<'a> Link<'a> {
         self.note(result)
     }
 
-    fn note<R>(&mut self, result: Result<R, CallError>) -> Option<R> {
-        match result {
-            Ok(value) => Some(value),
-            Err(CallError::Unavailable(_)) => {
-                self.unavailable = true;
-                None
-            }
-            Err(_) => None,
+    /// Notes a failure to make an instance: the filter is skipped from now.
+    fn note<R>(&mut self, result: Result<R, CallError>) -> Result<R, Option<CallError>> {
+        if let Err(CallError::Unavailable(_)) = &result {
+            self.unavailable = true;
         }
+        result.map_err(Some)
     }
 }

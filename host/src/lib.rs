@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod clock;
 pub mod config;
+pub mod cpu_bans;
 pub mod digest;
 pub mod direction;
 pub mod file_watch;

@@ -199,6 +199,8 @@ pub struct Metrics {
     upstream_failures: Family<PeerLabels, Counter>,
     health_changes: Family<HealthLabels, Counter>,
     peer_healthy: Family<PeerLabels, Gauge>,
+    /// `wasp_cpu_bans_total`: addresses refused after repeated overruns.
+    cpu_bans: Counter,
     /// `wasp_http_requests_total` per class, created up front: the class
     /// set is fixed, so counting a request is an index and an atomic add.
     requests: [Counter; 5],
@@ -290,6 +292,12 @@ impl Metrics {
             "Upstream peer health transitions, per new state",
             Family::clone(&health_changes),
         );
+        let cpu_bans = Counter::default();
+        registry.register(
+            "wasp_cpu_bans",
+            "Addresses refused for a while because filter calls on their messages overran the CPU deadline repeatedly",
+            cpu_bans.clone(),
+        );
         let peer_healthy = Family::default();
         registry.register(
             "wasp_upstream_peer_healthy",
@@ -322,6 +330,7 @@ impl Metrics {
             upstream_failures,
             health_changes,
             peer_healthy,
+            cpu_bans,
             requests,
             bound_listeners: Bound::default(),
             bound_locations: Bound::default(),
@@ -388,6 +397,11 @@ impl Metrics {
                 }),
             }))
         })
+    }
+
+    /// The counter of bans started, for [`crate::cpu_bans::CpuBans`].
+    pub fn cpu_bans(&self) -> Counter {
+        self.cpu_bans.clone()
     }
 
     /// Counts a WebSocket upgrade attempt at `location` by the status it was

@@ -207,6 +207,8 @@ impl Inner {
         };
         if config.plugins.call_timeout != self.runtime.limits().call_timeout
             || config.plugins.call_timeout_per_mib != self.runtime.limits().call_timeout_per_mib
+            || (config.plugins.ban_after_overruns, config.plugins.ban_time)
+                != self.shared.cpu_bans.settings()
             || config.plugins.memory_limit != self.runtime.limits().memory_limit
             || config.plugins.instances != self.runtime.limits().instances
         {

@@ -152,3 +152,60 @@ async fn one_poisoned_message_closes_one_connection_of_a_thousand() {
     assert!(answers.iter().any(|a| a == "<#3"), "{answers:?}");
     let _ = std::fs::remove_file(probe);
 }
+
+#[tokio::test]
+async fn an_address_whose_messages_keep_spinning_a_filter_is_refused_for_a_while() {
+    let probe = std::env::temp_dir().join(format!("wasp-ban-probe-{}.wasm", std::process::id()));
+    std::fs::write(&probe, test_plugins::get("probe")).unwrap();
+    let backend = Backend::start("b").await;
+    let config = ConfigBuilder::new()
+        .plugin_limit("ban_after_overruns", 2)
+        .plugin_limit("ban_time", "60s")
+        .location("/ws", |l| {
+            l.proxy_pass(backend.addr)
+                .filters(&format!(r#"[{{ plugin = "{}" }}]"#, probe.display()))
+        })
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+    let url = format!("ws://{addr}/ws");
+    let from = |source: &'static str| {
+        let url = url.clone();
+        async move {
+            let socket = tokio::net::TcpSocket::new_v4().unwrap();
+            socket.bind(format!("{source}:0").parse().unwrap()).unwrap();
+            let stream = socket.connect(addr).await.unwrap();
+            tokio_tungstenite::client_async(url, MaybeTlsStream::Plain(stream)).await
+        }
+    };
+
+    // Two messages that make the filter spin until its deadline: each
+    // closes its own connection, the second bans the address.
+    for _ in 0..2 {
+        let (mut ws, _) = from("127.0.0.1").await.expect("not banned yet");
+        next_text(&mut ws).await;
+        ws.send(Message::text("loop")).await.unwrap();
+        loop {
+            match next(&mut ws).await {
+                Message::Close(frame) => {
+                    assert_eq!(frame.map(|f| u16::from(f.code)), Some(1011));
+                    break;
+                }
+                _ => continue,
+            }
+        }
+    }
+    match from("127.0.0.1").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 503)
+        }
+        other => panic!("expected 503, got {:?}", other.map(|(_, r)| r.status())),
+    }
+    // Another address is served as before.
+    let (mut ws, _) = from("127.0.0.2")
+        .await
+        .expect("another address is not banned");
+    next_text(&mut ws).await;
+    ws.send(Message::text("hi")).await.unwrap();
+    assert_eq!(next_text(&mut ws).await, "<>hi");
+    let _ = std::fs::remove_file(probe);
+}

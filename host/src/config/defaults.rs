@@ -23,6 +23,11 @@ pub const CALL_TIMEOUT: Duration = Duration::from_millis(10);
 /// Extra CPU per MiB of the message a filter call is handed: scanning a
 /// 16 MiB message with a regex takes tens of milliseconds.
 pub const CALL_TIMEOUT_PER_MIB: Duration = Duration::from_millis(10);
+/// Filter-call overruns on one address's messages, within [`BAN_TIME`],
+/// that refuse its filtered WebSockets (`crate::cpu_bans`).
+pub const BAN_AFTER_OVERRUNS: u32 = 3;
+/// How long those overruns are counted, and how long a ban lasts.
+pub const BAN_TIME: Duration = Duration::from_secs(60);
 /// Linear-memory cap per plugin instance.
 pub const MEMORY_LIMIT: usize = 64 << 20;
 /// Live plugin instances.

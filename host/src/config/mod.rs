@@ -62,6 +62,12 @@ pub struct PluginSettings {
     /// (default 10 ms), so a message the location allows is never refused
     /// for its size alone.
     pub call_timeout_per_mib: Duration,
+    /// Filter-call overruns on one address's messages within `ban_time`
+    /// that refuse its filtered WebSockets for `ban_time` (default 3;
+    /// 0 never bans).
+    pub ban_after_overruns: u32,
+    /// How long overruns are counted and a ban lasts (default 60 s).
+    pub ban_time: Duration,
     /// Linear-memory cap per plugin instance in bytes (default 64 MiB).
     pub memory_limit: usize,
     /// Maximum live plugin instances (default 1000).

@@ -39,6 +39,8 @@ pub struct RawPlugins {
     pub origin: Option<Spanned<String>>,
     pub call_timeout: Option<Spanned<Dur>>,
     pub call_timeout_per_mib: Option<Spanned<Dur>>,
+    pub ban_after_overruns: Option<Spanned<u32>>,
+    pub ban_time: Option<Spanned<Dur>>,
     pub memory_limit: Option<Size>,
     pub instances: Option<Spanned<u32>>,
     pub cache_dir: Option<Spanned<String>>,

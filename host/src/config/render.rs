@@ -44,6 +44,12 @@ impl Config {
             "call_timeout_per_mib",
             &duration(plugins.call_timeout_per_mib),
         );
+        line(
+            &mut out,
+            "ban_after_overruns",
+            &plugins.ban_after_overruns.to_string(),
+        );
+        line(&mut out, "ban_time", &duration(plugins.ban_time));
         line(&mut out, "memory_limit", &size(plugins.memory_limit as u64));
         line(&mut out, "instances", &plugins.instances.to_string());
         match &plugins.cache_dir {

@@ -64,6 +64,8 @@ shutdown_grace = "30s"
 router = "plugins/router.wasm"
 call_timeout = "20ms"
 call_timeout_per_mib = "5ms"
+ban_after_overruns = 5
+ban_time = "10m"
 memory_limit = "32m"
 instances = 50
 cache_dir = "/tmp/wasp-cache"
@@ -301,6 +303,8 @@ fn defaults_are_nginx_like() {
             origin: None,
             call_timeout: Duration::from_millis(10),
             call_timeout_per_mib: Duration::from_millis(10),
+            ban_after_overruns: 3,
+            ban_time: Duration::from_secs(60),
             memory_limit: 64 << 20,
             instances: 1000,
             cache_dir: None,
@@ -366,6 +370,8 @@ fn full_spec_example() {
         config.plugins.call_timeout_per_mib,
         Duration::from_millis(5)
     );
+    assert_eq!(config.plugins.ban_after_overruns, 5);
+    assert_eq!(config.plugins.ban_time, Duration::from_secs(600));
     assert_eq!(config.plugins.memory_limit, 32 << 20);
 
     let upstream = &config.upstreams["websocket_servers"];
@@ -801,6 +807,8 @@ fn render_fills_in_defaults() {
         "# workers: one per CPU",
         "call_timeout = \"10ms\"",
         "call_timeout_per_mib = \"10ms\"",
+        "ban_after_overruns = 3",
+        "ban_time = \"60s\"",
         "memory_limit = \"64m\"",
         "# upstream 127.0.0.1:8080: implicit (from proxy_pass)",
         "listen = [\"127.0.0.1:8000\"]",

@@ -13,6 +13,7 @@ pub mod response;
 mod static_files;
 mod websocket;
 
+use crate::cpu_bans::CpuBans;
 use crate::limits::{ConnectionLimits, RateLimits};
 use crate::metrics::{ConnectionGuard, Metrics};
 use crate::shutdown::Shutdown;
@@ -60,6 +61,9 @@ pub struct Shared {
     /// `limit_conn` and `limit_req` state: per process, kept across reloads.
     pub connection_limits: Arc<ConnectionLimits>,
     pub rate_limits: RateLimits,
+    /// Addresses refused after their messages overran filter deadlines:
+    /// per process, kept across reloads.
+    pub cpu_bans: Arc<CpuBans>,
     next_conn_id: AtomicU64,
 }
 
@@ -70,6 +74,12 @@ impl Shared {
         close_websockets: Shutdown,
         metrics: Arc<Metrics>,
     ) -> Arc<Shared> {
+        let settings = &site.config.plugins;
+        let cpu_bans = Arc::new(CpuBans::new(
+            settings.ban_after_overruns,
+            settings.ban_time,
+            metrics.cpu_bans(),
+        ));
         Arc::new(Shared {
             site: ArcSwap::new(site),
             drain,
@@ -78,6 +88,7 @@ impl Shared {
             metrics,
             connection_limits: Arc::default(),
             rate_limits: RateLimits::default(),
+            cpu_bans,
             next_conn_id: AtomicU64::new(1),
         })
     }

@@ -9,6 +9,7 @@ use super::client_stream::ClientStream;
 use super::context::{ChosenPeer, Refusal, RequestContext};
 use super::response::{Body, empty};
 use crate::access_log::AccessEntry;
+use crate::cpu_bans::CpuBans;
 use crate::filter_chain::{self, FilterChain};
 use crate::limits::ConnectionSlot;
 use crate::metrics::Metrics;
@@ -25,6 +26,7 @@ use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::net::TcpStream;
 
 /// Phase 5a, with `strict_websocket`: refuses (400) a handshake without a
@@ -59,13 +61,23 @@ pub fn check_origin(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
     }
 }
 
-/// Phase 5c, on a filtered location: every fail-closed filter needs an
-/// instance on this thread. When none can be made (every slot of the
-/// `instances` pool is in use, or the plugin fails to start), the handshake
-/// is refused with 503 before anything reaches the upstream, rather than
-/// accepted and then closed.
+/// Phase 5c, on a filtered location: an address banned for overrunning
+/// filter deadlines (`crate::cpu_bans`) is refused (503); and every
+/// fail-closed filter needs an instance on this thread. When none can be
+/// made (every slot of the `instances` pool is in use, or the plugin fails
+/// to start), the handshake is refused with 503 before anything reaches the
+/// upstream, rather than accepted and then closed.
 pub fn check_filters(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
-    match filter_chain::unavailable(&ctx.location.filters) {
+    let filters = &ctx.location.filters;
+    if filters.is_empty() {
+        return Ok(());
+    }
+    let client = ctx.conn.client.ip();
+    if ctx.shared.cpu_bans.banned(client, Instant::now()) {
+        tracing::info!(%client, "refusing a filtered WebSocket: this address's messages overran filter deadlines repeatedly (ban_after_overruns)");
+        return Err(Refusal::new(503, "too many filter overruns"));
+    }
+    match filter_chain::unavailable(filters) {
         None => Ok(()),
         Some(filter) => {
             tracing::error!(client = %ctx.conn.client, filter, "no instance of the filter can be made; refusing the handshake with 503");
@@ -143,10 +155,11 @@ pub fn upgrade(
         _slot: ctx.slot,
         site: ctx.site.clone(),
         location,
-        _conn: ctx.conn.clone(),
+        conn: ctx.conn.clone(),
         metrics: shared.metrics.clone(),
         upstream: peer.upstream.name.clone(),
         shutdown: shared.close_websockets.clone(),
+        cpu_bans: shared.cpu_bans.clone(),
     };
     shared
         .tasks
@@ -186,9 +199,11 @@ struct WebSocketSession {
     /// The index of the location the router chose in `site`: looked up
     /// when the request was routed, so always valid.
     location: u32,
-    /// Keeps the client connection's `max_connections` slot.
-    _conn: Arc<ConnInfo>,
+    /// The client connection (keeps its `max_connections` slot).
+    conn: Arc<ConnInfo>,
     shutdown: Shutdown,
+    /// Where the filter chain reports overruns of this client's messages.
+    cpu_bans: Arc<CpuBans>,
     metrics: Arc<Metrics>,
     upstream: String,
 }
@@ -225,7 +240,8 @@ impl WebSocketSession {
                 idle_timeout: idle,
                 traffic: location.counters.clone(),
             };
-            let chain = FilterChain::new(self.conn_id, self.head, &location.filters);
+            let chain = FilterChain::new(self.conn_id, self.head, &location.filters)
+                .reporting_overruns(&self.cpu_bans, self.conn.client.ip());
             // Boxed: the frame relay's state is several times the tunnel's,
             // and inline it would size every tunnel's task the same.
             let stats = Box::pin(frames::run(
