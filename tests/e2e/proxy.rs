@@ -228,6 +228,44 @@ async fn a_connect_timeout_gets_504() {
     assert_eq!(status, 504);
 }
 
+/// An upstream that accepts connections, reads what it is sent and never
+/// answers; it holds them until dropped.
+async fn silent_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let holding = tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((stream, _)) = listener.accept().await {
+            held.push(stream);
+        }
+    });
+    (addr, holding)
+}
+
+#[tokio::test]
+async fn an_upstream_that_never_answers_gets_504_after_read_timeout() {
+    // nginx answers both with 504 Gateway Time-out after proxy_read_timeout.
+    let (silent, holding) = silent_upstream().await;
+    let config = ConfigBuilder::new()
+        .location("/", |l| l.proxy_pass(silent).set("read_timeout", "500ms"))
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+    let (status, _, _) = http_get(addr, "/plain", "x").await;
+    assert_eq!(status, 504, "a plain request");
+    let handshake = connect_async(format!("ws://{addr}/ws"));
+    let answered = tokio::time::timeout(Duration::from_secs(10), handshake).await;
+    match answered.expect("the handshake is answered, not held") {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 504, "a WebSocket handshake")
+        }
+        other => panic!(
+            "expected 504 for the handshake, got {:?}",
+            other.map(|(_, response)| response.status())
+        ),
+    }
+    holding.abort();
+}
+
 #[tokio::test]
 async fn an_idle_tunnel_is_closed_after_read_timeout_and_an_active_one_is_not() {
     let backend = Backend::start("b1").await;

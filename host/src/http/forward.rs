@@ -68,9 +68,11 @@ pub async fn connect<'s>(
 
 /// Phase 8: sends the request (the router's URI, `headers`, the body cut at
 /// `client_max_body_size`) on `stream`, and returns the answer's head. An
-/// HTTP request runs under the location's read and send timeouts; a
-/// WebSocket handshake under none, since the relay takes the raw socket back
-/// after 101 and its idle timeout replaces them.
+/// HTTP request runs under the location's read and send timeouts, per read
+/// and write of the socket; a WebSocket handshake must get its answer within
+/// `read_timeout` (the relay then takes the raw socket back, and its idle
+/// timeout replaces them). Either timeout answers 504, as nginx's
+/// `proxy_read_timeout` does.
 pub async fn send(
     ctx: &RequestContext<'_>,
     target: &ProxyTo,
@@ -90,10 +92,18 @@ pub async fn send(
     *request.version_mut() = Version::HTTP_11;
     *request.headers_mut() = headers;
 
+    let config = &ctx.location.config;
     let sent = if ctx.websocket {
-        websocket::send_handshake(TokioIo::new(stream), request).await
+        let handshake = websocket::send_handshake(TokioIo::new(stream), request);
+        match tokio::time::timeout(config.read_timeout, handshake).await {
+            Ok(sent) => sent,
+            Err(_) => {
+                let (upstream, peer) = (&peer.upstream.name, &peer.guard.peer().address);
+                tracing::error!(%upstream, %peer, timeout = ?config.read_timeout, "upstream did not answer the WebSocket handshake within read_timeout");
+                return Err(Refusal::new(504, ""));
+            }
+        }
     } else {
-        let config = &ctx.location.config;
         let mut timed = TimeoutStream::new(stream);
         timed.set_read_timeout(Some(config.read_timeout));
         timed.set_write_timeout(Some(config.send_timeout));
@@ -106,8 +116,20 @@ pub async fn send(
         }
         let (upstream, peer) = (&peer.upstream.name, &peer.guard.peer().address);
         tracing::error!(%upstream, %peer, %error, "upstream request failed");
-        Refusal::new(if error.is_timeout() { 504 } else { 502 }, "")
+        Refusal::new(if timed_out(&error) { 504 } else { 502 }, "")
     })
+}
+
+/// Whether the upstream exchange failed on a timeout: hyper's own, or a
+/// read or write of the socket past `read_timeout` / `send_timeout`.
+fn timed_out(error: &hyper::Error) -> bool {
+    error.is_timeout() || io_causes(error).any(|cause| cause.kind() == std::io::ErrorKind::TimedOut)
+}
+
+/// The I/O errors in `error`'s chain of causes.
+fn io_causes(error: &hyper::Error) -> impl Iterator<Item = &std::io::Error> {
+    std::iter::successors(std::error::Error::source(error), |cause| cause.source())
+        .filter_map(|cause| cause.downcast_ref::<std::io::Error>())
 }
 
 /// Phase 9: streams the upstream's answer to the client. The access-log
