@@ -2,6 +2,7 @@
 //! values and keys: parsed once into a [`Template`] at load time, expanded
 //! per request against a [`RequestVars`].
 
+use crate::config::variables::{self, Piece};
 use http::HeaderMap;
 use std::net::SocketAddr;
 
@@ -35,13 +36,12 @@ enum Var {
     Header(String),
     /// `$arg_NAME`: a query parameter.
     Arg(String),
-    /// Anything else expands to the empty string, as an unset nginx variable.
-    Unknown,
 }
 
 impl Var {
-    fn parse(name: &str) -> Var {
-        match name {
+    /// The variable `name` (lower-cased); `None` when wasp does not know it.
+    fn parse(name: &str) -> Option<Var> {
+        Some(match name {
             "host" => Var::Host,
             "remote_addr" | "binary_remote_addr" => Var::RemoteAddr,
             "remote_port" => Var::RemotePort,
@@ -55,55 +55,41 @@ impl Var {
             "proxy_host" => Var::ProxyHost,
             "server_port" => Var::ServerPort,
             _ => {
+                if !variables::is_known(name) {
+                    return None;
+                }
                 if let Some(header) = name.strip_prefix("http_") {
                     Var::Header(header.replace('_', "-"))
-                } else if let Some(arg) = name.strip_prefix("arg_") {
-                    Var::Arg(arg.to_string())
                 } else {
-                    Var::Unknown
+                    Var::Arg(name.strip_prefix("arg_")?.to_string())
                 }
             }
-        }
+        })
     }
 }
 
 impl Template {
-    /// Splits `text` at `$name` and `${name}` references.
-    pub fn parse(text: &str) -> Template {
-        let mut parts = Vec::new();
-        let mut literal = String::new();
-        let mut rest = text;
-        while let Some(dollar) = rest.find('$') {
-            literal.push_str(&rest[..dollar]);
-            let after = &rest[dollar + 1..];
-            let (name, consumed) = match after.strip_prefix('{') {
-                Some(braced) => match braced.find('}') {
-                    Some(end) => (&braced[..end], end + 2),
-                    None => ("", 0),
-                },
-                None => {
-                    let end = after
-                        .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                        .unwrap_or(after.len());
-                    (&after[..end], end)
-                }
-            };
-            if name.is_empty() {
-                literal.push('$');
-                rest = after;
-                continue;
-            }
-            if !literal.is_empty() {
-                parts.push(Part::Literal(std::mem::take(&mut literal)));
-            }
-            parts.push(Part::Var(Var::parse(&name.to_ascii_lowercase())));
-            rest = &after[consumed..];
-        }
-        literal.push_str(rest);
-        if !literal.is_empty() {
-            parts.push(Part::Literal(literal));
-        }
-        Template { parts }
+    /// Splits `text` at its variables; `Err` names the first one wasp does
+    /// not know (`wasp check` refuses those, so a loaded configuration has
+    /// none).
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let parts = variables::split(text)
+            .into_iter()
+            .map(|piece| match piece {
+                Piece::Literal(text) => Ok(Part::Literal(text.to_owned())),
+                Piece::Variable(name) => Var::parse(&name.to_ascii_lowercase())
+                    .map(Part::Var)
+                    .ok_or_else(|| name.to_owned()),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Template { parts })
+    }
+
+    /// A template of a loaded configuration, whose variables `wasp check`
+    /// already proved known.
+    pub fn from_config(text: &str) -> Template {
+        Template::parse(text)
+            .unwrap_or_else(|name| panic!("config validation let unknown variable ${name} through"))
     }
 
     /// The value for this request.
@@ -161,9 +147,11 @@ impl RequestVars<'_> {
                 let _ = write!(out, "{}", self.client.port());
             }
             Var::ProxyAddXForwardedFor => {
-                let forwarded = self.header("x-forwarded-for");
-                if !forwarded.is_empty() {
-                    out.push_str(forwarded);
+                // nginx: `$http_x_forwarded_for, $remote_addr`, every
+                // X-Forwarded-For header of the request joined.
+                let before = out.len();
+                self.append_header("x-forwarded-for", out);
+                if out.len() > before {
                     out.push_str(", ");
                 }
                 let _ = write!(out, "{}", self.client.ip());
@@ -191,21 +179,7 @@ impl RequestVars<'_> {
             Var::ServerPort => {
                 let _ = write!(out, "{}", self.local.port());
             }
-            Var::Header(name) => {
-                // Repeated headers are joined as nginx does for most of them.
-                let mut values = self
-                    .headers
-                    .get_all(name.as_str())
-                    .iter()
-                    .filter_map(|v| v.to_str().ok());
-                if let Some(first) = values.next() {
-                    out.push_str(first);
-                    for value in values {
-                        out.push_str(", ");
-                        out.push_str(value);
-                    }
-                }
-            }
+            Var::Header(name) => self.append_header(name, out),
             Var::Arg(name) => {
                 let value = self.query.split('&').find_map(|pair| {
                     let (key, value) = pair.split_once('=').unwrap_or((pair, ""));
@@ -213,7 +187,23 @@ impl RequestVars<'_> {
                 });
                 out.push_str(value.unwrap_or(""));
             }
-            Var::Unknown => {}
+        }
+    }
+
+    /// Every `name` header of the request, joined with `, ` as nginx joins
+    /// repeated headers for `$http_NAME`.
+    fn append_header(&self, name: &str, out: &mut String) {
+        let mut values = self
+            .headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok());
+        if let Some(first) = values.next() {
+            out.push_str(first);
+            for value in values {
+                out.push_str(", ");
+                out.push_str(value);
+            }
         }
     }
 }
@@ -237,7 +227,7 @@ mod tests {
             tls: false,
             proxy_host: "backend",
         };
-        Template::parse(template).expand(&vars)
+        Template::parse(template).unwrap().expand(&vars)
     }
 
     #[test]
@@ -265,6 +255,18 @@ mod tests {
             ),
             "1.1.1.1, 10.1.2.3"
         );
+        // Every X-Forwarded-For header, as nginx joins them.
+        assert_eq!(
+            expand(
+                "$proxy_add_x_forwarded_for",
+                &[
+                    ("x-forwarded-for", "1.1.1.1"),
+                    ("x-forwarded-for", "2.2.2.2")
+                ],
+                ""
+            ),
+            "1.1.1.1, 2.2.2.2, 10.1.2.3"
+        );
     }
 
     #[test]
@@ -276,9 +278,10 @@ mod tests {
         );
         assert_eq!(expand("room-$arg_room", &[], "a=1&room=blue"), "room-blue");
         assert_eq!(
-            expand("$http_x_user|$nope|$", &[("x-user", "ann")], ""),
-            "ann||$"
+            expand("$http_x_user|$-|$", &[("x-user", "ann")], ""),
+            "ann|$-|$"
         );
+        assert_eq!(Template::parse("a $nope b"), Err("nope".to_owned()));
         assert_eq!(expand("$proxy_host", &[], ""), "backend");
     }
 }

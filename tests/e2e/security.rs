@@ -410,6 +410,13 @@ async fn request_smuggling_shapes_are_refused_or_neutralised() {
     assert_eq!(status, 200);
     assert_eq!(text.matches("\"content-length\"").count(), 1, "{text}");
     assert!(text.contains("\"body_len\":4"), "{text}");
+    // Two Host headers: which host is meant? RFC 9112 §3.2 and nginx: 400,
+    // and nothing reaches the upstream.
+    let two_hosts =
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\nConnection: close\r\n\r\n";
+    let (status, text) = raw(addr, two_hosts).await;
+    assert_eq!(status, 400, "{text}");
+    assert!(!text.contains("\"backend\""), "{text}");
 }
 
 #[tokio::test]

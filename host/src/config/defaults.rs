@@ -62,6 +62,10 @@ pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
 pub const CLIENT_MAX_BODY_SIZE: u64 = 1 << 20;
 /// nginx `large_client_header_buffers 4 8k`: a head of at most 32 KiB.
 pub const MAX_HEADER_SIZE: usize = 32 << 10;
+/// The smallest `max_header_size`: hyper's read buffer cannot be smaller
+/// (nginx's one header buffer, `large_client_header_buffers ... 8k`, is
+/// the same size).
+pub const MIN_HEADER_SIZE: u64 = 8 << 10;
 
 // ---- [[server.location]] ----
 

@@ -12,6 +12,7 @@ mod raw;
 mod render;
 mod units;
 mod validate;
+pub mod variables;
 
 use std::collections::BTreeMap;
 use std::fmt;

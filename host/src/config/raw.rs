@@ -105,7 +105,7 @@ pub struct RawServer {
     pub redirect_http: Option<bool>,
     pub client_header_timeout: Option<Dur>,
     pub client_max_body_size: Option<Size>,
-    pub max_header_size: Option<Size>,
+    pub max_header_size: Option<Spanned<Size>>,
     pub strict_websocket: Option<bool>,
     #[serde(default)]
     pub location: Vec<RawLocation>,
@@ -137,7 +137,7 @@ pub struct RawLocation {
     pub buffer_size: Option<Size>,
     pub buffers: Option<Buffers>,
     pub limit_conn: Option<Spanned<u32>>,
-    pub limit_conn_key: Option<String>,
+    pub limit_conn_key: Option<Spanned<String>>,
     pub limit_conn_status: Option<Spanned<i64>>,
     pub limit_req: Option<RawLimitReq>,
     pub origins: Option<Vec<Spanned<String>>>,
@@ -161,7 +161,7 @@ pub struct RawReturn {
 pub struct RawLimitReq {
     pub rate: Spanned<String>,
     pub burst: Option<u32>,
-    pub key: Option<String>,
+    pub key: Option<Spanned<String>>,
 }
 
 /// One entry of a location's `filters`.

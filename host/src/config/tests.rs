@@ -856,3 +856,46 @@ fn workers_must_be_at_least_one() {
     let text = "workers = 0\n[[server]]\nlisten = \"127.0.0.1:8000\"\n";
     assert_eq!(errors(text), "test.toml:1:11: workers must be at least 1");
 }
+
+#[test]
+fn unknown_variables_are_refused_where_they_are_written() {
+    // nginx -t: `unknown "nope" variable`. wasp used to expand them to "".
+    let text = format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\n\
+         set_headers = {{ X-Who = \"$remote_addr $nope\" }}\n\
+         limit_conn = 1\nlimit_conn_key = \"$http_x_user$typo\"\n"
+    );
+    let error = errors(&text);
+    assert!(
+        error.contains("test.toml:6:17: unknown variable `$nope` in the value of header `X-Who`"),
+        "{error}"
+    );
+    assert!(
+        error.contains("test.toml:8:18: unknown variable `$typo`"),
+        "{error}"
+    );
+    let text = "[upstreams.app]\nbalance = \"hash\"\nhash_key = \"${arg_room}-$oops\"\nservers = [\"127.0.0.1:8081\"]\n\
+                [[server]]\nlisten = \"127.0.0.1:8000\"\n[[server.location]]\npath = \"/\"\nproxy_pass = \"http://app\"\n";
+    assert!(
+        errors(text).contains("test.toml:3:12: unknown variable `$oops`"),
+        "{}",
+        errors(text)
+    );
+}
+
+#[test]
+fn a_max_header_size_under_8k_is_refused_not_raised() {
+    // It used to become 8 KiB silently: hyper reads heads with no less.
+    let text = "[[server]]\nlisten = \"127.0.0.1:8000\"\nmax_header_size = \"4k\"\n\
+                [[server.location]]\npath = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\n";
+    assert!(
+        errors(text).starts_with("test.toml:3:19: max_header_size must be at least 8k"),
+        "{}",
+        errors(text)
+    );
+    let text = text.replace("\"4k\"", "\"8k\"");
+    assert_eq!(
+        Config::parse(&text, "test.toml").unwrap().servers[0].max_header_size,
+        8192
+    );
+}

@@ -133,7 +133,7 @@ pub async fn serve_connection(
     builder
         .timer(TokioTimer::new())
         .header_read_timeout(settings.header_timeout)
-        .max_buf_size(settings.max_header_size.max(8192));
+        .max_buf_size(settings.max_header_size);
     let connection = builder
         .serve_connection(TokioIo::new(stream), service)
         .with_upgrades();

@@ -2,6 +2,7 @@
 //! Pingora's `ProxyHttp`). Each phase is a function of that name, and any
 //! of them may end the request early with wasp's own answer, a [`Refusal`]:
 //!
+//! 0. [`check_head`]: what HTTP forbids and hyper lets through (400).
 //! 1. [`route`]: the router plugin decides; the location it names is looked
 //!    up, once, into the [`RequestContext`]. A direct answer
 //!    ([`respond_directly`]) ends here.
@@ -46,6 +47,9 @@ pub async fn handle(
     let site = shared.site.load_full();
     let (parts, body) = request.into_parts();
     let entry = AccessEntry::new(&parts, conn.client.ip(), shared.metrics.clone());
+    if let Err(refusal) = check_head(&parts, conn) {
+        return logged(refusal.response(), entry);
+    }
     let head = request_head(&parts, conn);
     let (location, target) = match route(&site, &head) {
         Ok(Route::Respond(answer)) => return logged(respond_directly(answer), entry),
@@ -84,6 +88,23 @@ enum Route<'s> {
 enum Target {
     StaticFiles(StaticFiles),
     Proxy(ProxyTo),
+}
+
+/// Phase 0: what hyper lets through but HTTP forbids. Two `Host` headers
+/// make the request's target ambiguous (RFC 9112 §3.2: 400; nginx: "client
+/// sent duplicate host header").
+fn check_head(parts: &http::request::Parts, conn: &ConnInfo) -> Result<(), Refusal> {
+    if parts
+        .headers
+        .get_all(http::header::HOST)
+        .iter()
+        .nth(1)
+        .is_some()
+    {
+        tracing::info!(client = %conn.client, "request with two Host headers; answered 400");
+        return Err(Refusal::new(400, "duplicate Host header"));
+    }
+    Ok(())
 }
 
 /// Phase 1: asks the router plugin where the request goes.

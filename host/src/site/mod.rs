@@ -120,11 +120,11 @@ impl Site {
                 counters: metrics.location(&label),
                 label,
                 set_headers: upstream_headers(location),
-                limit_conn_key: Template::parse(&location.limit_conn_key),
+                limit_conn_key: Template::from_config(&location.limit_conn_key),
                 limit_req_key: location
                     .limit_req
                     .as_ref()
-                    .map(|limit| Template::parse(&limit.key)),
+                    .map(|limit| Template::from_config(&limit.key)),
                 max_body: server.client_max_body_size,
                 strict_websocket: server.strict_websocket,
                 config: location.clone(),
@@ -228,7 +228,7 @@ fn upstream_headers(location: &Location) -> Vec<(HeaderName, Template)> {
         ("connection", "$connection_upgrade"),
     ]
     .into_iter()
-    .map(|(name, value)| (HeaderName::from_static(name), Template::parse(value)))
+    .map(|(name, value)| (HeaderName::from_static(name), Template::from_config(value)))
     .collect();
     if !matches!(location.action, LocationAction::Proxy { .. }) {
         return Vec::new();
@@ -236,7 +236,7 @@ fn upstream_headers(location: &Location) -> Vec<(HeaderName, Template)> {
     for (name, value) in &location.set_headers {
         let name = HeaderName::try_from(name.as_str()).expect("config validated header names");
         headers.retain(|(existing, _)| *existing != name);
-        headers.push((name, Template::parse(value)));
+        headers.push((name, Template::from_config(value)));
     }
     headers
 }

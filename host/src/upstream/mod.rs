@@ -70,7 +70,7 @@ impl UpstreamGroup {
             proxy_host: name.strip_suffix(":80").unwrap_or(name).to_string(),
             peers,
             tries: tries.max(1),
-            hash_key: config.hash_key.as_deref().map(Template::parse),
+            hash_key: config.hash_key.as_deref().map(Template::from_config),
             cursor,
         }
     }

@@ -7,7 +7,7 @@ use std::collections::{BTreeSet, HashMap};
 use super::{Checker, Upstreams, dur, size};
 use crate::config::raw::RawLocation;
 use crate::config::units::parse_rate;
-use crate::config::{LimitReq, Location, MatchKind, defaults, diagnostic};
+use crate::config::{LimitReq, Location, MatchKind, defaults, diagnostic, variables};
 
 impl Checker<'_> {
     pub(super) fn location(
@@ -69,7 +69,9 @@ impl Checker<'_> {
                 1.0
             }),
             burst: limit.burst.unwrap_or(defaults::LIMIT_REQ_BURST),
-            key: limit.key.unwrap_or_else(|| defaults::LIMIT_KEY.to_owned()),
+            key: limit
+                .key
+                .map_or_else(|| defaults::LIMIT_KEY.to_owned(), |key| self.variables(key)),
         });
         let origins = raw
             .origins
@@ -106,7 +108,7 @@ impl Checker<'_> {
             limit_conn,
             limit_conn_key: raw
                 .limit_conn_key
-                .unwrap_or_else(|| defaults::LIMIT_KEY.to_owned()),
+                .map_or_else(|| defaults::LIMIT_KEY.to_owned(), |key| self.variables(key)),
             limit_conn_status,
             limit_req,
             origins,
@@ -135,6 +137,15 @@ impl Checker<'_> {
                 self.error(
                     name.span(),
                     format!("header `{}` is set twice", name.get_ref()),
+                );
+            }
+            for unknown in variables::unknown(value) {
+                self.error(
+                    name.span(),
+                    format!(
+                        "unknown variable `${unknown}` in the value of header `{}`",
+                        name.get_ref()
+                    ),
                 );
             }
             if value.contains(['\r', '\n', '\0']) {

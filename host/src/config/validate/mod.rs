@@ -119,6 +119,17 @@ impl Checker<'_> {
         }
     }
 
+    /// A value with nginx variables: each one wasp does not know is an
+    /// error at the value, as `nginx -t` refuses an unknown variable.
+    fn variables(&mut self, value: Spanned<String>) -> String {
+        let span = value.span();
+        let value = value.into_inner();
+        for name in super::variables::unknown(&value) {
+            self.error(span.clone(), format!("unknown variable `${name}`"));
+        }
+        value
+    }
+
     fn at_least_one<T: Copy + Into<u64>>(&mut self, value: &Spanned<T>, what: &str) {
         if (*value.get_ref()).into() == 0 {
             self.error(value.span(), format!("{what} must be at least 1"));

@@ -78,6 +78,14 @@ impl Checker<'_> {
                 locations.push(location);
             }
         }
+        if let Some(max) = &raw.max_header_size
+            && max.get_ref().0 < defaults::MIN_HEADER_SIZE
+        {
+            self.error(
+                max.span(),
+                "max_header_size must be at least 8k (the smallest request-head buffer wasp can read with)",
+            );
+        }
         Server {
             listen,
             server_names,
@@ -87,7 +95,10 @@ impl Checker<'_> {
             client_max_body_size: raw
                 .client_max_body_size
                 .map_or(defaults::CLIENT_MAX_BODY_SIZE, |s| s.0),
-            max_header_size: size(raw.max_header_size, defaults::MAX_HEADER_SIZE),
+            max_header_size: size(
+                raw.max_header_size.map(Spanned::into_inner),
+                defaults::MAX_HEADER_SIZE,
+            ),
             strict_websocket: raw.strict_websocket.unwrap_or(false),
             locations,
         }

@@ -67,7 +67,7 @@ impl Checker<'_> {
             .collect();
         Upstream {
             balance,
-            hash_key: raw.hash_key.map(Spanned::into_inner),
+            hash_key: raw.hash_key.map(|key| self.variables(key)),
             consistent: raw.consistent.is_some_and(Spanned::into_inner),
             next_upstream_tries: raw
                 .next_upstream_tries
