@@ -145,6 +145,11 @@ async fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
     for address in tokio::net::lookup_host(listen).await? {
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        if address.is_ipv6() {
+            // As nginx (`ipv6only=on`): `[::]:80` takes IPv6 only, so that
+            // `0.0.0.0:80` beside it can bind too.
+            socket.set_only_v6(true)?;
+        }
         defer_accept(&socket);
         match socket
             .bind(&address.into())

@@ -414,3 +414,27 @@ async fn shutdown_closes_open_websockets_with_1001_after_the_grace_period() {
     // No longer accepting.
     assert!(TcpStream::connect(addr).await.is_err());
 }
+
+#[tokio::test]
+async fn ipv6_and_ipv4_wildcards_share_a_port() {
+    // nginx's `listen [::]:80` is IPv6-only, so `listen 80` beside it binds too.
+    let backend = Backend::start("b").await;
+    let port = crate::support::free_addr().port();
+    let config = format!(
+        "[[server]]\nlisten = [\"[::]:{port}\", \"0.0.0.0:{port}\"]\n\
+         [[server.location]]\npath = \"/\"\nproxy_pass = \"http://{}\"\n\
+         set_headers = {{ X-Real-IP = \"$remote_addr\" }}\n",
+        backend.addr
+    );
+    let (_proxy, _) = start_proxy(&config).await;
+    for (client, expected_ip) in [
+        (format!("[::1]:{port}"), "::1"),
+        (format!("127.0.0.1:{port}"), "127.0.0.1"),
+    ] {
+        let addr: SocketAddr = client.parse().unwrap();
+        let (status, _, body) = http_get(addr, "/", "x").await;
+        assert_eq!(status, 200, "{client}");
+        let report: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(header(&report, "x-real-ip"), [expected_ip], "{client}");
+    }
+}
