@@ -410,6 +410,11 @@ async fn request_smuggling_shapes_are_refused_or_neutralised() {
     assert_eq!(status, 200);
     assert_eq!(text.matches("\"content-length\"").count(), 1, "{text}");
     assert!(text.contains("\"body_len\":4"), "{text}");
+    // A chunked body that is not chunked: the client's error (400), not
+    // the upstream's (502), as nginx answers.
+    let bad_chunks = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\nzz\r\nabc\r\n0\r\n\r\n";
+    let (status, text) = raw(addr, bad_chunks).await;
+    assert_eq!(status, 400, "{text}");
     // Two Host headers: which host is meant? RFC 9112 §3.2 and nginx: 400,
     // and nothing reaches the upstream.
     let two_hosts =

@@ -114,10 +114,24 @@ pub async fn send(
             tracing::info!(client = %ctx.conn.client, "request body larger than client_max_body_size");
             return Refusal::new(413, "request body too large");
         }
+        if client_body_failed(&error) {
+            tracing::info!(client = %ctx.conn.client, %error, "the client's request body is malformed or was cut; answered 400");
+            return Refusal::new(400, "malformed request body");
+        }
         let (upstream, peer) = (&peer.upstream.name, &peer.guard.peer().address);
         tracing::error!(%upstream, %peer, %error, "upstream request failed");
         Refusal::new(if timed_out(&error) { 504 } else { 502 }, "")
     })
+}
+
+/// Whether sending failed because reading the client's body failed (bad
+/// chunked framing, the client gone): hyper's client reports a body that
+/// failed to stream as a user error whose cause is the server side's own
+/// hyper error. The client's fault, not the upstream's.
+fn client_body_failed(error: &hyper::Error) -> bool {
+    error.is_user()
+        && std::iter::successors(std::error::Error::source(error), |cause| cause.source())
+            .any(|cause| cause.is::<hyper::Error>())
 }
 
 /// Whether the upstream exchange failed on a timeout: hyper's own, or a
