@@ -26,7 +26,7 @@ fi
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
-step "Autobahn|Testsuite (quick): the echo backend directly, through /raw/ and /filtered/"
+step "Autobahn|Testsuite (quick): the echo backend directly, through /raw/, /filtered/ and /redact/"
 bash tests/autobahn.sh quick
 
 step "browser test: two Chromium pages chat through wasp"
