@@ -10,6 +10,7 @@ mod custom_router;
 mod filters;
 mod frame_relay;
 mod metrics;
+mod plugin_failures;
 mod plugin_runtime;
 mod proxy;
 mod reload;

@@ -146,7 +146,8 @@ impl UpstreamGroup {
         match balancer.pick(head, &self.name, &peers, cursor, &hash_key) {
             Ok(choice) => choice.map(|i| i as usize).filter(|&i| i < peers.len()),
             // Fail open: a broken balancer must not take the upstream down.
-            Err(_) => {
+            Err(error) => {
+                tracing::warn!(upstream = %self.name, %error, "balancer plugin failed; picking round-robin");
                 let usable: Vec<usize> = (0..peers.len()).filter(|&i| peers[i].usable).collect();
                 (!usable.is_empty()).then(|| usable[cursor as usize % usable.len()])
             }

@@ -102,6 +102,7 @@ impl Origin for Probe {
         Probe::new(config)
     }
     fn check(&mut self, head: &RequestHead, location: u32) -> Result<(), String> {
+        misbehave(head.path.trim_start_matches('/'));
         match head.header("origin") {
             Some("https://ok.example") => Ok(()),
             other => Err(format!("origin {other:?} refused at location {location}")),
