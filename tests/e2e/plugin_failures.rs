@@ -7,7 +7,7 @@
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
 use crate::support::{free_addr, request, sample, start_proxy, temp_dir, test_plugins};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
@@ -20,7 +20,7 @@ fn probe(dir: &str) -> PathBuf {
 }
 
 /// The count of `role` calls of plugin `path` that ended with `outcome`.
-async fn calls(admin: std::net::SocketAddr, path: &PathBuf, role: &str, outcome: &str) -> f64 {
+async fn calls(admin: std::net::SocketAddr, path: &Path, role: &str, outcome: &str) -> f64 {
     let text = request(admin, "GET", "/metrics").await.1;
     let series = format!(
         r#"wasp_plugin_calls_total{{plugin="{}",role="{role}",outcome="{outcome}"}}"#,
