@@ -64,6 +64,7 @@ fn config() -> FrameRelayConfig {
         max_message_size: 1 << 20,
         idle_timeout: Duration::from_secs(60),
         traffic: wasp::metrics::Metrics::new().location("test"),
+        read_buffer: 4096,
     }
 }
 

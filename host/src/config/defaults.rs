@@ -72,10 +72,9 @@ pub const MIN_HEADER_SIZE: u64 = 8 << 10;
 /// nginx `proxy_connect_timeout`, `proxy_read_timeout` and
 /// `proxy_send_timeout`: 60s each.
 pub const PROXY_TIMEOUT: Duration = Duration::from_secs(60);
-/// nginx `proxy_buffer_size 4k` (one memory page).
+/// nginx `proxy_buffer_size 4k` (one memory page): what WebSocket relays
+/// read at a time, per direction.
 pub const BUFFER_SIZE: usize = 4 << 10;
-/// nginx `proxy_buffers 8 4k`: count and size in bytes.
-pub const BUFFERS: (usize, usize) = (8, 4 << 10);
 /// nginx `limit_conn_status 503`.
 pub const LIMIT_CONN_STATUS: u16 = 503;
 /// Key of `limit_conn` and `limit_req`. nginx has no default; this is the

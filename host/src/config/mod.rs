@@ -179,8 +179,6 @@ pub struct Location {
     pub send_timeout: Duration,
     /// `proxy_buffer_size` in bytes (default 4 KiB).
     pub buffer_size: usize,
-    /// `proxy_buffers`: count and size in bytes (default 8 × 4 KiB).
-    pub buffers: (usize, usize),
     /// Open connections allowed per `limit_conn_key`, if limited.
     pub limit_conn: Option<u32>,
     /// Template keying `limit_conn` (default `$binary_remote_addr`).

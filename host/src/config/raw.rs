@@ -12,7 +12,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visi
 use toml::Spanned;
 
 use super::Balance;
-use super::units::{Buffers, Dur, Size};
+use super::units::{Dur, Size};
 
 /// The whole file.
 #[derive(Debug, Deserialize)]
@@ -135,7 +135,9 @@ pub struct RawLocation {
     pub read_timeout: Option<Dur>,
     pub send_timeout: Option<Dur>,
     pub buffer_size: Option<Size>,
-    pub buffers: Option<Buffers>,
+    /// nginx's `proxy_buffers`, refused with the reason (see
+    /// `validate/location.rs`), whatever its value.
+    pub buffers: Option<Spanned<toml::Value>>,
     pub limit_conn: Option<Spanned<u32>>,
     pub limit_conn_key: Option<Spanned<String>>,
     pub limit_conn_status: Option<Spanned<i64>>,

@@ -156,9 +156,6 @@ impl Config {
                 line(&mut out, "read_timeout", &duration(location.read_timeout));
                 line(&mut out, "send_timeout", &duration(location.send_timeout));
                 line(&mut out, "buffer_size", &size(location.buffer_size as u64));
-                let (count, each) = location.buffers;
-                let buffers = format!("{count} {}", size_text(each as u64));
-                line(&mut out, "buffers", &string(&buffers));
                 match location.limit_conn {
                     Some(limit) => line(&mut out, "limit_conn", &limit.to_string()),
                     None => out.push_str("# limit_conn: off\n"),

@@ -224,7 +224,6 @@ fn guide_complete() {
     );
     assert_eq!(location.connect_timeout, HOUR);
     assert_eq!(location.buffer_size, 16 * 1024);
-    assert_eq!(location.buffers, (4, 16 * 1024));
 }
 
 #[test]
@@ -345,7 +344,7 @@ fn defaults_are_nginx_like() {
         ),
         (MINUTE, MINUTE, MINUTE)
     );
-    assert_eq!((location.buffer_size, location.buffers), (4096, (8, 4096)));
+    assert_eq!(location.buffer_size, 4096);
     assert_eq!(location.limit_conn, None);
     assert_eq!(location.limit_conn_key, "$binary_remote_addr");
     assert_eq!(location.limit_conn_status, 503);
@@ -814,7 +813,6 @@ fn render_fills_in_defaults() {
         "listen = [\"127.0.0.1:8000\"]",
         "read_timeout = \"3600s\"",
         "connect_timeout = \"60s\"",
-        "buffers = \"8 4k\"",
         "set_headers = { Upgrade = \"$http_upgrade\", Connection = \"upgrade\", Host = \"$host\", X-Real-IP = \"$remote_addr\", X-Forwarded-For = \"$proxy_add_x_forwarded_for\" }",
         "max_message_size = \"1m\"",
     ] {
@@ -897,5 +895,18 @@ fn a_max_header_size_under_8k_is_refused_not_raised() {
     assert_eq!(
         Config::parse(&text, "test.toml").unwrap().servers[0].max_header_size,
         8192
+    );
+}
+
+#[test]
+fn buffers_is_refused_with_the_reason() {
+    // It was parsed and printed, and changed nothing.
+    let text = format!(
+        "{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\nbuffers = \"4 16k\"\n"
+    );
+    let error = errors(&text);
+    assert!(
+        error.starts_with("test.toml:6:11: buffers (nginx's proxy_buffers) is not supported"),
+        "{error}"
     );
 }

@@ -239,6 +239,7 @@ impl WebSocketSession {
                 max_message_size: location.config.max_message_size,
                 idle_timeout: idle,
                 traffic: location.counters.clone(),
+                read_buffer: location.config.buffer_size,
             };
             let chain = FilterChain::new(self.conn_id, self.head, &location.filters)
                 .reporting_overruns(&self.cpu_bans, self.conn.client.ip());

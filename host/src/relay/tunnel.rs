@@ -457,7 +457,12 @@ where
         traffic,
         dir: Direction::UpstreamToClient,
     };
-    let copy = tokio::io::copy_bidirectional_with_sizes(&mut client, &mut upstream, 8192, 8192);
+    let copy = tokio::io::copy_bidirectional_with_sizes(
+        &mut client,
+        &mut upstream,
+        config.buffer,
+        config.buffer,
+    );
     tokio::pin!(copy);
     let mut deadline = Instant::now() + idle;
     loop {

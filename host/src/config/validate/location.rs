@@ -90,9 +90,13 @@ impl Checker<'_> {
             .into_iter()
             .map(|filter| self.filter(filter))
             .collect();
-        let buffers = raw
-            .buffers
-            .map_or(defaults::BUFFERS, |buffers| (buffers.0, buffers.1.bytes()));
+        if let Some(buffers) = &raw.buffers {
+            self.error(
+                buffers.span(),
+                "buffers (nginx's proxy_buffers) is not supported: wasp streams upstream responses \
+                 to the client as they come, as nginx does with `proxy_buffering off`; remove it",
+            );
+        }
 
         Some(Location {
             id,
@@ -104,7 +108,6 @@ impl Checker<'_> {
             read_timeout: dur(raw.read_timeout, defaults::PROXY_TIMEOUT),
             send_timeout: dur(raw.send_timeout, defaults::PROXY_TIMEOUT),
             buffer_size: size(raw.buffer_size, defaults::BUFFER_SIZE),
-            buffers,
             limit_conn,
             limit_conn_key: raw
                 .limit_conn_key
