@@ -1,7 +1,8 @@
 //! Load balancing end to end: three (or four) real backends on loopback,
 //! real clients (bound to chosen 127.x.y.z source addresses for ip_hash),
-//! and every policy of the default balancer, passive and active health, and
-//! a custom balancer plugin loaded from a `.wasm` file.
+//! and every policy of the default balancer, passive and active health,
+//! `backup` and `down` servers, `next_upstream_tries`, and a custom balancer
+//! plugin loaded from a `.wasm` file.
 
 use crate::support::backend::Backend;
 use crate::support::config::{ConfigBuilder, Upstream, toml_value};

@@ -1,6 +1,7 @@
 //! Hot reload through the real proxy: a filter `.wasm` replaced again and
-//! again under load, and configuration rewrites (the watched file and
-//! `POST /reload`) while a WebSocket stays open.
+//! again under load, configuration rewrites (the watched file and
+//! `POST /reload`) while a WebSocket stays open, and SIGHUP to the `wasp`
+//! binary.
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;

@@ -1,6 +1,7 @@
-//! The edge: TLS (SNI, certificate reload under an open `wss://`), Origin
-//! checks, connection limits and what a proxy must survive — slow clients,
-//! oversize heads and bodies, and request-smuggling shapes.
+//! The edge: TLS (SNI, certificate reload under an open `wss://`),
+//! `redirect_http`, Origin checks, connection and request-rate limits and
+//! what a proxy must survive — slow clients, oversize heads and bodies, and
+//! request-smuggling shapes.
 
 use crate::support::backend::Backend;
 use crate::support::config::{ConfigBuilder, toml_value};
