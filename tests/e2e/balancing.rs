@@ -1,11 +1,12 @@
 //! Load balancing end to end: three (or four) real backends on loopback,
 //! real clients (bound to chosen 127.x.y.z source addresses for ip_hash),
-//! and every policy of the default balancer, passive and active health, and
-//! a custom balancer plugin loaded from a `.wasm` file.
+//! and every policy of the default balancer, passive and active health,
+//! `backup` and `down` servers, `next_upstream_tries`, and a custom balancer
+//! plugin loaded from a `.wasm` file.
 
 use crate::support::backend::Backend;
 use crate::support::config::{ConfigBuilder, Upstream, toml_value};
-use crate::support::start_proxy;
+use crate::support::{free_addr, request, sample, start_proxy};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::collections::{HashMap, HashSet};
@@ -397,5 +398,185 @@ async fn active_health_checks_steer_traffic_around_an_unhealthy_peer() {
     let deadline = Instant::now() + PATIENCE;
     while get(addr, "/").await != "b" {
         assert!(Instant::now() < deadline, "b never came back");
+    }
+}
+
+/// `GET path`: the status and, when it is 200, the backend that answered.
+async fn try_get(proxy: SocketAddr, path: &str) -> (u16, Option<String>) {
+    let (status, body) = request(proxy, "GET", path).await;
+    let backend = (status == 200).then(|| {
+        let report: Value = serde_json::from_str(&body).unwrap();
+        report["backend"].as_str().unwrap().to_owned()
+    });
+    (status, backend)
+}
+
+#[tokio::test]
+async fn a_backup_serves_only_while_every_primary_is_unusable() {
+    let mut backends = start_backends(&["a", "b", "c"]).await;
+    let primary = r#"{ max_fails = 1, fail_timeout = "1s" }"#;
+    let config = config(|u| {
+        u.server_with(backends[0].addr, primary)
+            .server_with(backends[1].addr, primary)
+            .server_with(backends[2].addr, "{ backup = true }")
+    });
+    let (_proxy, addr) = start_proxy(&config.build()).await;
+
+    let mut seen = String::new();
+    for _ in 0..6 {
+        seen += &get(addr, "/").await;
+    }
+    assert_eq!(
+        seen, "ababab",
+        "the backup took traffic while primaries were up"
+    );
+
+    // Both primaries die: the first request's connect errors move it on to
+    // the backup, which serves from then on.
+    let b = backends.remove(1);
+    let a = backends.remove(0);
+    let a_addr = a.addr;
+    a.stop().await;
+    b.stop().await;
+    for _ in 0..6 {
+        assert_eq!(get(addr, "/").await, "c");
+    }
+
+    // A primary back (once its fail_timeout is over) takes the traffic back;
+    // b, still dead, is retried on it, not on the backup.
+    let _a = Backend::start_at("a", a_addr).await;
+    let deadline = Instant::now() + PATIENCE;
+    while get(addr, "/").await != "a" {
+        assert!(Instant::now() < deadline, "a never came back");
+    }
+    for _ in 0..6 {
+        assert_eq!(get(addr, "/").await, "a");
+    }
+}
+
+#[tokio::test]
+async fn a_down_server_never_takes_traffic() {
+    let backends = start_backends(&["a", "b", "c"]).await;
+    let down = "{ down = true }";
+    let config = ConfigBuilder::new()
+        .upstream("app", |u| {
+            u.server(backends[0].addr)
+                .server_with(backends[1].addr, down)
+        })
+        .upstream("spare", |u| {
+            u.server_with(backends[1].addr, down)
+                .server_with(backends[2].addr, "{ backup = true }")
+        })
+        .location("/", |l| l.proxy_pass("app"))
+        .location("/spare/", |l| l.proxy_pass("spare"));
+    let (_proxy, addr) = start_proxy(&config.build()).await;
+
+    for _ in 0..6 {
+        assert_eq!(get(addr, "/").await, "a");
+    }
+    // A down primary leaves the work to the backup.
+    for _ in 0..6 {
+        assert_eq!(get(addr, "/spare/").await, "c");
+    }
+    // Not even when the only other peer is dead: nginx answers 502 (no live
+    // upstreams) rather than use a server marked down.
+    // (b and c keep running: dropping a handle does not stop a backend.)
+    backends.into_iter().next().unwrap().stop().await;
+    for n in 0..6 {
+        assert_eq!(try_get(addr, "/").await, (502, None), "request {n}");
+    }
+}
+
+#[tokio::test]
+async fn plain_hash_keeps_each_key_on_one_backend_and_spreads_keys() {
+    let mut backends = start_backends(&["a", "b", "c"]).await;
+    let config = config(|u| {
+        u.set("balance", "hash")
+            .set("hash_key", "$arg_room")
+            .servers(addrs(&backends))
+    });
+    let (_proxy, addr) = start_proxy(&config.build()).await;
+
+    async fn homes(addr: SocketAddr) -> Vec<String> {
+        let mut homes = Vec::new();
+        for n in 0..200 {
+            homes.push(get(addr, &format!("/chat?room=room-{n}")).await);
+        }
+        homes
+    }
+    let before = homes(addr).await;
+    assert_eq!(homes(addr).await, before, "a key changed backend");
+    let used: HashSet<&String> = before.iter().collect();
+    assert_eq!(used.len(), 3, "keys spread over every backend");
+
+    // An empty key falls back to round-robin, as in nginx.
+    let round: HashSet<String> = [
+        get(addr, "/chat").await,
+        get(addr, "/chat").await,
+        get(addr, "/chat").await,
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(
+        round.len(),
+        3,
+        "an empty key does not round-robin: {round:?}"
+    );
+
+    // A dead backend's keys are rehashed onto the others; every other key
+    // stays where it was.
+    backends.remove(2).stop().await;
+    let after = homes(addr).await;
+    for (n, (before, after)) in before.iter().zip(&after).enumerate() {
+        if before == "c" {
+            assert_ne!(after, "c", "room-{n}");
+        } else {
+            assert_eq!(after, before, "room-{n} moved off a live backend");
+        }
+    }
+}
+
+#[tokio::test]
+async fn next_upstream_tries_stops_before_a_live_peer_beyond_the_limit() {
+    let live = Backend::start("live").await;
+    let dead = [free_addr(), free_addr()];
+    // Two dead primaries (never taken out, so every request tries both) and
+    // the live peer as a backup: it comes third in every request's order.
+    let group = |tries: u32| {
+        move |u: Upstream| {
+            let u = dead
+                .iter()
+                .fold(u, |u, d| u.server_with(d, "{ max_fails = 0 }"));
+            u.server_with(live.addr, "{ backup = true }")
+                .set("next_upstream_tries", i64::from(tries))
+        }
+    };
+    let config = ConfigBuilder::new()
+        .upstream("limited", group(2))
+        .upstream("unlimited", group(0))
+        .location("/limited/", |l| l.proxy_pass("limited"))
+        .location("/unlimited/", |l| l.proxy_pass("unlimited"));
+    let (proxy, addr) = start_proxy(&config.build()).await;
+
+    // nginx's `proxy_next_upstream_tries 2`: both connects are refused, the
+    // attempts stop there and the client gets 502; the live peer a third
+    // try would reach is not tried.
+    for _ in 0..3 {
+        assert_eq!(try_get(addr, "/limited/").await, (502, None));
+    }
+    let failures = |upstream: &str, peer: SocketAddr| {
+        let series =
+            format!(r#"wasp_upstream_failures_total{{upstream="{upstream}",peer="{peer}"}}"#);
+        sample(&proxy.shared().metrics.encode(), &series).unwrap_or(0.0)
+    };
+    for peer in dead {
+        assert_eq!(failures("limited", peer), 3.0, "attempts on {peer}");
+    }
+    // 0, the default, is every peer: the third try reaches the live one.
+    for _ in 0..3 {
+        assert_eq!(
+            try_get(addr, "/unlimited/").await,
+            (200, Some("live".into()))
+        );
     }
 }

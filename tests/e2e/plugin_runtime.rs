@@ -1,8 +1,10 @@
 //! The plugin runtime with real components built by the workspace: every
 //! role through its pool, configure errors, deadlines, the memory cap,
-//! refused components and concurrent calls.
+//! refused components and concurrent calls; and the host's shared store
+//! used by a plugin, through the proxy.
 
-use crate::support::test_plugins;
+use crate::support::config::ConfigBuilder;
+use crate::support::{request, start_proxy, temp_dir, test_plugins};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use wasp::plugins::{
@@ -359,4 +361,55 @@ async fn eight_tasks_calling_one_plugin_concurrently_get_their_own_answers() {
     for task in tasks {
         task.await.unwrap();
     }
+}
+
+/// A probe router answer on the host store: status, value and the number
+/// of the instance that answered (`VALUE instance N`).
+async fn ask_store(addr: std::net::SocketAddr, path: &str) -> (u16, String, u32) {
+    let (status, body) = request(addr, "GET", path).await;
+    let (value, instance) = body
+        .rsplit_once(" instance ")
+        .unwrap_or_else(|| panic!("GET {path}: {status} {body:?}"));
+    (status, value.to_owned(), instance.parse().unwrap())
+}
+
+#[tokio::test]
+async fn the_host_store_keeps_values_across_requests_and_instances() {
+    let probe = temp_dir("host-store").join("probe.wasm");
+    std::fs::write(&probe, test_plugins::get("probe")).unwrap();
+    let config = ConfigBuilder::new()
+        .plugin("router", &probe)
+        .location("/", |l| l.returns(200, "unused"))
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+
+    let (status, _, setter) = ask_store(addr, "/kv/set/greeting/hello").await;
+    assert_eq!(status, 200);
+    assert_eq!(ask_store(addr, "/kv/get/greeting").await.1, "hello");
+    assert_eq!(ask_store(addr, "/kv/get/unset").await.0, 404);
+    for expected in 1..=3 {
+        assert_eq!(
+            ask_store(addr, "/counter/hits").await.1,
+            expected.to_string()
+        );
+    }
+
+    // A trap discards the instance that ran it; an instance made since (it
+    // has a new number) finds the value and the count the old one left.
+    let mut fresh = None;
+    for _ in 0..10 {
+        assert_eq!(request(addr, "GET", "/trap").await.0, 500);
+        let (status, value, instance) = ask_store(addr, "/kv/get/greeting").await;
+        if instance != setter {
+            fresh = Some((status, value));
+            break;
+        }
+    }
+    assert_eq!(
+        fresh,
+        Some((200, "hello".to_owned())),
+        "no new instance served"
+    );
+    assert_eq!(ask_store(addr, "/counter/hits").await.1, "4");
+    std::fs::remove_dir_all(probe.parent().unwrap()).unwrap();
 }

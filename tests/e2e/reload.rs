@@ -1,6 +1,7 @@
 //! Hot reload through the real proxy: a filter `.wasm` replaced again and
-//! again under load, and configuration rewrites (the watched file and
-//! `POST /reload`) while a WebSocket stays open.
+//! again under load, configuration rewrites (the watched file and
+//! `POST /reload`) while a WebSocket stays open, and SIGHUP to the `wasp`
+//! binary.
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
@@ -402,4 +403,139 @@ async fn the_last_of_quick_successive_writes_is_the_version_serving() {
     drop(ws);
     proxy.shutdown().await;
     std::fs::remove_dir_all(dir).unwrap();
+}
+
+/// The `wasp` binary of this build, built first if needed (this package
+/// depends on the library only). Cargo takes its build lock, so concurrent
+/// callers wait for one build.
+fn wasp_binary() -> &'static Path {
+    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    BINARY.get_or_init(|| {
+        // This test binary is TARGET/PROFILE/deps/e2e-HASH.
+        let exe = std::env::current_exe().unwrap();
+        let profile = exe.parent().and_then(Path::parent).unwrap();
+        let target = profile.parent().unwrap();
+        let mut build = std::process::Command::new(env!("CARGO"));
+        build
+            .args([
+                "build",
+                "--quiet",
+                "-p",
+                "wasp",
+                "--bin",
+                "wasp",
+                "--target-dir",
+            ])
+            .arg(target)
+            .current_dir(env!("CARGO_MANIFEST_DIR"));
+        if profile.ends_with("release") {
+            build.arg("--release");
+        }
+        let status = build.status().expect("cargo runs");
+        assert!(status.success(), "building the wasp binary: {status}");
+        profile.join("wasp")
+    })
+}
+
+/// A `wasp run` process, killed if the test ends without stopping it.
+struct WaspProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl WaspProcess {
+    /// Runs `wasp run -c config`, its output (the log) going to `log`.
+    fn start(config: &Path, log: std::path::PathBuf) -> WaspProcess {
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(wasp_binary())
+            .args(["run", "-c"])
+            .arg(config)
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .expect("wasp starts");
+        WaspProcess { child, log }
+    }
+
+    fn signal(&self, signal: libc::c_int) {
+        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
+        // SAFETY: kill(2) on our own child's pid.
+        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
+    }
+
+    /// SIGTERM, then the exit status once it has stopped.
+    async fn stop(&mut self) -> std::process::ExitStatus {
+        self.signal(libc::SIGTERM);
+        eventually("wasp to stop", WAIT, async || {
+            self.child.try_wait().unwrap()
+        })
+        .await
+    }
+
+    /// What the process logged so far.
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for WaspProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn sighup_reloads_the_file_and_a_broken_file_keeps_the_old_one_serving() {
+    let dir = temp_dir("sighup");
+    let addr = free_addr();
+    let config = |body: &str| {
+        ConfigBuilder::new()
+            .server(|s| {
+                s.set("listen", addr.to_string())
+                    .location("/", |l| l.returns(200, body))
+            })
+            .build()
+    };
+    // wasp watches the directory of its file, and would reload on a change
+    // by itself. Writes through a hard link in another directory change the
+    // same file without an event in the watched directory (inotify reports
+    // a write to the directory the file was opened through), so what is
+    // served below changes only when SIGHUP asks.
+    std::fs::create_dir_all(dir.join("watched")).unwrap();
+    std::fs::create_dir_all(dir.join("edit")).unwrap();
+    let served = dir.join("watched/wasp.toml");
+    let edit = dir.join("edit/wasp.toml");
+    std::fs::write(&served, config("one")).unwrap();
+    std::fs::hard_link(&served, &edit).unwrap();
+    let mut wasp = WaspProcess::start(&served, dir.join("wasp.log"));
+    let body = async || -> Option<String> {
+        TcpStream::connect(addr).await.ok()?;
+        Some(request(addr, "GET", "/").await.1)
+    };
+    let started = eventually("wasp to serve", Duration::from_secs(60), &body).await;
+    assert_eq!(started, "one", "{}", wasp.log());
+
+    std::fs::write(&edit, config("two")).unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(body().await.unwrap(), "one", "reloaded without SIGHUP");
+    wasp.signal(libc::SIGHUP);
+    eventually("the reload on SIGHUP", RELOAD, async || {
+        (body().await? == "two").then_some(())
+    })
+    .await;
+
+    // nginx -s reload with a broken file: an error logged, the old
+    // configuration keeps serving.
+    std::fs::write(&edit, "[[server]\nlisten = ").unwrap();
+    wasp.signal(libc::SIGHUP);
+    eventually("the refused reload", RELOAD, async || {
+        wasp.log().contains("reload refused").then_some(())
+    })
+    .await;
+    assert_eq!(body().await.unwrap(), "two");
+
+    let status = wasp.stop().await;
+    assert!(status.success(), "{status}: {}", wasp.log());
+    std::fs::remove_dir_all(&dir).unwrap();
 }

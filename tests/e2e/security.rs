@@ -1,10 +1,11 @@
-//! The edge: TLS (SNI, certificate reload under an open `wss://`), Origin
-//! checks, connection limits and what a proxy must survive — slow clients,
-//! oversize heads and bodies, and request-smuggling shapes.
+//! The edge: TLS (SNI, certificate reload under an open `wss://`),
+//! `redirect_http`, Origin checks, connection and request-rate limits and
+//! what a proxy must survive — slow clients, oversize heads and bodies, and
+//! request-smuggling shapes.
 
 use crate::support::backend::Backend;
-use crate::support::config::ConfigBuilder;
-use crate::support::{eventually, sample, start_proxy};
+use crate::support::config::{ConfigBuilder, toml_value};
+use crate::support::{eventually, request_from, sample, start_proxy};
 use futures_util::{SinkExt, StreamExt};
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::SocketAddr;
@@ -301,6 +302,75 @@ async fn limit_conn_refuses_the_eleventh_websocket_of_one_address_only() {
         }
     }
     drop((open, other));
+}
+
+#[tokio::test]
+async fn limit_req_refuses_a_burst_per_address_until_its_bucket_drains() {
+    let backend = Backend::start("b1").await;
+    // A slow rate, so that nothing drains while the burst is sent.
+    let config = ConfigBuilder::new()
+        .location("/", |l| {
+            l.proxy_pass(backend.addr)
+                .set("limit_req", toml_value(r#"{ rate = "1r/s", burst = 2 }"#))
+        })
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+    let (one, other) = ("127.0.0.1".parse().unwrap(), "127.0.0.2".parse().unwrap());
+    // nginx's `limit_req burst=2 nodelay`: the rate's request plus the burst
+    // are served at once, the next one gets 503 (limit_req_status).
+    for n in 1..=3 {
+        let (status, _) = request_from(one, addr, "GET", "/").await;
+        assert_eq!(status, 200, "request {n} of the burst");
+    }
+    assert_eq!(request_from(one, addr, "GET", "/").await.0, 503);
+    assert_eq!(request_from(one, addr, "GET", "/").await.0, 503);
+    // The key is the client address: another one has a bucket of its own.
+    assert_eq!(request_from(other, addr, "GET", "/").await.0, 200);
+    // Refused requests do not fill the bucket, so once it has drained by
+    // one request the first address is served again.
+    eventually("the bucket to drain", Duration::from_secs(10), async || {
+        (request_from(one, addr, "GET", "/").await.0 == 200).then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn redirect_http_answers_301_to_the_same_url_over_https() {
+    let backend = Backend::start("b1").await;
+    // The guide's TLS companion: nginx's `return 301 https://$host$request_uri`.
+    let config = ConfigBuilder::new()
+        .server(|s| {
+            s.set("redirect_http", true)
+                .location("/", |l| l.proxy_pass(backend.addr))
+        })
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+    let request = "GET /chat/room?id=7&x=%20y HTTP/1.1\r\nHost: example.com:8000\r\nConnection: close\r\n\r\n";
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    let head = answer
+        .split("\r\n\r\n")
+        .next()
+        .unwrap()
+        .to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 301 "), "{answer}");
+    // $host drops the port; $request_uri keeps the query as sent.
+    assert!(
+        head.lines()
+            .any(|line| line == "location: https://example.com/chat/room?id=7&x=%20y"),
+        "{answer}"
+    );
+    // Nothing is proxied, WebSocket handshakes included.
+    let request = format!("ws://{addr}/ws").into_client_request().unwrap();
+    match tokio_tungstenite::connect_async(request).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            assert_eq!(response.status(), 301);
+            assert_eq!(response.headers()["location"], "https://127.0.0.1/ws");
+        }
+        other => panic!("expected 301, got {:?}", other.map(|(_, r)| r.status())),
+    }
 }
 
 async fn hardened_proxy() -> (wasp::proxy::Proxy, SocketAddr) {

@@ -86,7 +86,8 @@ impl UpstreamGroup {
     ) -> Result<(TcpStream, PeerGuard), ConnectError> {
         let mut tried = vec![false; self.peers.len()];
         let mut last_error = ConnectError::NoPeer;
-        for _ in 0..self.tries {
+        let mut attempts = 0;
+        while attempts < self.tries {
             let Some(index) = self.pick(head, vars, balancer, &tried) else {
                 break;
             };
@@ -95,6 +96,12 @@ impl UpstreamGroup {
             }
             tried[index] = true;
             let peer = &self.peers[index];
+            // A balancer falling back to every peer when none is usable may
+            // name one marked `down`, which nginx never uses: pick again.
+            if peer.down {
+                continue;
+            }
+            attempts += 1;
             match connect_peer(peer, timeout).await {
                 Ok(stream) => {
                     peer.record_success();

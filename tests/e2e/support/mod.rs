@@ -67,8 +67,29 @@ pub fn free_addr() -> SocketAddr {
 
 /// One HTTP/1.1 request with an empty body: the status and the body.
 pub async fn request(addr: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    request_over(stream, method, path).await
+}
+
+/// [`request`] from the client address `source` (all of 127.0.0.0/8 is
+/// local), for what is keyed by the client's address.
+pub async fn request_from(
+    source: std::net::Ipv4Addr,
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    request_over(socket.connect(addr).await.unwrap(), method, path).await
+}
+
+async fn request_over(
+    mut stream: tokio::net::TcpStream,
+    method: &str,
+    path: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
     let head = format!(
         "{method} {path} HTTP/1.1\r\nHost: test\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     );

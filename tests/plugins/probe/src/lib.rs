@@ -1,11 +1,16 @@
 //! A plugin filling every role with behaviour the tests can observe, plus
 //! inputs that make it misbehave: `loop` spins forever, `oom` allocates
 //! without bound, `trap` panics. `configure` fails when the config has `fail`.
+//! As a router, a few paths use the host's shared store (see [`Probe::store`]).
 
 use wasp_sdk::{
     Action, Balancer, CloseFrame, Decision, Direction, Filter, Message, Origin, Peer, RequestHead,
-    Response, Router,
+    Response, Router, host,
 };
+
+/// The host counter that numbers probe instances, so that answers show which
+/// instance served them.
+const INSTANCES: &str = "probe:instances";
 
 #[derive(serde::Deserialize, Default)]
 #[serde(default)]
@@ -48,12 +53,41 @@ fn misbehave(word: &str) {
 
 pub struct Probe {
     tag: String,
+    /// This instance's number, taken from [`INSTANCES`] on first use of the
+    /// store (in plugin memory: a new instance gets a new number).
+    instance: Option<i64>,
 }
 
 impl Probe {
     fn new(config: &str) -> Result<Self, String> {
         Ok(Probe {
             tag: load(config)?.tag,
+            instance: None,
+        })
+    }
+
+    /// The router's paths on the host's store, answering `VALUE instance N`:
+    /// `/kv/set/KEY/VALUE` stores, `/kv/get/KEY` reads (404 when unset),
+    /// `/counter/KEY` adds 1. `None` for any other path.
+    fn store(&mut self, path: &str) -> Option<Response> {
+        let (status, value) = if let Some(rest) = path.strip_prefix("/kv/set/") {
+            let (key, value) = rest.split_once('/')?;
+            host::kv_set(key, value, None);
+            (200, value.to_owned())
+        } else if let Some(key) = path.strip_prefix("/kv/get/") {
+            host::kv_get(key).map_or((404, String::new()), |value| (200, value))
+        } else if let Some(key) = path.strip_prefix("/counter/") {
+            (200, host::counter_add(key, 1).to_string())
+        } else {
+            return None;
+        };
+        let instance = *self
+            .instance
+            .get_or_insert_with(|| host::counter_add(INSTANCES, 1));
+        Some(Response {
+            status,
+            headers: vec![("x-tag".into(), self.tag.clone())],
+            body: format!("{value} instance {instance}"),
         })
     }
 }
@@ -64,6 +98,9 @@ impl Router for Probe {
     }
     fn route(&mut self, head: &RequestHead) -> Decision {
         misbehave(head.path.trim_start_matches('/'));
+        if let Some(answer) = self.store(&head.path) {
+            return Decision::Respond(answer);
+        }
         Decision::Respond(Response {
             status: 200,
             headers: vec![("x-tag".into(), self.tag.clone())],
