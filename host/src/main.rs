@@ -2,6 +2,7 @@
 //! alone to run the embedded chat-app configuration.
 
 use clap::{Parser, Subcommand};
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use wasp::config::Config;
@@ -34,6 +35,9 @@ fn main() -> ExitCode {
     tracing_subscriber::fmt()
         // stdout is for what a command prints (`wasp check`'s configuration).
         .with_writer(std::io::stderr)
+        // Colour escapes only for a person at a terminal: in a file, journald
+        // or a log shipper they are noise (https://no-color.org).
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )

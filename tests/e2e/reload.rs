@@ -539,3 +539,35 @@ async fn sighup_reloads_the_file_and_a_broken_file_keeps_the_old_one_serving() {
     assert!(status.success(), "{status}: {}", wasp.log());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_escapes() {
+    let dir = temp_dir("log-colours");
+    let config = dir.join("wasp.toml");
+    let port = free_addr().port();
+    std::fs::write(
+        &config,
+        format!(
+            "[[server]]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[server.location]]\npath = \"/\"\nreturn = {{ status = 200, body = \"ok\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut wasp = WaspProcess::start(&config, dir.join("wasp.log"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("wasp to serve", WAIT, async || {
+        let connected = TcpStream::connect(addr).await.is_ok();
+        connected.then_some(())
+    })
+    .await;
+    assert_eq!(request(addr, "GET", "/").await, (200, "ok".into()));
+    assert!(wasp.stop().await.success());
+    let log = wasp.log();
+    // Its access line and the shutdown lines, in plain text.
+    assert!(log.contains("\"GET / HTTP/1.1\" 200"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour escapes in a log file:\n{log:?}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
