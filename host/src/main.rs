@@ -5,7 +5,7 @@ use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use wasp::config::Config;
+use wasp::config::{Config, LogFormat};
 use wasp::proxy::Proxy;
 
 #[derive(Parser)]
@@ -32,20 +32,12 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    tracing_subscriber::fmt()
-        // stdout is for what a command prints (`wasp check`'s configuration).
-        .with_writer(std::io::stderr)
-        // Colour escapes only for a person at a terminal: in a file, journald
-        // or a log shipper they are noise (https://no-color.org).
-        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .init();
     let config = match &cli.config {
         Some(path) => Config::load(path),
         None => Ok(Config::embedded_default()),
     };
+    let format = config.as_ref().map_or(LogFormat::Text, |c| c.log_format);
+    init_logging(format);
     let path = cli.config.clone();
     let source = cli
         .config
@@ -73,6 +65,24 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// Logs to stderr (stdout is for what a command prints: `wasp check`'s
+/// configuration), filtered by `RUST_LOG` (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let logs = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(filter);
+    match format {
+        // Colour escapes only for a person at a terminal: in a file,
+        // journald or a log shipper they are noise (https://no-color.org).
+        LogFormat::Text => logs
+            .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
+            .init(),
+        LogFormat::Json => logs.json().init(),
     }
 }
 

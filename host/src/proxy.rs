@@ -217,6 +217,9 @@ impl Inner {
         if config.workers != self.shared.site.load().config.workers {
             tracing::warn!("workers changed: it applies after a restart");
         }
+        if config.log_format != self.shared.site.load().config.log_format {
+            tracing::warn!("log_format changed: it applies after a restart");
+        }
         let config = Arc::new(config);
         let mut site = load_site(
             config.clone(),

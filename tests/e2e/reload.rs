@@ -571,3 +571,44 @@ async fn a_log_written_to_a_file_has_no_colour_escapes() {
     );
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_line() {
+    let dir = temp_dir("log-json");
+    let config = dir.join("wasp.toml");
+    let port = free_addr().port();
+    std::fs::write(
+        &config,
+        format!(
+            "log_format = \"json\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\n\
+             [[server.location]]\npath = \"/\"\nreturn = {{ status = 200, body = \"ok\" }}\n"
+        ),
+    )
+    .unwrap();
+    let mut wasp = WaspProcess::start(&config, dir.join("wasp.log"));
+    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+    eventually("wasp to serve", WAIT, async || {
+        TcpStream::connect(addr).await.is_ok().then_some(())
+    })
+    .await;
+    assert_eq!(request(addr, "GET", "/json").await, (200, "ok".into()));
+    assert!(wasp.stop().await.success());
+    let log = wasp.log();
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .collect();
+    for line in &lines {
+        for key in ["timestamp", "level", "target", "fields"] {
+            assert!(line.get(key).is_some(), "no {key} in {line}");
+        }
+    }
+    // The access log's line is one of them.
+    let access = lines
+        .iter()
+        .find(|line| line["target"] == "access")
+        .unwrap_or_else(|| panic!("no access line in {log}"));
+    let message = access["fields"]["message"].as_str().unwrap();
+    assert!(message.contains("\"GET /json HTTP/1.1\" 200"), "{message}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}

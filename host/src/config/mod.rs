@@ -28,6 +28,27 @@ pub use wasp_sdk::config::{Balance, MatchKind};
 /// the nginx guide's chat-app layout plus an Origin check and the redact filter.
 pub const DEFAULT_CONFIG: &str = include_str!("../../../examples/chat-app/wasp.toml");
 
+/// How wasp writes its log (stderr).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Lines for people: time, level, target, message and fields.
+    #[default]
+    Text,
+    /// One JSON object per line (timestamp, level, target, fields), for log
+    /// shippers.
+    Json,
+}
+
+impl LogFormat {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        }
+    }
+}
+
 /// A complete, validated configuration with every default filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -40,6 +61,8 @@ pub struct Config {
     pub workers: Option<usize>,
     /// On SIGTERM, how long in-flight work may finish before WebSockets are closed with 1001.
     pub shutdown_grace: Duration,
+    /// How log lines (the access log's too) are written. Applies at start.
+    pub log_format: LogFormat,
     /// Plugin replacements and sandbox limits.
     pub plugins: PluginSettings,
     /// Declared upstreams plus one implicit upstream per `proxy_pass` to a `host:port`.

@@ -12,6 +12,7 @@ use serde::de::{self, DeserializeOwned, Deserializer, MapAccess, SeqAccess, Visi
 use toml::Spanned;
 
 use super::Balance;
+use super::LogFormat;
 use super::units::{Dur, Size};
 
 /// The whole file.
@@ -22,6 +23,7 @@ pub struct RawConfig {
     pub max_connections: Option<Spanned<u32>>,
     pub workers: Option<Spanned<u32>>,
     pub shutdown_grace: Option<Dur>,
+    pub log_format: Option<LogFormat>,
     #[serde(default)]
     pub plugins: RawPlugins,
     #[serde(default)]

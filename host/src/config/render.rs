@@ -25,6 +25,7 @@ impl Config {
             None => out.push_str("# workers: one per CPU\n"),
         }
         line(&mut out, "shutdown_grace", &duration(self.shutdown_grace));
+        line(&mut out, "log_format", &string(self.log_format.as_str()));
 
         let plugins = &self.plugins;
         out.push_str("\n[plugins]\n");

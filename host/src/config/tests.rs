@@ -805,6 +805,7 @@ fn render_fills_in_defaults() {
         "max_connections = 10000",
         "# workers: one per CPU",
         "call_timeout = \"10ms\"",
+        "log_format = \"text\"",
         "call_timeout_per_mib = \"10ms\"",
         "ban_after_overruns = 3",
         "ban_time = \"60s\"",

@@ -113,6 +113,7 @@ impl Checker<'_> {
             max_connections,
             workers,
             shutdown_grace: dur(raw.shutdown_grace, defaults::SHUTDOWN_GRACE),
+            log_format: raw.log_format.unwrap_or_default(),
             plugins: self.plugins(raw.plugins),
             upstreams,
             servers,
