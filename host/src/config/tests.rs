@@ -911,3 +911,33 @@ fn buffers_is_refused_with_the_reason() {
         "{error}"
     );
 }
+
+#[test]
+fn connection_settings_of_a_second_server_on_one_address_are_refused_not_ignored() {
+    // They apply before the Host header picks a server: only the first
+    // server's count (nginx uses the default server's, silently).
+    let text = "[[server]]\nlisten = \"127.0.0.1:8000\"\nclient_header_timeout = \"5s\"\n\
+                [[server.location]]\npath = \"/\"\nreturn = { status = 200 }\n\
+                [[server]]\nlisten = \"127.0.0.1:8000\"\nserver_name = \"b.example\"\n\
+                client_header_timeout = \"30s\"\nmax_header_size = \"64k\"\nredirect_http = true\n\
+                [[server.location]]\npath = \"/\"\nreturn = { status = 200 }\n";
+    let error = errors(text);
+    for (position, key) in [
+        ("test.toml:10:25", "client_header_timeout"),
+        ("test.toml:11:19", "max_header_size"),
+        ("test.toml:12:17", "redirect_http"),
+    ] {
+        assert!(
+            error.contains(&format!(
+                "{position}: {key} differs from the first server on 127.0.0.1:8000"
+            )),
+            "{error}"
+        );
+    }
+    // The same values, or none, are fine.
+    let same = text
+        .replace("\"30s\"", "\"5s\"")
+        .replace("max_header_size = \"64k\"\n", "")
+        .replace("redirect_http = true\n", "");
+    Config::parse(&same, "test.toml").unwrap();
+}

@@ -98,14 +98,14 @@ impl Checker<'_> {
             );
         }
         let mut next_id = 0;
-        let mut listen_tls = HashMap::new();
+        let mut shared_listen = HashMap::new();
         let mut servers = Vec::new();
         for server in raw.server {
             let mut resolve = Upstreams {
                 declared: &declared,
                 all: &mut upstreams,
             };
-            servers.push(self.server(server, &mut next_id, &mut resolve, &mut listen_tls));
+            servers.push(self.server(server, &mut next_id, &mut resolve, &mut shared_listen));
         }
 
         Config {

@@ -3,12 +3,25 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use toml::Spanned;
 
-use super::{Checker, Upstreams, dur, size};
+use super::{Checker, Upstreams};
 use crate::config::raw::RawServer;
 use crate::config::{Server, TlsFiles, defaults};
+
+/// What a listen address's connections get before the request's `Host`
+/// picks a server: the first server on that address decides, so the others
+/// may not ask for something else (nginx takes the default server's too,
+/// silently).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct ConnectionLevel {
+    tls: bool,
+    redirect_http: bool,
+    client_header_timeout: Duration,
+    max_header_size: usize,
+}
 
 impl Checker<'_> {
     pub(super) fn server(
@@ -16,13 +29,24 @@ impl Checker<'_> {
         server: Spanned<RawServer>,
         next_id: &mut u32,
         upstreams: &mut Upstreams,
-        listen_tls: &mut HashMap<SocketAddr, bool>,
+        shared_listen: &mut HashMap<SocketAddr, ConnectionLevel>,
     ) -> Server {
         let span = server.span();
-        let raw = server.into_inner();
-        let has_tls = raw.tls.is_some();
+        let mut raw = server.into_inner();
+        let level = ConnectionLevel {
+            tls: raw.tls.is_some(),
+            redirect_http: raw.redirect_http.as_ref().is_some_and(|r| *r.get_ref()),
+            client_header_timeout: raw
+                .client_header_timeout
+                .as_ref()
+                .map_or(defaults::CLIENT_HEADER_TIMEOUT, |t| t.get_ref().0),
+            max_header_size: raw
+                .max_header_size
+                .as_ref()
+                .map_or(defaults::MAX_HEADER_SIZE, |s| s.get_ref().bytes()),
+        };
         let mut listen = Vec::new();
-        match raw.listen {
+        match raw.listen.take() {
             None => self.error(span, "a server needs at least one `listen` address"),
             Some(addresses) if addresses.get_ref().0.is_empty() => {
                 self.error(
@@ -35,14 +59,8 @@ impl Checker<'_> {
                 for address in addresses.into_inner().0 {
                     match parse_listen(&address) {
                         Ok(addr) => {
-                            if *listen_tls.entry(addr).or_insert(has_tls) != has_tls {
-                                self.error(
-                                    span.clone(),
-                                    format!(
-                                        "listen address {address} is used both with and without tls"
-                                    ),
-                                );
-                            }
+                            let first = *shared_listen.entry(addr).or_insert(level);
+                            self.same_connection_level(&raw, &address, span.clone(), first, level);
                         }
                         Err(message) => self.error(span.clone(), format!("listen: {message}")),
                     }
@@ -90,17 +108,56 @@ impl Checker<'_> {
             listen,
             server_names,
             tls,
-            redirect_http: raw.redirect_http.unwrap_or(false),
-            client_header_timeout: dur(raw.client_header_timeout, defaults::CLIENT_HEADER_TIMEOUT),
+            redirect_http: level.redirect_http,
+            client_header_timeout: level.client_header_timeout,
             client_max_body_size: raw
                 .client_max_body_size
                 .map_or(defaults::CLIENT_MAX_BODY_SIZE, |s| s.0),
-            max_header_size: size(
-                raw.max_header_size.map(Spanned::into_inner),
-                defaults::MAX_HEADER_SIZE,
-            ),
+            max_header_size: level.max_header_size,
             strict_websocket: raw.strict_websocket.unwrap_or(false),
             locations,
+        }
+    }
+}
+
+impl Checker<'_> {
+    /// A server on a listen address an earlier server took must not ask for
+    /// other connection-level settings: they would be ignored.
+    fn same_connection_level(
+        &mut self,
+        raw: &RawServer,
+        address: &str,
+        listen_span: std::ops::Range<usize>,
+        first: ConnectionLevel,
+        this: ConnectionLevel,
+    ) {
+        if first.tls != this.tls {
+            self.error(
+                listen_span,
+                format!("listen address {address} is used both with and without tls"),
+            );
+        }
+        let why = |key: &str| {
+            format!(
+                "{key} differs from the first server on {address}: it applies to the connection \
+                 before the Host header picks a server, so only the first server's counts; set it \
+                 there (or give this server its own listen address)"
+            )
+        };
+        if first.redirect_http != this.redirect_http
+            && let Some(set) = &raw.redirect_http
+        {
+            self.error(set.span(), why("redirect_http"));
+        }
+        if first.client_header_timeout != this.client_header_timeout
+            && let Some(set) = &raw.client_header_timeout
+        {
+            self.error(set.span(), why("client_header_timeout"));
+        }
+        if first.max_header_size != this.max_header_size
+            && let Some(set) = &raw.max_header_size
+        {
+            self.error(set.span(), why("max_header_size"));
         }
     }
 }
