@@ -540,47 +540,17 @@ async fn sighup_reloads_the_file_and_a_broken_file_keeps_the_old_one_serving() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-#[tokio::test]
-async fn a_log_written_to_a_file_has_no_colour_escapes() {
-    let dir = temp_dir("log-colours");
+/// Runs the `wasp` binary with `top` (top-level settings) and one server
+/// answering `ok`, its log in a file; requests `path`, stops it, and
+/// returns what it logged.
+async fn log_of_one_request(name: &str, top: &str, path: &str) -> String {
+    let dir = temp_dir(name);
     let config = dir.join("wasp.toml");
     let port = free_addr().port();
     std::fs::write(
         &config,
         format!(
-            "[[server]]\nlisten = \"127.0.0.1:{port}\"\n\
-             [[server.location]]\npath = \"/\"\nreturn = {{ status = 200, body = \"ok\" }}\n"
-        ),
-    )
-    .unwrap();
-    let mut wasp = WaspProcess::start(&config, dir.join("wasp.log"));
-    let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    eventually("wasp to serve", WAIT, async || {
-        let connected = TcpStream::connect(addr).await.is_ok();
-        connected.then_some(())
-    })
-    .await;
-    assert_eq!(request(addr, "GET", "/").await, (200, "ok".into()));
-    assert!(wasp.stop().await.success());
-    let log = wasp.log();
-    // Its access line and the shutdown lines, in plain text.
-    assert!(log.contains("\"GET / HTTP/1.1\" 200"), "{log}");
-    assert!(
-        !log.contains('\x1b'),
-        "colour escapes in a log file:\n{log:?}"
-    );
-    std::fs::remove_dir_all(&dir).unwrap();
-}
-
-#[tokio::test]
-async fn log_format_json_writes_one_object_per_line() {
-    let dir = temp_dir("log-json");
-    let config = dir.join("wasp.toml");
-    let port = free_addr().port();
-    std::fs::write(
-        &config,
-        format!(
-            "log_format = \"json\"\n[[server]]\nlisten = \"127.0.0.1:{port}\"\n\
+            "{top}[[server]]\nlisten = \"127.0.0.1:{port}\"\n\
              [[server.location]]\npath = \"/\"\nreturn = {{ status = 200, body = \"ok\" }}\n"
         ),
     )
@@ -591,9 +561,27 @@ async fn log_format_json_writes_one_object_per_line() {
         TcpStream::connect(addr).await.is_ok().then_some(())
     })
     .await;
-    assert_eq!(request(addr, "GET", "/json").await, (200, "ok".into()));
+    assert_eq!(request(addr, "GET", path).await, (200, "ok".into()));
     assert!(wasp.stop().await.success());
     let log = wasp.log();
+    std::fs::remove_dir_all(&dir).unwrap();
+    log
+}
+
+#[tokio::test]
+async fn a_log_written_to_a_file_has_no_colour_escapes() {
+    let log = log_of_one_request("log-colours", "", "/").await;
+    // Its access line and the shutdown lines, in plain text.
+    assert!(log.contains("\"GET / HTTP/1.1\" 200"), "{log}");
+    assert!(
+        !log.contains('\x1b'),
+        "colour escapes in a log file:\n{log:?}"
+    );
+}
+
+#[tokio::test]
+async fn log_format_json_writes_one_object_per_line() {
+    let log = log_of_one_request("log-json", "log_format = \"json\"\n", "/json").await;
     let lines: Vec<Value> = log
         .lines()
         .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
@@ -610,5 +598,4 @@ async fn log_format_json_writes_one_object_per_line() {
         .unwrap_or_else(|| panic!("no access line in {log}"));
     let message = access["fields"]["message"].as_str().unwrap();
     assert!(message.contains("\"GET /json HTTP/1.1\" 200"), "{message}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

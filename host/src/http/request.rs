@@ -10,8 +10,9 @@
 //! 3. [`serve_files`] for a static location; [`proxy_pass`] for the others:
 //! 4. [`forward::upstream`]: the upstream group the router named.
 //! 5. WebSocket handshakes only: [`websocket::check_handshake`]
-//!    (`strict_websocket`), [`websocket::check_origin`] (origin plugin),
-//!    then [`websocket::check_filters`] (an instance of each filter).
+//!    (`strict_websocket`), [`websocket::check_ban`] (addresses banned for
+//!    filter overruns), [`websocket::check_origin`] (origin plugin), then
+//!    [`websocket::check_filters`] (an instance of each filter).
 //! 6. [`forward::upstream_headers`]: what the upstream sees (nginx's
 //!    `proxy_set_header`).
 //! 7. [`forward::connect`]: the balancer plugin picks a peer; connect,
@@ -225,6 +226,7 @@ async fn exchange<'s>(
     let upstream = forward::upstream(ctx.site, target)?;
     if ctx.websocket {
         websocket::check_handshake(ctx)?;
+        websocket::check_ban(ctx)?;
         websocket::check_origin(ctx)?;
         websocket::check_filters(ctx)?;
     }

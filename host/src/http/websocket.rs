@@ -39,7 +39,19 @@ pub fn check_handshake(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
     Ok(())
 }
 
-/// Phase 5b: the origin plugin may refuse the handshake (403); so does a
+/// Phase 5b, on a filtered location: an address banned for overrunning
+/// filter deadlines (`crate::cpu_bans`) is refused (503) before any plugin
+/// is asked about it.
+pub fn check_ban(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
+    let client = ctx.conn.client.ip();
+    if !ctx.location.filters.is_empty() && ctx.shared.cpu_bans.banned(client, Instant::now()) {
+        tracing::info!(%client, "refusing a filtered WebSocket: this address's messages overran filter deadlines repeatedly (ban_after_overruns)");
+        return Err(Refusal::new(503, "too many filter overruns"));
+    }
+    Ok(())
+}
+
+/// Phase 5c: the origin plugin may refuse the handshake (403); so does a
 /// failing origin plugin.
 pub fn check_origin(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
     match ctx.site.origin.check(&ctx.head, ctx.location.config.id) {
@@ -61,23 +73,13 @@ pub fn check_origin(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
     }
 }
 
-/// Phase 5c, on a filtered location: an address banned for overrunning
-/// filter deadlines (`crate::cpu_bans`) is refused (503); and every
-/// fail-closed filter needs an instance on this thread. When none can be
-/// made (every slot of the `instances` pool is in use, or the plugin fails
-/// to start), the handshake is refused with 503 before anything reaches the
-/// upstream, rather than accepted and then closed.
+/// Phase 5d, on a filtered location: every fail-closed filter needs an
+/// instance on this thread. When none can be made (every slot of the
+/// `instances` pool is in use, or the plugin fails to start), the handshake
+/// is refused with 503 before anything reaches the upstream, rather than
+/// accepted and then closed.
 pub fn check_filters(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
-    let filters = &ctx.location.filters;
-    if filters.is_empty() {
-        return Ok(());
-    }
-    let client = ctx.conn.client.ip();
-    if ctx.shared.cpu_bans.banned(client, Instant::now()) {
-        tracing::info!(%client, "refusing a filtered WebSocket: this address's messages overran filter deadlines repeatedly (ban_after_overruns)");
-        return Err(Refusal::new(503, "too many filter overruns"));
-    }
-    match filter_chain::unavailable(filters) {
+    match filter_chain::unavailable(&ctx.location.filters) {
         None => Ok(()),
         Some(filter) => {
             tracing::error!(client = %ctx.conn.client, filter, "no instance of the filter can be made; refusing the handshake with 503");
