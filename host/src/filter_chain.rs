@@ -28,12 +28,11 @@
 use crate::cpu_bans::CpuBans;
 use crate::direction::Direction;
 use crate::plugins::{self, Action, CallError, FilterPool, Message, Opened, RequestHead};
-use crate::relay::frames::{CloseFrame, Inspector, Verdict};
+use crate::relay::frames::{CloseFrame, Inspector, Payload, Replacement, Verdict};
 use arc_swap::ArcSwap;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
-use tokio_tungstenite::tungstenite::Message as WsMessage;
 
 /// One filter of a location's chain: the pool currently serving it (swapped
 /// on reload) and its failure policy.
@@ -134,17 +133,15 @@ impl Inspector for FilterChain<'_> {
         Ok(())
     }
 
-    fn inspect(&mut self, dir: Direction, message: &WsMessage) -> Verdict {
+    fn inspect(&mut self, dir: Direction, message: Payload<'_>) -> Verdict {
         let input = match message {
-            WsMessage::Text(text) => Message::Text(text.as_str().to_owned()),
-            WsMessage::Binary(data) => Message::Binary(data.to_vec()),
-            // The relay hands over data messages only.
-            _ => return Verdict::Forward,
+            Payload::Text(text) => Message::Text(text.to_owned()),
+            Payload::Binary(data) => Message::Binary(data.to_vec()),
         };
         match self.run(wit_direction(dir), input) {
             Action::Forward => Verdict::Forward,
-            Action::Replace(Message::Text(text)) => Verdict::Replace(WsMessage::text(text)),
-            Action::Replace(Message::Binary(data)) => Verdict::Replace(WsMessage::binary(data)),
+            Action::Replace(Message::Text(text)) => Verdict::Replace(Replacement::Text(text)),
+            Action::Replace(Message::Binary(data)) => Verdict::Replace(Replacement::Binary(data)),
             Action::Drop => Verdict::Drop,
             Action::Close(frame) => Verdict::Close(CloseFrame {
                 code: frame.code,

@@ -9,6 +9,7 @@ mod balancing;
 mod custom_router;
 mod filters;
 mod frame_relay;
+mod framing;
 mod metrics;
 mod plugin_failures;
 mod plugin_runtime;

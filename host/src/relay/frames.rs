@@ -2,20 +2,33 @@
 //! relayed message by message, each message through an [`Inspector`] (the
 //! location's filter chain), instead of through the raw tunnel.
 //!
-//! Both legs speak WebSocket through tokio-tungstenite: the client leg as the
-//! server, the upstream leg as the client. Fragments are reassembled, so a
-//! filter always sees one whole message; text is validated as UTF-8 first.
-//! The inspector runs inline on the task (filter calls are synchronous and
-//! short). Its verdict decides what the other peer gets: the message
-//! unchanged, a replacement, nothing, or a close of the connection, where
-//! both peers get the inspector's close frame.
+//! It reads frames as they arrive and sends on the very bytes it read: a
+//! message every filter forwarded leaves with its original frames (mask,
+//! fragmentation and all), so the common case costs a frame parse, an
+//! unmasked copy for the filters and the filter calls, and no re-framing.
+//! Fragments are reassembled, so a filter always sees one whole message;
+//! text is validated as UTF-8 first. Pings and pongs pass straight through,
+//! as through nginx: each ping is answered by the far peer, once.
+//!
+//! Written by hand on `poll_read`/`poll_write` rather than on
+//! tokio-tungstenite because of memory and copies: a tungstenite stream owns
+//! a read buffer and a write buffer for its whole life (25 KiB per filtered
+//! connection was measured with them, against the tunnel's 4), re-frames
+//! every message and zero-fills its buffer before each read. Here data is
+//! read into one scratch buffer per worker thread and written straight from
+//! another; a connection holds bytes only while a frame straddles two reads
+//! or a peer does not take what it is sent (backpressure: that direction
+//! then reads no more until the peer drained it). Frames that arrived
+//! together leave in one write. Frame headers are tungstenite's
+//! (`super::wire`).
 //!
 //! Close codes sent by the relay (the same frame goes to both peers):
-//! - a peer's close: relayed to the other peer with its code and reason
-//!   (tungstenite answers the closing peer at once);
-//! - 1007 invalid UTF-8 in a text message, 1009 a message or frame over
-//!   `max_message_size`, 1002 any other protocol error (unmasked client
-//!   frame, bad fragmentation, reserved bits...);
+//! - a peer's close: answered with the same code, and relayed to the other
+//!   peer with its code and reason;
+//! - 1007 invalid UTF-8 in a text message or close reason, 1009 a message or
+//!   frame over `max_message_size`, 1002 any other protocol error (unmasked
+//!   client frame, masked server frame, bad fragmentation, reserved bits or
+//!   opcodes, bad close code...);
 //! - 1011 `filter <name> failed` when a fail-closed filter fails;
 //! - 1001 `server shutting down` on shutdown, 1001 `idle timeout` when no
 //!   frame (pings included, so keepalives work) went either way for
@@ -27,54 +40,33 @@
 //! is replaced by 1008; reasons are cut to the 123 bytes a close frame holds.
 //! `RelayStats::close_code` is the code that ended the connection, with the
 //! RFC 6455 reporting codes 1005 (a close without a code) and 1006 (no close).
-//!
-//! Pings pass through to the other peer; tungstenite also answers each ping
-//! at once, as an endpoint must, so the far peer's pong to a relayed ping is
-//! swallowed and the pinger sees exactly one pong. Other pongs (heartbeats)
-//! pass through. While `MAX_PINGS` relayed pings await their pong, further
-//! pings are answered but not relayed (a burst of pings is not a heartbeat).
+//! Every close goes after the whole frames already queued for that peer.
 //!
 //! Handshake: the relay starts after the proxy relayed the upgrade, so the
 //! subprotocol negotiated by the peers passes through untouched. Extensions
-//! cannot: tungstenite implements none (a compressed frame would be a 1002),
-//! so the proxy removes `Sec-WebSocket-Extensions` from the upgrade request
-//! of a filtered location.
-//!
-//! Backpressure: each direction reads its next message only once the previous
-//! one was handed to the other peer's write buffer, and that buffer is written
-//! out whenever it passes `WRITE_BUFFER_SIZE` and flushed as soon as no further
-//! message is already waiting, so messages that arrived together leave in one
-//! write (one system call for a burst, not one per message) and a slow reader
-//! stops the relay reading from the writer, whose TCP window then fills.
-//! Memory per connection is two read buffers (`buffer_size` each, allocated
-//! when relaying starts: tungstenite never releases them), two write buffers
-//! (at most `WRITE_BUFFER_SIZE` plus one message each) and the inspector's
-//! state. The read buffer is also the most read per system call: measured,
-//! 16 KiB messages cost 15–45 % more CPU with the 4 KiB default than with
-//! 8 KiB, so locations relaying large messages should raise `buffer_size`.
+//! cannot (a compressed frame has RSV1 set and is a 1002 here), so the proxy
+//! removes `Sec-WebSocket-Extensions` from the upgrade request of a
+//! filtered location.
 //!
 //! The relay knows nothing of plugins: it hands every data message to an
 //! [`Inspector`] (the location's filter chain, `crate::filter_chain`) and
 //! carries out its [`Verdict`].
 
+use super::wire::{self, Violation};
 use crate::clock;
 use crate::direction::Direction;
 use crate::metrics::LocationCounters;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
-use futures_util::stream::{SplitSink, SplitStream};
-use futures_util::{FutureExt, SinkExt, StreamExt};
-use std::collections::VecDeque;
+use std::cell::RefCell;
 use std::fmt;
-use std::sync::Mutex;
+use std::future::{Future, poll_fn};
+use std::pin::{Pin, pin};
+use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::time::Instant;
-use tokio_tungstenite::WebSocketStream;
-use tokio_tungstenite::tungstenite::error::ProtocolError;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
-use tokio_tungstenite::tungstenite::{self, Error as WsError, Message as WsMessage};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::time::{Instant, sleep_until};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 /// What the relay asks about every data message: the filter chain.
 pub trait Inspector: Send {
@@ -83,10 +75,17 @@ pub trait Inspector: Send {
     fn open(&mut self) -> Result<(), CloseFrame>;
 
     /// A text or binary message travelling `dir`.
-    fn inspect(&mut self, dir: Direction, message: &WsMessage) -> Verdict;
+    fn inspect(&mut self, dir: Direction, message: Payload<'_>) -> Verdict;
 
     /// Relaying ended.
     fn close(&mut self);
+}
+
+/// A whole data message as a filter sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Payload<'a> {
+    Text(&'a str),
+    Binary(&'a [u8]),
 }
 
 /// What happens to a data message.
@@ -94,14 +93,21 @@ pub enum Verdict {
     /// The other peer gets it unchanged.
     Forward,
     /// The other peer gets this message instead.
-    Replace(WsMessage),
+    Replace(Replacement),
     /// Nobody gets it.
     Drop,
     /// Both peers get this close frame and relaying stops.
     Close(CloseFrame),
 }
 
+/// A message an inspector sends instead of the one it was given.
+pub enum Replacement {
+    Text(String),
+    Binary(Vec<u8>),
+}
+
 /// A close frame as an inspector gives it: any code, any reason length.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CloseFrame {
     pub code: u16,
     pub reason: String,
@@ -116,9 +122,9 @@ pub struct FrameRelayConfig {
     pub idle_timeout: Duration,
     /// Counts messages and bytes per direction as they pass.
     pub traffic: LocationCounters,
-    /// Bytes read from a peer at a time, allocated per leg when relaying
-    /// starts (the location's `buffer_size`, as nginx's `proxy_buffer_size`
-    /// sizes its buffers for upgraded connections).
+    /// The most read from a peer at a time (the location's `buffer_size`,
+    /// as nginx's `proxy_buffer_size` sizes its reads for upgraded
+    /// connections). Read into the thread's scratch buffer, not held.
     pub read_buffer: usize,
 }
 
@@ -133,153 +139,502 @@ pub struct RelayStats {
     pub close_code: Option<u16>,
 }
 
-/// Batched messages written out once their encoding passes this size.
-const WRITE_BUFFER_SIZE: usize = 16 << 10;
-
 /// How long the close handshakes may take once relaying has stopped.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
-
-/// Relayed pings remembered per peer while their pong is awaited.
-const MAX_PINGS: usize = 8;
 
 /// Longest close reason a close frame can carry (125 bytes minus the code).
 const MAX_REASON: usize = 123;
 
+/// The scratch buffers' read size cap (`read_buffer` is clamped to it).
+const MAX_READ: usize = 64 << 10;
+
+/// A scratch buffer that grew past this (a large message) is given back
+/// after use rather than kept for the thread's life.
+const KEEP_CAPACITY: usize = 256 << 10;
+
+/// The most of an unfinished frame kept while waiting for a peer's close.
+const MAX_DRAIN: usize = 1 << 20;
+
+/// A peer, named by the direction of the messages it sends.
+const CLIENT: Direction = Direction::ClientToUpstream;
+const UPSTREAM: Direction = Direction::UpstreamToClient;
+
+/// One worker thread's buffers, used by every relay on it in turn (no
+/// relay holds them across an await).
+struct Scratch {
+    /// What was just read from a peer.
+    read: Box<[u8]>,
+    /// What goes to the other peer from this read.
+    out: Vec<u8>,
+    /// The unmasked payload of an unfragmented message.
+    payload: Vec<u8>,
+}
+
+thread_local! {
+    static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
+        read: vec![0; MAX_READ].into_boxed_slice(),
+        out: Vec::new(),
+        payload: Vec::new(),
+    });
+}
+
 /// Relays WebSocket messages between an upgraded client connection and upstream connection through `inspector`.
 /// `client_prefix`/`upstream_prefix`: bytes already read past the HTTP head on each side (hyper's upgrade read_buf).
 pub async fn run<C, U, I>(
-    client: C,
+    mut client: C,
     client_prefix: Bytes,
-    upstream: U,
+    mut upstream: U,
     upstream_prefix: Bytes,
     inspector: I,
     config: FrameRelayConfig,
-    mut shutdown: Shutdown,
+    shutdown: Shutdown,
 ) -> RelayStats
 where
     C: AsyncRead + AsyncWrite + Unpin + Send,
     U: AsyncRead + AsyncWrite + Unpin + Send,
     I: Inspector,
 {
-    let ws_config = websocket_config(&config);
-    let client = WebSocketStream::from_partially_read(
-        client,
-        client_prefix.to_vec(),
-        Role::Server,
-        Some(ws_config),
-    )
-    .await;
-    let upstream = WebSocketStream::from_partially_read(
-        upstream,
-        upstream_prefix.to_vec(),
-        Role::Client,
-        Some(ws_config),
-    )
-    .await;
-    let (mut client_tx, mut client_rx) = client.split();
-    let (mut upstream_tx, mut upstream_rx) = upstream.split();
-
-    // Both directions run in this one task, so the lock is never contended;
-    // a Mutex rather than a RefCell keeps the future `Send`.
-    let state = Mutex::new(State::new(inspector, config.traffic.clone()));
-    let opened = state.lock().unwrap().inspector.open();
-    let end = match opened {
-        Err(frame) => sendable_close(&frame),
-        Ok(()) => tokio::select! {
-            end = pump(Direction::ClientToUpstream, &mut client_rx, &mut upstream_tx, &state) => end,
-            end = pump(Direction::UpstreamToClient, &mut upstream_rx, &mut client_tx, &state) => end,
-            () = shutdown.signalled() => End::Close(close_frame(1001, "server shutting down")),
-            () = idle(&state, config.idle_timeout) => End::Close(close_frame(1001, "idle timeout")),
-        },
+    let mut relay = Relay {
+        inspector,
+        flows: Default::default(),
+        max_message: config.max_message_size,
+        chunk: config.read_buffer.clamp(1, MAX_READ),
+        last_active: clock::coarse_millis(),
+        stats: RelayStats::default(),
+        traffic: config.traffic,
     };
-    let mut state = state.into_inner().unwrap();
-    state.inspector.close();
+    let end = match relay.inspector.open() {
+        Err(frame) => sendable_close(&frame),
+        Ok(()) => {
+            relay
+                .relay(
+                    &mut client,
+                    client_prefix,
+                    &mut upstream,
+                    upstream_prefix,
+                    config.idle_timeout,
+                    shutdown,
+                )
+                .await
+        }
+    };
+    relay.inspector.close();
     tracing::debug!(end = %end, "frame relay finished");
-    state.stats.close_code = Some(end.code());
+    relay.stats.close_code = Some(end.code());
 
-    let (to_client, to_upstream) = end.farewells();
+    // What each peer was still owed, then its close.
+    let [to_upstream, to_client] = relay.flows.map(|flow| flow.out);
+    let (client_close, upstream_close) = end.farewells();
     let _ = tokio::time::timeout(
         CLOSE_TIMEOUT,
         futures_util::future::join(
-            farewell(&mut client_tx, &mut client_rx, to_client),
-            farewell(&mut upstream_tx, &mut upstream_rx, to_upstream),
+            farewell(&mut client, CLIENT, to_client, client_close),
+            farewell(&mut upstream, UPSTREAM, to_upstream, upstream_close),
         ),
     )
     .await;
-    state.stats
+    relay.stats
 }
 
-fn websocket_config(config: &FrameRelayConfig) -> WebSocketConfig {
-    WebSocketConfig::default()
-        .read_buffer_size(config.read_buffer)
-        // The buffer is written out past WRITE_BUFFER_SIZE, and `pump` waits
-        // for that before it reads on, so it never holds more than that plus
-        // one message: no cap is needed (one would only refuse a filter's
-        // large replacement).
-        .write_buffer_size(WRITE_BUFFER_SIZE)
-        .max_write_buffer_size(usize::MAX)
-        .max_message_size(Some(config.max_message_size))
-        .max_frame_size(Some(config.max_message_size))
+/// One direction of the relay: frames read from its sender, for the other peer.
+#[derive(Default)]
+struct Flow {
+    /// Bytes read that do not make a whole frame yet.
+    carry: Vec<u8>,
+    /// The data message being reassembled from its fragments.
+    fragments: Option<Fragments>,
+    /// Bytes the other peer has not taken yet; nothing more is read from
+    /// the sender until it took them.
+    out: Vec<u8>,
+    /// Written, but the sink (TLS) may still hold it: flush before reading on.
+    unflushed: bool,
 }
 
-/// A peer, named by the direction of the messages it sends.
-const CLIENT: Direction = Direction::ClientToUpstream;
-const UPSTREAM: Direction = Direction::UpstreamToClient;
+/// A fragmented data message so far.
+struct Fragments {
+    text: bool,
+    /// Unmasked payload.
+    payload: Vec<u8>,
+    /// The frames as they came, sent on if every filter forwards the message.
+    frames: Vec<u8>,
+}
+
+/// The connection's state, shared by both directions (one task drives both).
+struct Relay<I> {
+    inspector: I,
+    /// Indexed by [`Direction::index`].
+    flows: [Flow; 2],
+    max_message: usize,
+    /// The most read at a time.
+    chunk: usize,
+    /// When a frame was last read, by [`clock::coarse_millis`].
+    last_active: u64,
+    stats: RelayStats,
+    traffic: LocationCounters,
+}
+
+/// What one wake-up of the relay found.
+enum Event {
+    Moved,
+    Timer,
+    End(End),
+}
+
+impl<I: Inspector> Relay<I> {
+    /// Relays until a close, an error, the idle timeout or shutdown. One
+    /// hand-written poll serves both directions, the timer and the signal,
+    /// as in the tunnel (`super::tunnel::run`): the timer and signal are
+    /// made once and checked first on every event.
+    async fn relay<C, U>(
+        &mut self,
+        client: &mut C,
+        client_prefix: Bytes,
+        upstream: &mut U,
+        upstream_prefix: Bytes,
+        idle: Duration,
+        shutdown: Shutdown,
+    ) -> End
+    where
+        C: AsyncRead + AsyncWrite + Unpin,
+        U: AsyncRead + AsyncWrite + Unpin,
+    {
+        // Frames the peers sent with their handshakes.
+        for (dir, prefix) in [(CLIENT, client_prefix), (UPSTREAM, upstream_prefix)] {
+            let mut out = Vec::new();
+            let mut payload = Vec::new();
+            let result = self.consume(dir, &prefix, &mut out, &mut payload);
+            self.flows[dir.index()].out = out;
+            if let Err(end) = result {
+                return end;
+            }
+        }
+        let mut timer = pin!(sleep_until(Instant::now() + idle));
+        let mut signal = shutdown.clone();
+        let mut signalled = pin!(signal.signalled());
+        loop {
+            let event = poll_fn(|cx| {
+                if shutdown.is_signalled() {
+                    return Poll::Ready(Event::End(shutting_down()));
+                }
+                if timer.is_elapsed() {
+                    return Poll::Ready(Event::Timer);
+                }
+                let up = self.poll_flow(cx, CLIENT, client, upstream);
+                let down = self.poll_flow(cx, UPSTREAM, upstream, client);
+                match (up, down) {
+                    (Poll::Ready(Err(end)), _) | (_, Poll::Ready(Err(end))) => {
+                        return Poll::Ready(Event::End(end));
+                    }
+                    (Poll::Ready(Ok(())), _) | (_, Poll::Ready(Ok(()))) => {
+                        return Poll::Ready(Event::Moved);
+                    }
+                    _ => {}
+                }
+                if signalled.as_mut().poll(cx).is_ready() {
+                    return Poll::Ready(Event::End(shutting_down()));
+                }
+                timer.as_mut().poll(cx).map(|()| Event::Timer)
+            })
+            .await;
+            match event {
+                Event::Moved => {}
+                Event::End(end) => return end,
+                Event::Timer => {
+                    // Activity only stamps a time; the timer is re-armed here.
+                    let quiet = clock::since(self.last_active);
+                    if quiet >= idle {
+                        return End::Close(close_frame(1001, "idle timeout"));
+                    }
+                    timer.as_mut().reset(Instant::now() + (idle - quiet));
+                }
+            }
+        }
+    }
+
+    /// Moves what is ready in direction `dir` (from `source` to `sink`):
+    /// first what `sink` has not taken yet, then one read. `Ready(Ok)` when
+    /// something moved.
+    fn poll_flow<S, K>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        source: &mut S,
+        sink: &mut K,
+    ) -> Poll<Result<(), End>>
+    where
+        S: AsyncRead + Unpin,
+        K: AsyncWrite + Unpin,
+    {
+        let flow = &mut self.flows[dir.index()];
+        if !flow.out.is_empty() {
+            return match Pin::new(&mut *sink).poll_write(cx, &flow.out) {
+                Poll::Ready(Ok(n)) if n > 0 => {
+                    flow.out.drain(..n);
+                    if flow.out.is_empty() {
+                        // Held only while the peer is slow.
+                        flow.out = Vec::new();
+                    }
+                    flow.unflushed = true;
+                    Poll::Ready(Ok(()))
+                }
+                Poll::Ready(_) => Poll::Ready(Err(End::Gone(dir.reverse()))),
+                Poll::Pending => Poll::Pending,
+            };
+        }
+        if flow.unflushed {
+            match Pin::new(&mut *sink).poll_flush(cx) {
+                Poll::Ready(Ok(())) => flow.unflushed = false,
+                Poll::Ready(Err(_)) => return Poll::Ready(Err(End::Gone(dir.reverse()))),
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        SCRATCH.with(|scratch| {
+            let scratch = &mut *scratch.borrow_mut();
+            let mut buf = ReadBuf::new(&mut scratch.read[..self.chunk]);
+            match Pin::new(source).poll_read(cx, &mut buf) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Err(error)) => {
+                    tracing::debug!(side = dir.sender(), %error, "websocket read failed");
+                    return Poll::Ready(Err(End::Gone(dir)));
+                }
+                Poll::Ready(Ok(())) => {}
+            }
+            let read = buf.filled().len();
+            if read == 0 {
+                return Poll::Ready(Err(End::Gone(dir)));
+            }
+            self.last_active = clock::coarse_millis();
+            scratch.out.clear();
+            let result = self.consume(
+                dir,
+                &scratch.read[..read],
+                &mut scratch.out,
+                &mut scratch.payload,
+            );
+            // Whole frames only, so whatever ends the relay goes after them.
+            self.send(cx, dir, sink, &scratch.out);
+            trim(&mut scratch.out);
+            trim(&mut scratch.payload);
+            Poll::Ready(result)
+        })
+    }
+
+    /// Writes `out` to `sink` as far as it takes it; keeps the rest.
+    fn send<K: AsyncWrite + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        dir: Direction,
+        sink: &mut K,
+        out: &[u8],
+    ) {
+        if out.is_empty() {
+            return;
+        }
+        let flow = &mut self.flows[dir.index()];
+        // A write error surfaces at the next write or read of that peer.
+        let written = match Pin::new(&mut *sink).poll_write(cx, out) {
+            Poll::Ready(Ok(n)) => n,
+            Poll::Ready(Err(_)) | Poll::Pending => 0,
+        };
+        flow.out.extend_from_slice(&out[written..]);
+        flow.unflushed = true;
+    }
+
+    /// Relays the frames of `read` (bytes from `dir`'s sender, after what
+    /// was carried over), appending what the other peer gets to `out`.
+    fn consume(
+        &mut self,
+        dir: Direction,
+        read: &[u8],
+        out: &mut Vec<u8>,
+        payload: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let mut carry = std::mem::take(&mut self.flows[dir.index()].carry);
+        let result = if carry.is_empty() {
+            let (used, result) = self.frames(dir, read, out, payload);
+            carry.extend_from_slice(&read[used..]);
+            result
+        } else {
+            carry.extend_from_slice(read);
+            let (used, result) = self.frames(dir, &carry, out, payload);
+            carry.drain(..used);
+            if carry.is_empty() {
+                carry = Vec::new();
+            }
+            result
+        };
+        self.flows[dir.index()].carry = carry;
+        result
+    }
+
+    /// Relays the whole frames at the start of `bytes`; how many bytes they took.
+    fn frames(
+        &mut self,
+        dir: Direction,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        payload: &mut Vec<u8>,
+    ) -> (usize, Result<(), End>) {
+        let mut used = 0;
+        loop {
+            let rest = &bytes[used..];
+            let frame = match wire::parse(rest, dir == CLIENT, self.max_message) {
+                Ok(Some(frame)) => frame,
+                Ok(None) => return (used, Ok(())),
+                Err(violation) => return (used, Err(violated(dir, violation))),
+            };
+            used += frame.len;
+            if let Err(end) = self.frame(dir, &frame, &rest[..frame.len], out, payload) {
+                return (used, Err(end));
+            }
+        }
+    }
+
+    /// Relays one frame (`bytes`: all of it, as read).
+    fn frame(
+        &mut self,
+        dir: Direction,
+        frame: &wire::Frame,
+        bytes: &[u8],
+        out: &mut Vec<u8>,
+        payload: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let fragments = &mut self.flows[dir.index()].fragments;
+        let text = match frame.header.opcode {
+            OpCode::Control(Control::Close) => {
+                payload.clear();
+                frame.unmask_into(bytes, payload);
+                let close = wire::parse_close(payload).map_err(|v| violated(dir, v))?;
+                return Err(End::Closed {
+                    by: dir,
+                    frame: close.map(|(code, reason)| (code, reason.to_owned())),
+                });
+            }
+            OpCode::Control(_) => {
+                // Pings and pongs pass through; the far peer answers.
+                out.extend_from_slice(bytes);
+                return Ok(());
+            }
+            OpCode::Data(Data::Continue) => {
+                let Some(message) = fragments else {
+                    return Err(violated(
+                        dir,
+                        Violation::Protocol("continuation of nothing"),
+                    ));
+                };
+                if message.payload.len() + frame.payload(bytes).len() > self.max_message {
+                    return Err(violated(dir, Violation::TooBig));
+                }
+                frame.unmask_into(bytes, &mut message.payload);
+                message.frames.extend_from_slice(bytes);
+                if !frame.header.is_final {
+                    return Ok(());
+                }
+                let message = fragments.take().expect("matched above");
+                return self.message(dir, message.text, &message.payload, &message.frames, out);
+            }
+            OpCode::Data(Data::Text) => true,
+            OpCode::Data(_) => false,
+        };
+        if fragments.is_some() {
+            return Err(violated(
+                dir,
+                Violation::Protocol("new message inside a fragmented one"),
+            ));
+        }
+        if !frame.header.is_final {
+            let mut message = Fragments {
+                text,
+                payload: Vec::new(),
+                frames: bytes.to_vec(),
+            };
+            frame.unmask_into(bytes, &mut message.payload);
+            *fragments = Some(message);
+            return Ok(());
+        }
+        payload.clear();
+        frame.unmask_into(bytes, payload);
+        self.message(dir, text, payload, bytes, out)
+    }
+
+    /// Hands a whole data message to the inspector and carries out its
+    /// verdict (`frames`: the message as it came).
+    fn message(
+        &mut self,
+        dir: Direction,
+        text: bool,
+        payload: &[u8],
+        frames: &[u8],
+        out: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let message = if text {
+            let text = std::str::from_utf8(payload).map_err(|_| violated(dir, Violation::Utf8))?;
+            Payload::Text(text)
+        } else {
+            Payload::Binary(payload)
+        };
+        self.stats.messages[dir.index()] += 1;
+        self.stats.bytes[dir.index()] += payload.len() as u64;
+        self.traffic.message(dir, payload.len());
+        let to_server = dir == CLIENT;
+        match self.inspector.inspect(dir, message) {
+            Verdict::Forward => out.extend_from_slice(frames),
+            Verdict::Replace(Replacement::Text(text)) => {
+                wire::encode(out, OpCode::Data(Data::Text), text.as_bytes(), to_server);
+            }
+            Verdict::Replace(Replacement::Binary(data)) => {
+                wire::encode(out, OpCode::Data(Data::Binary), &data, to_server);
+            }
+            Verdict::Drop => {}
+            Verdict::Close(frame) => return Err(sendable_close(&frame)),
+        }
+        Ok(())
+    }
+}
+
+/// Gives back a scratch buffer's memory once a large message grew it.
+fn trim(buffer: &mut Vec<u8>) {
+    if buffer.capacity() > KEEP_CAPACITY {
+        *buffer = Vec::new();
+    }
+}
 
 /// Why relaying stopped.
 #[derive(Debug)]
 enum End {
-    /// The sender of `by` sent this close frame, already answered by
-    /// tungstenite: relay it.
+    /// The sender of `by` sent a close frame with this code and reason.
     Closed {
         by: Direction,
-        frame: Option<tungstenite::protocol::CloseFrame>,
+        frame: Option<(u16, String)>,
     },
     /// The sender of this direction vanished without a close frame.
     Gone(Direction),
     /// The relay closes the connection: both peers get this frame.
-    Close(tungstenite::protocol::CloseFrame),
+    Close(CloseFrame),
 }
 
 impl End {
     fn code(&self) -> u16 {
         match self {
-            End::Closed { frame, .. } => frame.as_ref().map_or(1005, |f| f.code.into()),
+            End::Closed { frame, .. } => frame.as_ref().map_or(1005, |(code, _)| *code),
             End::Gone(_) => 1006,
-            End::Close(frame) => frame.code.into(),
+            End::Close(frame) => frame.code,
         }
     }
 
     /// What the client leg and the upstream leg still need.
     fn farewells(self) -> (Farewell, Farewell) {
-        let (client, upstream) = match self {
-            End::Closed { by, frame } => {
-                let leg = |side| {
-                    if side == by {
-                        Farewell::Drain
-                    } else {
-                        Farewell::Send(frame.clone())
-                    }
-                };
-                (leg(CLIENT), leg(UPSTREAM))
+        let leg = |side: Direction| match &self {
+            End::Closed { by, frame } if *by == side => Farewell::Answer(frame.clone()),
+            End::Closed { frame, .. } => Farewell::Send(frame.clone()),
+            End::Gone(gone) if *gone == side => Farewell::Nothing,
+            End::Gone(gone) => {
+                let frame = close_frame(1001, &format!("{} went away", gone.sender()));
+                Farewell::Send(Some((frame.code, frame.reason)))
             }
-            End::Gone(side) => {
-                let frame = close_frame(1001, &format!("{} went away", side.sender()));
-                let leg = |s| {
-                    if s == side {
-                        Farewell::Nothing
-                    } else {
-                        Farewell::Send(Some(frame.clone()))
-                    }
-                };
-                (leg(CLIENT), leg(UPSTREAM))
-            }
-            End::Close(frame) => (
-                Farewell::Send(Some(frame.clone())),
-                Farewell::Send(Some(frame)),
-            ),
+            End::Close(frame) => Farewell::Send(Some((frame.code, frame.reason.clone()))),
         };
-        (client, upstream)
+        (leg(CLIENT), leg(UPSTREAM))
     }
 }
 
@@ -295,183 +650,100 @@ impl fmt::Display for End {
 
 /// What a leg still needs once relaying has stopped.
 enum Farewell {
-    /// A close frame to send, then the peer's answer to read.
-    Send(Option<tungstenite::protocol::CloseFrame>),
-    /// The peer closed: flush tungstenite's answer and read to the end.
-    Drain,
+    /// Our close frame, then the peer's answer.
+    Send(Option<(u16, String)>),
+    /// The peer closed: the same close back, then the end of its stream.
+    Answer(Option<(u16, String)>),
     /// The peer is gone.
     Nothing,
 }
 
-/// Ends a leg's close handshake.
+/// Ends a leg: what it was still owed, its close handshake, its socket.
+/// `side`: the peer, named by the direction of what it sends.
 async fn farewell<S: AsyncRead + AsyncWrite + Unpin>(
-    tx: &mut SplitSink<WebSocketStream<S>, WsMessage>,
-    rx: &mut SplitStream<WebSocketStream<S>>,
+    stream: &mut S,
+    side: Direction,
+    owed: Vec<u8>,
     farewell: Farewell,
 ) {
-    match farewell {
+    let (close, answering) = match farewell {
         Farewell::Nothing => return,
-        Farewell::Send(frame) => {
-            if tx.send(WsMessage::Close(frame)).await.is_err() {
+        Farewell::Send(close) => (close, false),
+        Farewell::Answer(close) => (close, true),
+    };
+    let mut bytes = owed;
+    let payload = wire::close_payload(
+        close
+            .as_ref()
+            .map(|(code, reason)| (*code, reason.as_str())),
+    );
+    // Frames to a server are masked (§5.3).
+    wire::encode(
+        &mut bytes,
+        OpCode::Control(Control::Close),
+        &payload,
+        side == UPSTREAM,
+    );
+    if stream.write_all(&bytes).await.is_err() || stream.flush().await.is_err() {
+        return;
+    }
+    if answering {
+        // Both closes went: the server side closes the connection first
+        // (§7.1.1); reading on until the end leaves no unread byte that
+        // would turn our close into a reset.
+        let _ = stream.shutdown().await;
+        drain(stream, side, false).await;
+    } else {
+        drain(stream, side, true).await;
+        let _ = stream.shutdown().await;
+    }
+}
+
+/// Reads and discards what the peer sends until its close frame (when
+/// `until_close`) or the end of its stream.
+async fn drain<S: AsyncRead + Unpin>(stream: &mut S, side: Direction, until_close: bool) {
+    let mut pending = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let read = match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(read) => read,
+        };
+        if !until_close {
+            continue;
+        }
+        pending.extend_from_slice(&buf[..read]);
+        if pending.len() > MAX_DRAIN {
+            return;
+        }
+        // Frames are parsed only to see the close; a peer misbehaving now
+        // has nothing more to say.
+        while let Ok(Some(frame)) = wire::parse(&pending, side == CLIENT, usize::MAX) {
+            if frame.is_close() {
                 return;
             }
-        }
-        Farewell::Drain => {}
-    }
-    // Reading drives the handshake: it flushes the answer to a peer's close,
-    // and ends once the peer answered ours (and, upstream, closed the socket).
-    while let Some(Ok(_)) = rx.next().await {}
-}
-
-/// Relays the messages `from` sends until the connection ends.
-async fn pump<R, W>(
-    from: Direction,
-    rx: &mut SplitStream<WebSocketStream<R>>,
-    tx: &mut SplitSink<WebSocketStream<W>, WsMessage>,
-    state: &Mutex<State<impl Inspector>>,
-) -> End
-where
-    R: AsyncRead + AsyncWrite + Unpin,
-    W: AsyncRead + AsyncWrite + Unpin,
-{
-    let mut unflushed = false;
-    loop {
-        // A message already read (or readable at once) joins the batch; only
-        // when the peer has nothing more to give is the batch flushed.
-        let next = match rx.next().now_or_never() {
-            Some(next) => next,
-            None => {
-                if unflushed {
-                    if tx.flush().await.is_err() {
-                        return End::Gone(from.reverse());
-                    }
-                    unflushed = false;
-                }
-                rx.next().await
-            }
-        };
-        let message = match next {
-            Some(Ok(message)) => message,
-            Some(Err(error)) => return failure(from, error),
-            None => return End::Gone(from),
-        };
-        let step = state.lock().unwrap().inbound(from, message);
-        match step {
-            Step::Send(message) => {
-                if tx.feed(message).await.is_err() {
-                    return End::Gone(from.reverse());
-                }
-                unflushed = true;
-            }
-            Step::Skip => {}
-            Step::End(end) => return end,
+            pending.drain(..frame.len);
         }
     }
 }
 
-/// Maps a read error of `side` to the close the relay sends.
-fn failure(side: Direction, error: WsError) -> End {
-    tracing::debug!(side = side.sender(), %error, "websocket read failed");
-    let (code, reason) = match error {
-        WsError::Utf8(_) => (1007, "invalid UTF-8 from"),
-        WsError::Capacity(_) => (1009, "message too big from"),
-        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) | WsError::Io(_) => {
-            return End::Gone(side);
-        }
-        WsError::Protocol(_) => (1002, "protocol error from"),
-        _ => (1011, "relay error reading"),
+/// The close for bytes from `side` that break the rules.
+fn violated(side: Direction, violation: Violation) -> End {
+    tracing::debug!(
+        side = side.sender(),
+        ?violation,
+        "websocket protocol violation"
+    );
+    let (code, reason) = match violation {
+        Violation::Utf8 => (1007, "invalid UTF-8 from"),
+        Violation::TooBig => (1009, "message too big from"),
+        Violation::Protocol(_) => (1002, "protocol error from"),
     };
     End::Close(close_frame(code, &format!("{reason} {}", side.sender())))
 }
 
-/// Returns once no frame was read from either peer for `timeout`.
-async fn idle(state: &Mutex<State<impl Inspector>>, timeout: Duration) {
-    loop {
-        let quiet = clock::since(state.lock().unwrap().last_active);
-        if quiet >= timeout {
-            return;
-        }
-        let Some(deadline) = Instant::now().checked_add(timeout - quiet) else {
-            return std::future::pending().await;
-        };
-        tokio::time::sleep_until(deadline).await;
-    }
-}
-
-/// What to do with a frame just read.
-enum Step {
-    Send(WsMessage),
-    Skip,
-    End(End),
-}
-
-/// The connection's state shared by both directions.
-struct State<I> {
-    inspector: I,
-    /// Payloads of the pings relayed to each peer whose pong is awaited.
-    pings: [VecDeque<Bytes>; 2],
-    /// When a frame was last read, by [`clock::coarse_millis`].
-    last_active: u64,
-    stats: RelayStats,
-    traffic: LocationCounters,
-}
-
-impl<I: Inspector> State<I> {
-    fn new(inspector: I, traffic: LocationCounters) -> Self {
-        State {
-            inspector,
-            pings: Default::default(),
-            last_active: clock::coarse_millis(),
-            stats: RelayStats::default(),
-            traffic,
-        }
-    }
-
-    fn inbound(&mut self, from: Direction, message: WsMessage) -> Step {
-        self.last_active = clock::coarse_millis();
-        match &message {
-            WsMessage::Text(_) | WsMessage::Binary(_) => {}
-            WsMessage::Ping(payload) => {
-                // Tungstenite answered it. Relaying it while MAX_PINGS are
-                // awaited would either forget one, whose pong would then
-                // reach the pinger as a second one, or grow without bound.
-                let relayed = &mut self.pings[from.reverse().index()];
-                if relayed.len() == MAX_PINGS {
-                    return Step::Skip;
-                }
-                relayed.push_back(payload.clone());
-                return Step::Send(message);
-            }
-            WsMessage::Pong(payload) => {
-                // A pong answering a relayed ping was already given by tungstenite.
-                let relayed = &mut self.pings[from.index()];
-                return match relayed.iter().position(|p| p == payload) {
-                    Some(answered) => {
-                        relayed.drain(..=answered);
-                        Step::Skip
-                    }
-                    None => Step::Send(message),
-                };
-            }
-            WsMessage::Close(frame) => {
-                return Step::End(End::Closed {
-                    by: from,
-                    frame: frame.clone(),
-                });
-            }
-            // Reads never yield raw frames.
-            WsMessage::Frame(_) => return Step::Skip,
-        }
-        self.stats.messages[from.index()] += 1;
-        self.stats.bytes[from.index()] += message.len() as u64;
-        self.traffic.message(from, message.len());
-        match self.inspector.inspect(from, &message) {
-            Verdict::Forward => Step::Send(message),
-            Verdict::Replace(replacement) => Step::Send(replacement),
-            Verdict::Drop => Step::Skip,
-            Verdict::Close(frame) => Step::End(sendable_close(&frame)),
-        }
-    }
+fn shutting_down() -> End {
+    End::Close(close_frame(1001, "server shutting down"))
 }
 
 /// The close an inspector asked for, as sent: a code that may not be sent
@@ -486,14 +758,14 @@ fn sendable_close(frame: &CloseFrame) -> End {
 }
 
 /// A close frame with `code`, the reason cut to fit.
-fn close_frame(code: u16, reason: &str) -> tungstenite::protocol::CloseFrame {
+fn close_frame(code: u16, reason: &str) -> CloseFrame {
     let mut end = reason.len().min(MAX_REASON);
     while !reason.is_char_boundary(end) {
         end -= 1;
     }
-    tungstenite::protocol::CloseFrame {
-        code: code.into(),
-        reason: reason[..end].to_owned().into(),
+    CloseFrame {
+        code,
+        reason: reason[..end].to_owned(),
     }
 }
 
@@ -514,7 +786,7 @@ mod tests {
             code,
             reason: String::new(),
         }) {
-            End::Close(frame) => u16::from(frame.code),
+            End::Close(frame) => frame.code,
             other => panic!("unexpected {other}"),
         };
         assert_eq!(code(4000), 4000);
