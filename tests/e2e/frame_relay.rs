@@ -63,6 +63,7 @@ fn config() -> FrameRelayConfig {
     FrameRelayConfig {
         max_message_size: 1 << 20,
         idle_timeout: Duration::from_secs(60),
+        send_timeout: Duration::from_secs(60),
         traffic: wasp::metrics::Metrics::new().location("test"),
         read_buffer: 4096,
     }
@@ -652,4 +653,24 @@ async fn a_slow_reader_stops_the_writer() {
         sent += 64 << 10;
         assert!(sent < 128 << 20, "128 MiB sent and no backpressure");
     }
+}
+
+#[tokio::test]
+async fn a_peer_that_takes_nothing_for_send_timeout_is_closed_with_1001() {
+    let (up, _seen_up) = upstream().await;
+    let config = FrameRelayConfig {
+        send_timeout: Duration::from_millis(500),
+        ..config()
+    };
+    let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config).await;
+    let mut ws = proxy.client().await;
+    ws.send(text("stall")).await.unwrap();
+    // Fill the upstream's socket buffers until the relay holds bytes for it.
+    let chunk = Message::binary(vec![0u8; 64 << 10]);
+    while timeout(Duration::from_secs(1), ws.send(chunk.clone()))
+        .await
+        .is_ok()
+    {}
+    expect_close(&mut ws, 1001, "upstream not reading").await;
+    assert_eq!(proxy.stats().await.close_code, Some(1001));
 }

@@ -438,3 +438,66 @@ async fn ipv6_and_ipv4_wildcards_share_a_port() {
         assert_eq!(header(&report, "x-real-ip"), [expected_ip], "{client}");
     }
 }
+
+/// An upstream that answers the WebSocket upgrade, then never reads again.
+async fn deaf_upstream() -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let (mut tcp, _) = listener.accept().await.unwrap();
+        let mut head = Vec::new();
+        let mut buf = [0u8; 1024];
+        while !String::from_utf8_lossy(&head).contains("\r\n\r\n") {
+            let n = tcp.read(&mut buf).await.unwrap();
+            head.extend_from_slice(&buf[..n]);
+        }
+        let head = String::from_utf8_lossy(&head).to_lowercase();
+        let key = head
+            .lines()
+            .find_map(|line| line.strip_prefix("sec-websocket-key: "))
+            .unwrap()
+            .trim()
+            .to_owned();
+        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
+        let answer = format!(
+            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Accept: {accept}\r\n\r\n"
+        );
+        tcp.write_all(answer.as_bytes()).await.unwrap();
+        std::future::pending::<()>().await;
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_tunnel_whose_upstream_takes_nothing_for_send_timeout_is_closed() {
+    let upstream = deaf_upstream().await;
+    let config = ConfigBuilder::new()
+        .location("/", |l| l.proxy_pass(upstream).set("send_timeout", "1s"))
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+    let mut client = TcpStream::connect(addr).await.unwrap();
+    let request = "GET /ws HTTP/1.1\r\nHost: example.com\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+                   Sec-WebSocket-Key: SGVsbG8sIHdvcmxkIQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    client.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = client.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 101"));
+    // Bytes until every buffer on the way is full and a write waits.
+    let chunk = vec![0u8; 64 << 10];
+    while tokio::time::timeout(Duration::from_secs(2), client.write_all(&chunk))
+        .await
+        .is_ok_and(|written| written.is_ok())
+    {}
+    // The tunnel gave up on the upstream and closed the client's connection.
+    let ended = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            match client.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the tunnel still holds the client");
+}

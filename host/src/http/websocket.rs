@@ -235,11 +235,13 @@ impl WebSocketSession {
         let tunnel_config = TunnelConfig {
             idle,
             buffer: location.config.buffer_size,
+            send_timeout: location.config.send_timeout,
         };
         if !location.filters.is_empty() {
             let config = FrameRelayConfig {
                 max_message_size: location.config.max_message_size,
                 idle_timeout: idle,
+                send_timeout: location.config.send_timeout,
                 traffic: location.counters.clone(),
                 read_buffer: location.config.buffer_size,
             };

@@ -120,6 +120,10 @@ pub struct FrameRelayConfig {
     pub max_message_size: usize,
     /// Close both peers with 1001 after this long without a frame either way.
     pub idle_timeout: Duration,
+    /// Close both peers with 1001 when one has not taken any of what it is
+    /// owed for this long (nginx's `proxy_send_timeout` / `send_timeout` on
+    /// upgraded connections: the time between two successful writes).
+    pub send_timeout: Duration,
     /// Counts messages and bytes per direction as they pass.
     pub traffic: LocationCounters,
     /// The most read from a peer at a time (the location's `buffer_size`,
@@ -200,6 +204,8 @@ where
         max_message: config.max_message_size,
         chunk: config.read_buffer.clamp(1, MAX_READ),
         last_active: clock::coarse_millis(),
+        send_timeout: config.send_timeout,
+        stall_began: false,
         stats: RelayStats::default(),
         traffic: config.traffic,
     };
@@ -248,6 +254,16 @@ struct Flow {
     out: Vec<u8>,
     /// Written, but the sink (TLS) may still hold it: flush before reading on.
     unflushed: bool,
+    /// While `out` is not empty: when the other peer last took some of it
+    /// (or it began to wait), by [`clock::coarse_millis`].
+    stalled: Option<u64>,
+}
+
+impl Flow {
+    /// `out` shrank or grew: restarts or ends the wait for the other peer.
+    fn note_progress(&mut self) {
+        self.stalled = (!self.out.is_empty()).then(clock::coarse_millis);
+    }
 }
 
 /// A fragmented data message so far.
@@ -269,6 +285,9 @@ struct Relay<I> {
     chunk: usize,
     /// When a frame was last read, by [`clock::coarse_millis`].
     last_active: u64,
+    send_timeout: Duration,
+    /// A peer began to hold bytes back: the timer may need to fire sooner.
+    stall_began: bool,
     stats: RelayStats,
     traffic: LocationCounters,
 }
@@ -303,7 +322,10 @@ impl<I: Inspector> Relay<I> {
             let mut out = Vec::new();
             let mut payload = Vec::new();
             let result = self.consume(dir, &prefix, &mut out, &mut payload);
-            self.flows[dir.index()].out = out;
+            let flow = &mut self.flows[dir.index()];
+            flow.out = out;
+            flow.note_progress();
+            self.stall_began |= flow.stalled.is_some();
             if let Err(end) = result {
                 return end;
             }
@@ -321,6 +343,12 @@ impl<I: Inspector> Relay<I> {
                 }
                 let up = self.poll_flow(cx, CLIENT, client, upstream);
                 let down = self.poll_flow(cx, UPSTREAM, upstream, client);
+                if std::mem::take(&mut self.stall_began) {
+                    let give_up = Instant::now() + self.send_timeout;
+                    if timer.deadline() > give_up {
+                        timer.as_mut().reset(give_up);
+                    }
+                }
                 match (up, down) {
                     (Poll::Ready(Err(end)), _) | (_, Poll::Ready(Err(end))) => {
                         return Poll::Ready(Event::End(end));
@@ -340,12 +368,24 @@ impl<I: Inspector> Relay<I> {
                 Event::Moved => {}
                 Event::End(end) => return end,
                 Event::Timer => {
-                    // Activity only stamps a time; the timer is re-armed here.
+                    // Activity only stamps times; the timer is re-armed here.
                     let quiet = clock::since(self.last_active);
                     if quiet >= idle {
                         return End::Close(close_frame(1001, "idle timeout"));
                     }
-                    timer.as_mut().reset(Instant::now() + (idle - quiet));
+                    let mut next = idle - quiet;
+                    for dir in Direction::ALL {
+                        let Some(since) = self.flows[dir.index()].stalled else {
+                            continue;
+                        };
+                        let waited = clock::since(since);
+                        if waited >= self.send_timeout {
+                            let reason = format!("{} not reading", dir.reverse().sender());
+                            return End::Close(close_frame(1001, &reason));
+                        }
+                        next = next.min(self.send_timeout - waited);
+                    }
+                    timer.as_mut().reset(Instant::now() + next);
                 }
             }
         }
@@ -374,6 +414,7 @@ impl<I: Inspector> Relay<I> {
                         // Held only while the peer is slow.
                         flow.out = Vec::new();
                     }
+                    flow.note_progress();
                     flow.unflushed = true;
                     Poll::Ready(Ok(()))
                 }
@@ -436,7 +477,13 @@ impl<I: Inspector> Relay<I> {
             Poll::Ready(Ok(n)) => n,
             Poll::Ready(Err(_)) | Poll::Pending => 0,
         };
-        flow.out.extend_from_slice(&out[written..]);
+        if written < out.len() {
+            flow.out.extend_from_slice(&out[written..]);
+            if flow.stalled.is_none() {
+                flow.note_progress();
+                self.stall_began = true;
+            }
+        }
         flow.unflushed = true;
     }
 
@@ -703,7 +750,9 @@ async fn farewell<S: AsyncRead + AsyncWrite + Unpin>(
 /// `until_close`) or the end of its stream.
 async fn drain<S: AsyncRead + Unpin>(stream: &mut S, side: Direction, until_close: bool) {
     let mut pending = Vec::new();
-    let mut buf = [0u8; 4096];
+    // On the heap: an array here would sit in every relay's future, idle
+    // or not, for the whole connection.
+    let mut buf = vec![0u8; 4096];
     loop {
         let read = match stream.read(&mut buf).await {
             Ok(0) | Err(_) => return,

@@ -44,6 +44,8 @@ pub enum TunnelEnd {
     Error,
     /// Nothing moved for the idle timeout.
     Idle,
+    /// A side took none of what it was owed for the send timeout.
+    SendTimeout,
     /// The proxy is shutting down.
     Shutdown,
 }
@@ -67,6 +69,9 @@ struct Flow {
     cursor: FrameCursor,
     /// A shutdown close frame went to the sink: relay nothing more this way.
     close_sent: bool,
+    /// While `pending` is not empty: when the sink last took some of it (or
+    /// it began to wait), by `coarse_millis`.
+    stalled: Option<u64>,
 }
 
 impl Flow {
@@ -129,6 +134,9 @@ impl Flow {
                 Err(e) => return Err(e),
             };
             self.pending.extend_from_slice(&scratch[written..n]);
+            if !self.pending.is_empty() {
+                self.stalled = Some(coarse_millis());
+            }
             Ok(true)
         })
     }
@@ -164,6 +172,7 @@ impl Flow {
                 if self.pending.is_empty() {
                     self.pending = Vec::new();
                 }
+                self.stalled = (!self.pending.is_empty()).then(coarse_millis);
                 Ok(true)
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
@@ -179,6 +188,9 @@ impl Flow {
 pub struct TunnelConfig {
     pub idle: Duration,
     pub buffer: usize,
+    /// The longest a side may take none of the bytes it is owed (nginx's
+    /// `proxy_send_timeout` / `send_timeout` on upgraded connections).
+    pub send_timeout: Duration,
 }
 
 /// Reads what `from` holds. A read shorter than `buf` emptied the socket's
@@ -234,7 +246,7 @@ pub async fn run(
     // wakes an idle one.
     let mut signal = shutdown.clone();
     let mut signalled = pin!(signal.signalled());
-    let end = loop {
+    let end = 'relay: loop {
         // As nginx does: once either side has closed and what it sent is
         // delivered, the tunnel ends (a client that keeps its socket after
         // the close handshake must not hold a slot until the idle timeout).
@@ -304,7 +316,16 @@ pub async fn run(
         })
         .await;
         match event {
-            Event::Moved => last_activity = coarse_millis(),
+            Event::Moved => {
+                last_activity = coarse_millis();
+                // A side began to hold bytes back: the timer may need to fire sooner.
+                if closing.is_none() && (up.stalled.is_some() || down.stalled.is_some()) {
+                    let give_up = Instant::now() + config.send_timeout;
+                    if timer.deadline() > give_up {
+                        timer.as_mut().reset(give_up);
+                    }
+                }
+            }
             Event::Nothing => {}
             Event::Failed => break TunnelEnd::Error,
             Event::Shutdown => {
@@ -313,13 +334,23 @@ pub async fn run(
                 timer.as_mut().reset(give_up);
             }
             Event::Timer => {
-                // Activity only stamps a time; the timer is re-armed here.
+                // Activity only stamps times; the timer is re-armed here.
                 if closing.is_none() {
                     let quiet = clock::since(last_activity);
                     if quiet >= idle {
                         break TunnelEnd::Idle;
                     }
-                    timer.as_mut().reset(Instant::now() + (idle - quiet));
+                    let mut next = idle - quiet;
+                    for flow in [&up, &down] {
+                        if let Some(since) = flow.stalled {
+                            let waited = clock::since(since);
+                            if waited >= config.send_timeout {
+                                break 'relay TunnelEnd::SendTimeout;
+                            }
+                            next = next.min(config.send_timeout - waited);
+                        }
+                    }
+                    timer.as_mut().reset(Instant::now() + next);
                 }
             }
         }
@@ -474,33 +505,66 @@ where
                 };
             }
             () = sleep_until(deadline) => {
+                let now = Instant::now();
                 let last = activity.last();
-                if last + idle <= Instant::now() {
+                if last + idle <= now {
                     return failed(TunnelEnd::Idle);
                 }
-                deadline = last + idle;
+                let blocked = activity.blocked_since();
+                if blocked.is_some_and(|since| since + config.send_timeout <= now) {
+                    return failed(TunnelEnd::SendTimeout);
+                }
+                // A write that begins to wait does not wake this loop, so it
+                // looks at least every `send_timeout`: a side that takes
+                // nothing is cut after one to two of them.
+                deadline = (last + idle)
+                    .min(blocked.map_or(now + config.send_timeout, |since| since + config.send_timeout));
             }
             () = shutdown.signalled() => return failed(TunnelEnd::Shutdown),
         }
     }
 }
 
-/// When bytes last moved, stamped by [`Stamped`] reads.
-struct Activity(std::sync::Mutex<Instant>);
+/// When bytes last moved, stamped by [`Stamped`] reads; since when a write
+/// to each side has been waiting, by [`Stamped`] writes.
+struct Activity {
+    last: std::sync::Mutex<Instant>,
+    blocked: std::sync::Mutex<[Option<Instant>; 2]>,
+}
 
 impl Default for Activity {
     fn default() -> Self {
-        Activity(std::sync::Mutex::new(Instant::now()))
+        Activity {
+            last: std::sync::Mutex::new(Instant::now()),
+            blocked: std::sync::Mutex::new([None; 2]),
+        }
     }
 }
 
 impl Activity {
     fn touch(&self) {
-        *self.0.lock().unwrap() = Instant::now();
+        *self.last.lock().unwrap() = Instant::now();
     }
 
     fn last(&self) -> Instant {
-        *self.0.lock().unwrap()
+        *self.last.lock().unwrap()
+    }
+
+    /// A write to the side reading `dir`'s bytes went through (`false`) or
+    /// must wait (`true`).
+    fn write_waits(&self, dir: Direction, waits: bool) {
+        let mut blocked = self.blocked.lock().unwrap();
+        let since = &mut blocked[dir.index()];
+        match (waits, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, Some(_)) => *since = None,
+            _ => {}
+        }
+    }
+
+    /// Since when the longest-waiting write has waited.
+    fn blocked_since(&self) -> Option<Instant> {
+        self.blocked.lock().unwrap().iter().flatten().min().copied()
     }
 }
 
@@ -536,7 +600,11 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
         cx: &mut Context<'_>,
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.inner).poll_write(cx, buf)
+        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
+        // What is written here travels the other way from what is read.
+        self.activity
+            .write_waits(self.dir.reverse(), polled.is_pending());
+        polled
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
