@@ -90,7 +90,10 @@ fn import_nginx(file: &std::path::Path) -> ExitCode {
                 eprintln!("{note}");
             }
             if differing.is_empty() {
-                eprintln!("wasp: {} imported; wasp behaves as nginx does", file.display());
+                eprintln!(
+                    "wasp: {} imported; wasp behaves as nginx does",
+                    file.display()
+                );
                 ExitCode::SUCCESS
             } else {
                 eprintln!(

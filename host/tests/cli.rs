@@ -126,9 +126,15 @@ fn an_nginx_configuration_wasp_cannot_follow_exits_1_naming_each_place() {
     let (code, toml, stderr) = import_nginx(&dir.join("nginx.conf"));
     assert_eq!(code, 1, "{stderr}");
     let site = dir.join("sites/app.conf").display().to_string();
-    assert!(stderr.contains(&format!("{site}:6:9: `add_header X-Frame-Options DENY`")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("{site}:6:9: `add_header X-Frame-Options DENY`")),
+        "{stderr}"
+    );
     assert!(toml.contains("workers = 2"), "{toml}");
-    assert!(toml.contains("# NOT TRANSLATED: add_header X-Frame-Options DENY"), "{toml}");
+    assert!(
+        toml.contains("# NOT TRANSLATED: add_header X-Frame-Options DENY"),
+        "{toml}"
+    );
     // What was translated still passes `wasp check`.
     let (code, _, stderr) = check("imported-partial", &toml);
     assert_eq!(code, 0, "{toml}\n{stderr}");

@@ -91,21 +91,37 @@ enum Target {
     Proxy(ProxyTo),
 }
 
-/// Phase 0: what hyper lets through but HTTP forbids. Two `Host` headers
-/// make the request's target ambiguous (RFC 9112 §3.2: 400; nginx: "client
-/// sent duplicate host header").
+/// Phase 0: what hyper lets through but HTTP forbids, refused with 400 as
+/// nginx does (RFC 9112 §3.2): two `Host` headers make the request's target
+/// ambiguous ("client sent duplicate host header"); an HTTP/1.1 request must
+/// have one; and its value must be a host, not a path or text with spaces
+/// or control characters ("client sent invalid host header").
 fn check_head(parts: &http::request::Parts, conn: &ConnInfo) -> Result<(), Refusal> {
-    if parts
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
-        tracing::info!(client = %conn.client, "request with two Host headers; answered 400");
-        return Err(Refusal::new(400, "duplicate Host header"));
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let problem = match (first, second) {
+        (Some(_), Some(_)) => Some("duplicate Host header"),
+        (None, _) if parts.version == http::Version::HTTP_11 => Some("missing Host header"),
+        (Some(host), None) if !is_valid_host(host.as_bytes()) => Some("invalid Host header"),
+        _ => None,
+    };
+    match problem {
+        Some(problem) => {
+            tracing::info!(client = %conn.client, "request with a {problem}; answered 400");
+            Err(Refusal::new(400, problem))
+        }
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// nginx's check of a `Host` value (`ngx_http_validate_host`): no space or
+/// control character, no path separator, no `..`.
+fn is_valid_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && !host.windows(2).any(|pair| pair == b"..")
+        && host
+            .iter()
+            .all(|&b| b > 0x20 && b != 0x7f && b != b'/' && b != b'\\')
 }
 
 /// Phase 1: asks the router plugin where the request goes.

@@ -238,14 +238,25 @@ mod tests {
 
     #[test]
     fn directives_keep_their_arguments_blocks_and_places() {
-        let tree = parse("map $http_upgrade $c {\n  default upgrade;\n  '' close;\n}\nserver { listen 80; set_x \"a b\" https://$host$request_uri $a; }\n");
+        let tree = parse(
+            "map $http_upgrade $c {\n  default upgrade;\n  '' close;\n}\nserver { listen 80; set_x \"a b\" https://$host$request_uri $a; }\n",
+        );
         assert_eq!(tree[0].name, "map");
         assert_eq!(tree[0].args, ["$http_upgrade", "$c"]);
         let entries = tree[0].children();
-        assert_eq!((entries[0].name.as_str(), entries[0].args.as_slice()), ("default", &["upgrade".to_string()][..]));
-        assert_eq!((entries[1].name.as_str(), entries[1].args.as_slice()), ("", &["close".to_string()][..]));
+        assert_eq!(
+            (entries[0].name.as_str(), entries[0].args.as_slice()),
+            ("default", &["upgrade".to_string()][..])
+        );
+        assert_eq!(
+            (entries[1].name.as_str(), entries[1].args.as_slice()),
+            ("", &["close".to_string()][..])
+        );
         assert_eq!((entries[1].at.line, entries[1].at.column), (3, 3));
-        assert_eq!(tree[1].children()[1].args, ["a b", "https://$host$request_uri", "$a"]);
+        assert_eq!(
+            tree[1].children()[1].args,
+            ["a b", "https://$host$request_uri", "$a"]
+        );
         assert_eq!(tree[1].at.line, 5);
     }
 
@@ -259,11 +270,23 @@ mod tests {
     fn includes_are_expanded_in_place_and_globs_may_match_nothing() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("conf.d")).unwrap();
-        std::fs::write(dir.path().join("conf.d/b.conf"), "upstream b { server 127.0.0.1:2; }").unwrap();
-        std::fs::write(dir.path().join("conf.d/a.conf"), "upstream a { server 127.0.0.1:1; }").unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/b.conf"),
+            "upstream b { server 127.0.0.1:2; }",
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("conf.d/a.conf"),
+            "upstream a { server 127.0.0.1:1; }",
+        )
+        .unwrap();
         let main = "http { include conf.d/*.conf; include none/*.conf; }";
         let tree = read_text(main, "main.conf", dir.path()).unwrap();
-        let names: Vec<&str> = tree[0].children().iter().map(|d| d.args[0].as_str()).collect();
+        let names: Vec<&str> = tree[0]
+            .children()
+            .iter()
+            .map(|d| d.args[0].as_str())
+            .collect();
         assert_eq!(names, ["a", "b"]);
         assert!(tree[0].children()[0].at.file.ends_with("conf.d/a.conf"));
         let missing = read_text("include missing.conf;", "main.conf", dir.path()).unwrap_err();

@@ -21,14 +21,29 @@ use crate::config::{Config, variables};
 const NO_EFFECT: &[(&str, &str)] = &[
     ("user", "wasp runs as the user that starts it"),
     ("pid", "wasp writes no pid file"),
-    ("worker_rlimit_nofile", "wasp raises its open-file limit to the hard limit itself"),
-    ("worker_connections", "wasp has no per-worker connection cap (see max_connections)"),
+    (
+        "worker_rlimit_nofile",
+        "wasp raises its open-file limit to the hard limit itself",
+    ),
+    (
+        "worker_connections",
+        "wasp has no per-worker connection cap (see max_connections)",
+    ),
     ("events", "wasp's event loop needs no settings"),
-    ("load_module", "modules are nginx's; wasp's extensions are plugins"),
+    (
+        "load_module",
+        "modules are nginx's; wasp's extensions are plugins",
+    ),
     ("pcre_jit", "regex engine tuning"),
     ("error_log", "wasp logs to stderr (RUST_LOG sets the level)"),
-    ("access_log", "wasp writes its access log to stderr in the combined format"),
-    ("log_format", "wasp's access log has one format (combined plus request time)"),
+    (
+        "access_log",
+        "wasp writes its access log to stderr in the combined format",
+    ),
+    (
+        "log_format",
+        "wasp's access log has one format (combined plus request time)",
+    ),
     ("sendfile", "kernel I/O tuning"),
     ("tcp_nopush", "kernel I/O tuning"),
     ("tcp_nodelay", "wasp always sets TCP_NODELAY"),
@@ -40,29 +55,59 @@ const NO_EFFECT: &[(&str, &str)] = &[
     ("server_names_hash_max_size", "nginx hash table tuning"),
     ("map_hash_bucket_size", "nginx hash table tuning"),
     ("types", "wasp derives Content-Type from the file extension"),
-    ("default_type", "wasp derives Content-Type from the file extension"),
+    (
+        "default_type",
+        "wasp derives Content-Type from the file extension",
+    ),
     ("server_tokens", "wasp's own responses name no version"),
     ("ssl_protocols", "rustls speaks TLS 1.2 and 1.3 only"),
     ("ssl_ciphers", "rustls chooses among its safe cipher suites"),
-    ("ssl_prefer_server_ciphers", "rustls chooses among its safe cipher suites"),
+    (
+        "ssl_prefer_server_ciphers",
+        "rustls chooses among its safe cipher suites",
+    ),
     ("ssl_session_cache", "TLS session resumption tuning"),
     ("ssl_session_timeout", "TLS session resumption tuning"),
     ("ssl_session_tickets", "TLS session resumption tuning"),
     ("ssl_dhparam", "rustls uses no finite-field Diffie-Hellman"),
     ("ssl_ecdh_curve", "rustls chooses the key exchange"),
-    ("proxy_buffers", "wasp streams responses as they arrive (nginx's proxy_buffering off); upgraded connections never use these buffers in nginx either"),
-    ("proxy_busy_buffers_size", "wasp streams responses as they arrive (nginx's proxy_buffering off)"),
-    ("proxy_buffering", "wasp streams responses as they arrive (nginx's proxy_buffering off)"),
-    ("proxy_temp_path", "wasp streams responses and keeps no temporary files"),
-    ("proxy_max_temp_file_size", "wasp streams responses and keeps no temporary files"),
-    ("proxy_temp_file_write_size", "wasp streams responses and keeps no temporary files"),
+    (
+        "proxy_buffers",
+        "wasp streams responses as they arrive (nginx's proxy_buffering off); upgraded connections never use these buffers in nginx either",
+    ),
+    (
+        "proxy_busy_buffers_size",
+        "wasp streams responses as they arrive (nginx's proxy_buffering off)",
+    ),
+    (
+        "proxy_buffering",
+        "wasp streams responses as they arrive (nginx's proxy_buffering off)",
+    ),
+    (
+        "proxy_temp_path",
+        "wasp streams responses and keeps no temporary files",
+    ),
+    (
+        "proxy_max_temp_file_size",
+        "wasp streams responses and keeps no temporary files",
+    ),
+    (
+        "proxy_temp_file_write_size",
+        "wasp streams responses and keeps no temporary files",
+    ),
     ("client_body_buffer_size", "wasp streams request bodies"),
-    ("client_body_temp_path", "wasp streams request bodies and keeps no temporary files"),
+    (
+        "client_body_temp_path",
+        "wasp streams request bodies and keeps no temporary files",
+    ),
     ("reset_timedout_connection", "socket tuning"),
     ("limit_conn_log_level", "log levels"),
     ("limit_req_log_level", "log levels"),
     ("open_file_cache", "file descriptor caching"),
-    ("keepalive", "upstream connection reuse: the requests and answers are the same"),
+    (
+        "keepalive",
+        "upstream connection reuse: the requests and answers are the same",
+    ),
     ("zone", "wasp keeps upstream state in the process"),
 ];
 
@@ -145,8 +190,17 @@ enum Ctx {
 
 impl Translator {
     fn note(&mut self, out: &mut Vec<String>, d: &Directive, reason: &str, differs: bool) {
-        let tag = if differs { "NOT TRANSLATED" } else { "not needed" };
-        out.push(format!("# {tag}: {} ({}:{}): {reason}", d.text(), d.at.file, d.at.line));
+        let tag = if differs {
+            "NOT TRANSLATED"
+        } else {
+            "not needed"
+        };
+        out.push(format!(
+            "# {tag}: {} ({}:{}): {reason}",
+            d.text(),
+            d.at.file,
+            d.at.line
+        ));
         self.notes.push(Note {
             at: d.at.clone(),
             directive: d.text(),
@@ -226,8 +280,12 @@ impl Translator {
                 }
                 match d.args.as_slice() {
                     [name, value] => {
-                        scope.headers.retain(|(n, _, _)| !n.eq_ignore_ascii_case(name));
-                        scope.headers.push((name.clone(), value.clone(), d.at.clone()));
+                        scope
+                            .headers
+                            .retain(|(n, _, _)| !n.eq_ignore_ascii_case(name));
+                        scope
+                            .headers
+                            .push((name.clone(), value.clone(), d.at.clone()));
                     }
                     _ => self.note(out, d, "proxy_set_header takes a name and a value", true),
                 }
@@ -476,7 +534,12 @@ impl Translator {
             listens.push(("0.0.0.0:80".into(), false));
         }
         if names.iter().any(|n| n.starts_with('~')) {
-            self.note(&mut lines, d, "wasp matches server names exactly or by wildcard, not by regex", true);
+            self.note(
+                &mut lines,
+                d,
+                "wasp matches server names exactly or by wildcard, not by regex",
+                true,
+            );
         }
         let mut settings = Vec::new();
         match names.as_slice() {
@@ -510,8 +573,16 @@ impl Translator {
             }
         }
 
-        let plain: Vec<&str> = listens.iter().filter(|(_, s)| !s).map(|(a, _)| a.as_str()).collect();
-        let tls: Vec<&str> = listens.iter().filter(|(_, s)| *s).map(|(a, _)| a.as_str()).collect();
+        let plain: Vec<&str> = listens
+            .iter()
+            .filter(|(_, s)| !s)
+            .map(|(a, _)| a.as_str())
+            .collect();
+        let tls: Vec<&str> = listens
+            .iter()
+            .filter(|(_, s)| *s)
+            .map(|(a, _)| a.as_str())
+            .collect();
         for (addresses, with_tls) in [(tls, true), (plain, false)] {
             if addresses.is_empty() {
                 continue;
@@ -542,7 +613,10 @@ impl Translator {
                     {
                         self.servers.push(ServerOut {
                             default,
-                            section: Section { header: "[[server]]".into(), lines: section_lines },
+                            section: Section {
+                                header: "[[server]]".into(),
+                                lines: section_lines,
+                            },
                             locations: vec![section],
                         });
                     }
@@ -556,7 +630,11 @@ impl Translator {
                     header: "[[server]]".into(),
                     lines: section_lines,
                 },
-                locations: if redirect { Vec::new() } else { clone_sections(&locations) },
+                locations: if redirect {
+                    Vec::new()
+                } else {
+                    clone_sections(&locations)
+                },
             });
         }
     }
@@ -702,7 +780,12 @@ impl Translator {
             return false;
         };
         if target.contains('$') {
-            self.note(lines, d, "wasp's proxy_pass names its upstream without variables", true);
+            self.note(
+                lines,
+                d,
+                "wasp's proxy_pass names its upstream without variables",
+                true,
+            );
             return false;
         }
         if !target.starts_with("http://") {
@@ -725,7 +808,12 @@ impl Translator {
             );
         }
         let mut headers: Vec<String> = Vec::new();
-        let named = |name: &str| scope.headers.iter().any(|(n, _, _)| n.eq_ignore_ascii_case(name));
+        let named = |name: &str| {
+            scope
+                .headers
+                .iter()
+                .any(|(n, _, _)| n.eq_ignore_ascii_case(name))
+        };
         // nginx's defaults where wasp's differ (wasp passes WebSockets by default).
         let connection_set = named("connection");
         let upgrade_set = named("upgrade");
@@ -806,7 +894,12 @@ impl Translator {
                 self.note(lines, d, "nginx delays requests within the burst unless nodelay; wasp serves them at once (nodelay)", true);
             }
             if d.args.iter().any(|a| a.starts_with("delay=")) {
-                self.note(lines, d, "wasp has no delay=; it serves the burst at once (nodelay)", true);
+                self.note(
+                    lines,
+                    d,
+                    "wasp has no delay=; it serves the burst at once (nodelay)",
+                    true,
+                );
             }
             let Some(key) = self.template(&key, d, lines) else {
                 continue;
@@ -822,15 +915,27 @@ impl Translator {
     /// A `return` as a location `/` (or the caller's path).
     fn return_location(&mut self, d: &Directive, out: &mut Vec<String>) -> Option<Section> {
         if d.args.iter().any(|a| a.contains('$')) {
-            self.note(out, d, "wasp's return answers with literal text; it expands no variables", true);
+            self.note(
+                out,
+                d,
+                "wasp's return answers with literal text; it expands no variables",
+                true,
+            );
             return None;
         }
         let (status, text) = match d.args.as_slice() {
-            [url] if url.starts_with("http://") || url.starts_with("https://") => ("302", Some(url)),
+            [url] if url.starts_with("http://") || url.starts_with("https://") => {
+                ("302", Some(url))
+            }
             [status] => (status.as_str(), None),
             [status, text] => (status.as_str(), Some(text)),
             _ => {
-                self.note(out, d, "expected `return CODE [TEXT]` or `return URL`", true);
+                self.note(
+                    out,
+                    d,
+                    "expected `return CODE [TEXT]` or `return URL`",
+                    true,
+                );
                 return None;
             }
         };
@@ -1016,13 +1121,28 @@ mod tests {
                  proxy_set_header X-Real-IP $remote_addr; proxy_read_timeout 3600s; proxy_connect_timeout 1h;\n\
                  proxy_buffer_size 16k; proxy_buffers 4 16k; } }\n",
         );
-        assert!(!imported.differs(), "{:?}\n{}", imported.notes, imported.toml);
+        assert!(
+            !imported.differs(),
+            "{:?}\n{}",
+            imported.notes,
+            imported.toml
+        );
         let toml = &imported.toml;
-        assert!(toml.contains("[upstreams.backend_server]\nservers = [\"127.0.0.1:8080\"]"), "{toml}");
+        assert!(
+            toml.contains("[upstreams.backend_server]\nservers = [\"127.0.0.1:8080\"]"),
+            "{toml}"
+        );
         assert!(toml.contains("path = \"/socket/\""), "{toml}");
         assert!(toml.contains("set_headers = { Upgrade = \"$http_upgrade\", Connection = \"$connection_upgrade\", X-Real-IP = \"$remote_addr\" }"), "{toml}");
-        assert!(toml.contains("read_timeout = \"3600s\"\nconnect_timeout = \"3600s\"") || toml.contains("connect_timeout = \"3600s\"\nread_timeout = \"3600s\""), "{toml}");
-        assert!(toml.contains("# not needed: proxy_buffers 4 16k (t.conf:"), "{toml}");
+        assert!(
+            toml.contains("read_timeout = \"3600s\"\nconnect_timeout = \"3600s\"")
+                || toml.contains("connect_timeout = \"3600s\"\nread_timeout = \"3600s\""),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("# not needed: proxy_buffers 4 16k (t.conf:"),
+            "{toml}"
+        );
     }
 
     #[test]
@@ -1033,8 +1153,14 @@ mod tests {
                location /two/ { proxy_pass http://127.0.0.1:1; proxy_set_header X-B b; } }",
         );
         let toml = &imported.toml;
-        assert!(toml.contains("set_headers = { X-A = \"a\", Upgrade = \"\", Connection = \"close\" }"), "{toml}");
-        assert!(toml.contains("set_headers = { X-B = \"b\", Upgrade = \"\", Connection = \"close\" }"), "{toml}");
+        assert!(
+            toml.contains("set_headers = { X-A = \"a\", Upgrade = \"\", Connection = \"close\" }"),
+            "{toml}"
+        );
+        assert!(
+            toml.contains("set_headers = { X-B = \"b\", Upgrade = \"\", Connection = \"close\" }"),
+            "{toml}"
+        );
         assert!(toml.contains("listen = \"0.0.0.0:80\""), "{toml}");
     }
 
@@ -1046,7 +1172,13 @@ mod tests {
                proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection $up; } }",
         );
         assert!(!imported.differs(), "{:?}", imported.notes);
-        assert!(imported.toml.contains("Connection = \"$connection_upgrade\""), "{}", imported.toml);
+        assert!(
+            imported
+                .toml
+                .contains("Connection = \"$connection_upgrade\""),
+            "{}",
+            imported.toml
+        );
     }
 
     #[test]
@@ -1057,7 +1189,12 @@ mod tests {
                location / { proxy_pass http://127.0.0.1:1; proxy_set_header X-Id $request_id; } }",
         );
         assert!(imported.differs());
-        let reasons: Vec<String> = imported.notes.iter().filter(|n| n.differs).map(|n| n.to_string()).collect();
+        let reasons: Vec<String> = imported
+            .notes
+            .iter()
+            .filter(|n| n.differs)
+            .map(|n| n.to_string())
+            .collect();
         for expected in [
             "t.conf:1:27: `add_header X-A b`",
             "`listen 80 http2`: wasp speaks HTTP/1.1 to clients",
@@ -1065,9 +1202,18 @@ mod tests {
             "wasp has no variable `$request_id`",
             "nginx speaks HTTP/1.0 upstream",
         ] {
-            assert!(reasons.iter().any(|r| r.contains(expected)), "{expected} not in {reasons:#?}");
+            assert!(
+                reasons.iter().any(|r| r.contains(expected)),
+                "{expected} not in {reasons:#?}"
+            );
         }
-        assert!(imported.toml.contains("# NOT TRANSLATED: add_header X-A b (t.conf:1)"), "{}", imported.toml);
+        assert!(
+            imported
+                .toml
+                .contains("# NOT TRANSLATED: add_header X-A b (t.conf:1)"),
+            "{}",
+            imported.toml
+        );
     }
 
     #[test]
@@ -1083,7 +1229,12 @@ mod tests {
                  proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Upgrade $http_upgrade; proxy_set_header Connection upgrade; } }\n\
              server { listen 127.0.0.1:80; return 301 https://$host$request_uri; }",
         );
-        assert!(!imported.differs(), "{:?}\n{}", imported.notes, imported.toml);
+        assert!(
+            !imported.differs(),
+            "{:?}\n{}",
+            imported.notes,
+            imported.toml
+        );
         let toml = &imported.toml;
         for expected in [
             "balance = \"hash\"\nhash_key = \"$arg_room\"\nconsistent = true",

@@ -88,14 +88,20 @@ impl Nginx {
     async fn wait_listening(&mut self, addr: SocketAddr) {
         for _ in 0..500 {
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("nginx exited ({status}) before listening on {addr}:\n{}", self.error_log());
+                panic!(
+                    "nginx exited ({status}) before listening on {addr}:\n{}",
+                    self.error_log()
+                );
             }
             if tokio::net::TcpStream::connect(addr).await.is_ok() {
                 return;
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("nginx is not listening on {addr} after 10 s:\n{}", self.error_log());
+        panic!(
+            "nginx is not listening on {addr} after 10 s:\n{}",
+            self.error_log()
+        );
     }
 
     /// nginx's error log so far.
