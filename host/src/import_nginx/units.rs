@@ -31,7 +31,7 @@ pub fn duration(text: &str) -> Option<String> {
         rest = &rest[len..];
         millis = millis.checked_add(number.checked_mul(unit)?)?;
     }
-    Some(if millis % 1_000 == 0 {
+    Some(if millis.is_multiple_of(1_000) {
         format!("{}s", millis / 1_000)
     } else {
         format!("{millis}ms")
