@@ -86,7 +86,9 @@ impl Nginx {
     }
 
     async fn wait_listening(&mut self, addr: SocketAddr) {
-        for _ in 0..500 {
+        // Generous: nginx starts in milliseconds, but the machine may be busy.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        while tokio::time::Instant::now() < deadline {
             if let Ok(Some(status)) = self.child.try_wait() {
                 panic!(
                     "nginx exited ({status}) before listening on {addr}:\n{}",
@@ -99,7 +101,7 @@ impl Nginx {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         panic!(
-            "nginx is not listening on {addr} after 10 s:\n{}",
+            "nginx is not listening on {addr} after 30 s:\n{}",
             self.error_log()
         );
     }
