@@ -16,7 +16,7 @@ mod units;
 use std::fmt;
 use std::path::Path;
 
-pub use read::{Directive, Origin, ReadError};
+pub use read::{Origin, ReadError};
 
 /// The result of an import.
 #[derive(Debug)]
