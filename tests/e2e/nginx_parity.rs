@@ -97,8 +97,9 @@ impl Files {
 }
 
 /// A guide's text with its addresses and files made this test's: the
-/// listen addresses `fronts`, the backends 127.0.0.1:8080.. (and the chat's
-/// localhost:8080) `backends`, the certificate, the static root.
+/// listen addresses `fronts`, the backends (127.0.0.1:8080, the chat's
+/// localhost:8080, or the balanced 127.0.0.1:8081 to :8083) `backends`, the
+/// certificate, the static root.
 fn localize(
     text: &str,
     fronts: (SocketAddr, SocketAddr),
@@ -123,8 +124,14 @@ fn localize(
         ("/var/www/html".into(), public.clone()),
         ("examples/chat-app/public".into(), public),
     ];
+    // The guide's backends are 127.0.0.1:8080, or :8081 to :8083 when it balances.
+    let first = if text.contains("127.0.0.1:8081") {
+        8081
+    } else {
+        8080
+    };
     for (i, backend) in backends.iter().enumerate() {
-        pairs.push((format!("127.0.0.1:{}", 8080 + i), backend.to_string()));
+        pairs.push((format!("127.0.0.1:{}", first + i), backend.to_string()));
     }
     let mut text = text.to_owned();
     for (i, (from, _)) in pairs.iter().enumerate() {
@@ -738,6 +745,78 @@ async fn ip_hash_picks_the_backend_nginx_picks() {
     let after = served(&sides, &clients).await;
     assert_same("backend per client with b2 down", &after);
     drop((b1, b3));
+}
+
+/// `request` from `client` to `addr`.
+async fn send_from(client: Ipv4Addr, addr: SocketAddr, request: &[u8]) -> Answer {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind((client, 0).into()).unwrap();
+    exchange(socket.connect(addr).await.unwrap(), request).await
+}
+
+#[tokio::test]
+async fn a_failing_peer_passes_idempotent_requests_to_the_next_as_nginx_does() {
+    // nginx's default `proxy_next_upstream error timeout`: after a timeout
+    // or an error before the answer's head, a request that can be sent
+    // again goes to the next peer; a POST with a body does not.
+    let files = Files::new("next-upstream");
+    let (b2, b3) = (Backend::start("b2").await, Backend::start("b3").await);
+    let (silent, _silent) = faulty(Fault::Silent).await;
+    let (hang_up, _hang_up) = faulty(Fault::HangUp).await;
+    let upstreams = [[silent, b2.addr, b3.addr], [hang_up, b2.addr, b3.addr]];
+    let (silent_sides, hang_up_sides) = tokio::join!(
+        sides("load-balancing", &upstreams[0], &files, shorter_timeouts),
+        sides("load-balancing", &upstreams[1], &files, shorter_timeouts),
+    );
+    let clients: Vec<Ipv4Addr> = (1..=16).map(|i| Ipv4Addr::new(127, 0, i, 1)).collect();
+    let post = b"POST /ws/ HTTP/1.1\r\nHost: example.com\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi";
+    for (what, sides, failed) in [
+        ("a silent peer", &silent_sides, 504),
+        ("a peer that hangs up", &hang_up_sides, 502),
+    ] {
+        let outcomes = on_every_side(sides, |side| {
+            let clients = clients.clone();
+            async move {
+                let mut answers = Vec::new();
+                for &client in &clients {
+                    // The POST first: once the failing peer failed, nginx
+                    // and wasp leave it out for fail_timeout.
+                    let start = Instant::now();
+                    let posted = send_from(client, side.plain, post).await;
+                    let got = send_from(client, side.plain, &get("/ws/", "example.com")).await;
+                    let took = start.elapsed();
+                    let backend = got.report()["backend"].as_str().map(str::to_owned);
+                    answers.push(((got.status, backend, posted.status), took));
+                }
+                answers
+            }
+        })
+        .await;
+        let answers: Vec<_> = outcomes
+            .iter()
+            .map(|(name, answers)| {
+                (
+                    *name,
+                    answers.iter().map(|(a, _)| a.clone()).collect::<Vec<_>>(),
+                )
+            })
+            .collect();
+        assert_same(what, &answers);
+        for (client, answer) in answers[0].1.iter().enumerate() {
+            assert_eq!(answer.0, 200, "{what}: GET from client {client}");
+        }
+        assert!(
+            answers[0].1.iter().any(|(_, _, posted)| *posted == failed),
+            "{what}: no client hashed to the failing peer: {answers:?}"
+        );
+        for i in 0..clients.len() {
+            let times: Vec<_> = outcomes
+                .iter()
+                .map(|(name, answers)| (*name, answers[i].1))
+                .collect();
+            assert_same_time(&format!("{what}: client {i}"), &times);
+        }
+    }
 }
 
 #[tokio::test]

@@ -18,6 +18,8 @@
 //! 7. [`forward::connect`]: the balancer plugin picks a peer; connect,
 //!    moving on to the next peer on failure.
 //! 8. [`forward::send`]: the request to the peer, the answer's head back.
+//!    After an error or a timeout, an idempotent request without a body
+//!    goes to the next peer (7 again), as nginx's `proxy_next_upstream`.
 //! 9. [`forward::respond`] streams the answer to the client, or on 101
 //!    [`websocket::upgrade`] hands both connections to a WebSocket session.
 //!
@@ -35,7 +37,7 @@ use crate::plugins::{self, Decision, ProxyTo, RequestHead, StaticFiles};
 use crate::site::{LocationRuntime, Site};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -233,7 +235,12 @@ async fn proxy_pass(ctx: RequestContext<'_>, body: Incoming, target: ProxyTo) ->
     forward::respond(ctx, response, peer)
 }
 
-/// Phases 4 to 8: the upstream's answer, and the peer that gave it.
+/// Phases 4 to 8: the upstream's answer, and the peer that gave it. A peer
+/// that fails after the connect (an error or a timeout before the answer's
+/// head, 502 or 504) is counted as failed, and the next one is tried, as
+/// nginx's default `proxy_next_upstream error timeout` does, when the
+/// request can be sent again: an idempotent method with no body (wasp
+/// streams bodies and keeps no copy to replay).
 async fn exchange<'s>(
     ctx: &RequestContext<'s>,
     body: Incoming,
@@ -248,9 +255,24 @@ async fn exchange<'s>(
     }
     let vars = ctx.vars(&upstream.proxy_host);
     let headers = forward::upstream_headers(ctx, target, &vars);
-    let (stream, peer) = forward::connect(ctx, upstream, &vars).await?;
-    let response = forward::send(ctx, target, headers, body, stream, &peer).await?;
-    Ok((response, peer))
+    let replayable = ctx.parts.method.is_idempotent() && body.is_end_stream();
+    let mut attempts = upstream.attempts();
+    let mut body = Some(body);
+    loop {
+        let (stream, peer) = forward::connect(ctx, upstream, &vars, &mut attempts).await?;
+        match forward::send(ctx, target, headers.clone(), body.take(), stream, &peer).await {
+            Ok(response) => return Ok((response, peer)),
+            // 502 and 504 from `send` are the peer's error or timeout.
+            Err(refusal) if matches!(refusal.status, 502 | 504) => {
+                upstream.failed(peer.guard.peer());
+                if !(replayable && upstream.may_retry(&attempts)) {
+                    return Err(refusal);
+                }
+                tracing::warn!(upstream = %upstream.name, peer = %peer.guard.peer().address, "trying the next peer");
+            }
+            Err(refusal) => return Err(refusal),
+        }
+    }
 }
 
 /// The router's direct answer.

@@ -40,7 +40,9 @@ impl Nginx {
     /// Starts nginx with `site` (http-context directives) and waits until
     /// each of `listening` accepts connections.
     pub async fn start(name: &str, site: &str, listening: &[SocketAddr]) -> Nginx {
-        let dir = super::temp_dir(&format!("nginx-{name}"));
+        // One directory per instance (its pid file and logs): tests run
+        // the same guide at once, each on its own port.
+        let dir = super::temp_dir(&format!("nginx-{name}-{}", listening[0].port()));
         std::fs::write(dir.join("site.conf"), site).unwrap();
         let d = dir.display();
         // Workers switch to `user` only when the master runs as root; the
