@@ -349,6 +349,11 @@ impl Translator {
                     None => self.note(out, d, "not an nginx time", true),
                 }
             }
+            ("proxy_next_upstream", true)
+                if d.args.iter().all(|a| a == "error" || a == "timeout") && !d.args.is_empty() =>
+            {
+                self.note(out, d, "wasp's behaviour (nginx's default): the next peer after an error or a timeout, for requests it can send again", false)
+            }
             ("gzip" | "charset", true) if arg.as_deref() == Some("off") => {
                 self.note(out, d, "off is wasp's behaviour too", false)
             }

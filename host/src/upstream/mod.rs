@@ -53,7 +53,7 @@ pub struct UpstreamGroup {
     /// nginx's `$proxy_host`: the name, without a default `:80`.
     pub proxy_host: String,
     pub peers: Vec<Arc<PeerState>>,
-    /// Connect attempts over distinct peers.
+    /// Attempts over distinct peers (`next_upstream_tries`).
     tries: usize,
     hash_key: Option<Template>,
     /// Picks made so far: the balancer's round-robin position.
