@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine: installs what the tests need
-# (the wasm target, redis-server, chromium, playwright-core, Autobahn's
+# (the wasm target, redis-server, chromium, nginx, playwright-core, Autobahn's
 # Python environments), runs every Rust test of the workspace, the quick
 # Autobahn|Testsuite through wasp, then the browser test of the chat example
 # through a real wasp. Fails on the first failing step.
@@ -10,10 +10,12 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test peers (apt: redis-server chromium; npm: playwright-core)"
+step "test peers (apt: redis-server chromium nginx; npm: playwright-core)"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
+# nginx is in /usr/sbin, which a non-root PATH may lack.
+[ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -16,6 +16,7 @@ pub mod direction;
 pub mod file_watch;
 pub mod filter_chain;
 pub mod http;
+pub mod import_nginx;
 pub mod limits;
 pub mod listener;
 pub mod metrics;

@@ -1,5 +1,6 @@
-//! The `wasp` command: `wasp run -c FILE`, `wasp check -c FILE`, or `wasp`
-//! alone to run the embedded chat-app configuration.
+//! The `wasp` command: `wasp run -c FILE`, `wasp check -c FILE`,
+//! `wasp import-nginx nginx.conf`, or `wasp` alone to run the embedded
+//! chat-app configuration.
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
@@ -28,10 +29,20 @@ enum Command {
     Run,
     /// Validate the configuration and print it resolved, like `nginx -t`.
     Check,
+    /// Translate an nginx configuration to wasp's TOML (on stdout); exits 1
+    /// when wasp would behave differently (the reasons on stderr), 2 when the
+    /// file cannot be read.
+    ImportNginx {
+        /// The nginx configuration file (its `include`s are followed).
+        file: PathBuf,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(Command::ImportNginx { file }) = &cli.command {
+        return import_nginx(file);
+    }
     let config = match &cli.config {
         Some(path) => Config::load(path),
         None => Ok(Config::embedded_default()),
@@ -58,6 +69,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::ImportNginx { .. } => unreachable!("handled before the configuration is loaded"),
         Command::Run => match config {
             Ok(config) => run(config, path),
             Err(error) => {
@@ -65,6 +77,37 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+    }
+}
+
+/// `wasp import-nginx FILE`: the TOML on stdout, what differs on stderr.
+fn import_nginx(file: &std::path::Path) -> ExitCode {
+    match wasp::import_nginx::import(file) {
+        Ok(imported) => {
+            print!("{}", imported.toml);
+            let differing: Vec<_> = imported.notes.iter().filter(|n| n.differs).collect();
+            for note in &differing {
+                eprintln!("{note}");
+            }
+            if differing.is_empty() {
+                eprintln!(
+                    "wasp: {} imported; wasp behaves as nginx does",
+                    file.display()
+                );
+                ExitCode::SUCCESS
+            } else {
+                eprintln!(
+                    "wasp: {} imported with {} difference(s) from nginx (commented in the TOML)",
+                    file.display(),
+                    differing.len()
+                );
+                ExitCode::from(1)
+            }
+        }
+        Err(error) => {
+            eprintln!("{error}");
+            ExitCode::from(2)
+        }
     }
 }
 

@@ -75,3 +75,72 @@ fn a_missing_file_is_an_error() {
     assert_eq!(output.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&output.stderr).contains("/nonexistent/wasp.toml"));
 }
+
+/// `wasp import-nginx FILE`: exit code, stdout, stderr.
+fn import_nginx(path: &std::path::Path) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .arg("import-nginx")
+        .arg(path)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn every_guide_configuration_imports_and_the_result_passes_wasp_check() {
+    let guide = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/nginx-guide");
+    let mut imported = 0;
+    for entry in std::fs::read_dir(&guide).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "conf") {
+            continue;
+        }
+        let (code, toml, stderr) = import_nginx(&path);
+        assert_eq!(code, 0, "{}: {stderr}", path.display());
+        assert!(stderr.contains("wasp behaves as nginx does"), "{stderr}");
+        let (code, _, stderr) = check(&format!("imported-{imported}"), &toml);
+        assert_eq!(code, 0, "{}:\n{toml}\n{stderr}", path.display());
+        imported += 1;
+    }
+    assert_eq!(imported, 7, "the guide has seven configurations");
+}
+
+#[test]
+fn an_nginx_configuration_wasp_cannot_follow_exits_1_naming_each_place() {
+    let dir = std::env::temp_dir().join(format!("wasp-cli-import-{}", std::process::id()));
+    std::fs::create_dir_all(dir.join("sites")).unwrap();
+    std::fs::write(
+        dir.join("nginx.conf"),
+        "worker_processes 2;\nevents { worker_connections 512; }\nhttp {\n    include sites/*.conf;\n}\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.join("sites/app.conf"),
+        "server {\n    listen 8080;\n    location / {\n        proxy_pass http://127.0.0.1:9000;\n        proxy_http_version 1.1;\n        add_header X-Frame-Options DENY;\n    }\n}\n",
+    )
+    .unwrap();
+    let (code, toml, stderr) = import_nginx(&dir.join("nginx.conf"));
+    assert_eq!(code, 1, "{stderr}");
+    let site = dir.join("sites/app.conf").display().to_string();
+    assert!(
+        stderr.contains(&format!("{site}:6:9: `add_header X-Frame-Options DENY`")),
+        "{stderr}"
+    );
+    assert!(toml.contains("workers = 2"), "{toml}");
+    assert!(
+        toml.contains("# NOT TRANSLATED: add_header X-Frame-Options DENY"),
+        "{toml}"
+    );
+    // What was translated still passes `wasp check`.
+    let (code, _, stderr) = check("imported-partial", &toml);
+    assert_eq!(code, 0, "{toml}\n{stderr}");
+
+    std::fs::write(dir.join("broken.conf"), "server {\n    listen 80;\n").unwrap();
+    let (code, toml, stderr) = import_nginx(&dir.join("broken.conf"));
+    assert_eq!((code, toml.as_str()), (2, ""), "{stderr}");
+    assert!(stderr.contains("broken.conf:"), "{stderr}");
+}

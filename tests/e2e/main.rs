@@ -11,6 +11,7 @@ mod filters;
 mod frame_relay;
 mod framing;
 mod metrics;
+mod nginx_parity;
 mod plugin_failures;
 mod plugin_runtime;
 mod proxy;

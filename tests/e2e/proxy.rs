@@ -4,6 +4,7 @@
 
 use crate::support::backend::{Backend, header};
 use crate::support::config::ConfigBuilder;
+use crate::support::upstreams::{Fault, blackhole, faulty};
 use crate::support::{guide_config, start_proxy};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -194,27 +195,6 @@ async fn an_upstream_that_refuses_gets_502() {
     assert_eq!(status, 502);
 }
 
-/// A listener whose accept queue is full: the kernel drops further SYNs,
-/// so a connect to it hangs (a loopback blackhole).
-fn blackhole() -> (socket2::Socket, Vec<std::net::TcpStream>, SocketAddr) {
-    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    socket
-        .bind(&"127.0.0.1:0".parse::<SocketAddr>().unwrap().into())
-        .unwrap();
-    socket.listen(0).unwrap();
-    let addr = socket.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        let filler =
-            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        filler.set_nonblocking(true).unwrap();
-        let _ = filler.connect(&addr.into());
-        fillers.push(std::net::TcpStream::from(filler));
-    }
-    std::thread::sleep(Duration::from_millis(200));
-    (socket, fillers, addr)
-}
-
 #[tokio::test]
 async fn a_connect_timeout_gets_504() {
     let (_hole, _fillers, addr_hole) = blackhole();
@@ -228,24 +208,10 @@ async fn a_connect_timeout_gets_504() {
     assert_eq!(status, 504);
 }
 
-/// An upstream that accepts connections, reads what it is sent and never
-/// answers; it holds them until dropped.
-async fn silent_upstream() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let holding = tokio::spawn(async move {
-        let mut held = Vec::new();
-        while let Ok((stream, _)) = listener.accept().await {
-            held.push(stream);
-        }
-    });
-    (addr, holding)
-}
-
 #[tokio::test]
 async fn an_upstream_that_never_answers_gets_504_after_read_timeout() {
     // nginx answers both with 504 Gateway Time-out after proxy_read_timeout.
-    let (silent, holding) = silent_upstream().await;
+    let (silent, holding) = faulty(Fault::Silent).await;
     let config = ConfigBuilder::new()
         .location("/", |l| l.proxy_pass(silent).set("read_timeout", "500ms"))
         .build();

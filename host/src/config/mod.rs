@@ -109,7 +109,8 @@ pub struct Upstream {
     pub hash_key: Option<String>,
     /// Ketama consistent hashing (only with [`Balance::Hash`]).
     pub consistent: bool,
-    /// Connect attempts over distinct peers; 0 means all peers.
+    /// Attempts over distinct peers (after connect failures, and errors or
+    /// timeouts of requests that can be sent again); 0 means all peers.
     pub next_upstream_tries: u32,
     /// Servers in configuration order (at least one).
     pub servers: Vec<UpstreamServer>,

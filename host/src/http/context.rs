@@ -95,6 +95,13 @@ pub struct ChosenPeer<'s> {
     pub guard: PeerGuard,
 }
 
+/// The body of a request sent upstream: the client's, cut at
+/// `client_max_body_size`, or an empty one sent again to the next peer.
+pub type UpstreamBody = http_body_util::combinators::UnsyncBoxBody<
+    bytes::Bytes,
+    Box<dyn std::error::Error + Send + Sync>,
+>;
+
 /// Attaches the access-log line to a response wasp made itself.
 pub fn logged(response: Response<Body>, entry: AccessEntry) -> Response<Body> {
     let code = response.status().as_u16();

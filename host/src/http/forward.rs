@@ -2,17 +2,17 @@
 //! headers it sees, the peer and the connection, sending, and streaming the
 //! answer back. What only WebSocket handshakes need is in `websocket`.
 
-use super::context::{ChosenPeer, Refusal, RequestContext};
+use super::context::{ChosenPeer, Refusal, RequestContext, UpstreamBody};
 use super::headers::{strip_hop_by_hop, upstream_request};
 use super::response::Body;
 use super::websocket;
 use crate::access_log::LoggedBody;
 use crate::plugins::ProxyTo;
 use crate::site::Site;
-use crate::upstream::UpstreamGroup;
+use crate::upstream::{Attempts, UpstreamGroup};
 use crate::vars::RequestVars;
 use http::{HeaderMap, Request, Response, Version};
-use http_body_util::{BodyExt, LengthLimitError, Limited};
+use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
@@ -46,16 +46,24 @@ pub fn upstream_headers(
     )
 }
 
-/// Phase 7: the balancer plugin picks a peer and wasp connects, moving on
-/// to another peer when a connect fails (502, or 504 after a timeout).
+/// Phase 7: the balancer plugin picks a peer not in `attempts` and wasp
+/// connects, moving on to another peer when a connect fails (502, or 504
+/// after a timeout).
 pub async fn connect<'s>(
     ctx: &RequestContext<'_>,
     upstream: &'s UpstreamGroup,
     vars: &RequestVars<'_>,
+    attempts: &mut Attempts,
 ) -> Result<(TcpStream, ChosenPeer<'s>), Refusal> {
     let connect_timeout = ctx.location.config.connect_timeout;
     match upstream
-        .connect(&ctx.head, vars, &ctx.site.balancer, connect_timeout)
+        .connect(
+            &ctx.head,
+            vars,
+            &ctx.site.balancer,
+            connect_timeout,
+            attempts,
+        )
         .await
     {
         Ok((stream, guard)) => Ok((stream, ChosenPeer { upstream, guard })),
@@ -67,7 +75,8 @@ pub async fn connect<'s>(
 }
 
 /// Phase 8: sends the request (the router's URI, `headers`, the body cut at
-/// `client_max_body_size`) on `stream`, and returns the answer's head. An
+/// `client_max_body_size`; `None` for an empty one sent again to the next
+/// peer) on `stream`, and returns the answer's head. An
 /// HTTP request runs under the location's read and send timeouts, per read
 /// and write of the socket; a WebSocket handshake must get its answer within
 /// `read_timeout` (the relay then takes the raw socket back, and its idle
@@ -77,7 +86,7 @@ pub async fn send(
     ctx: &RequestContext<'_>,
     target: &ProxyTo,
     headers: HeaderMap,
-    body: Incoming,
+    body: Option<Incoming>,
     stream: TcpStream,
     peer: &ChosenPeer<'_>,
 ) -> Result<Response<Incoming>, Refusal> {
@@ -86,7 +95,11 @@ pub async fn send(
         return Err(Refusal::new(500, ""));
     };
     // Chunked bodies have no declared size: cut them at the limit (413).
-    let mut request = Request::new(Limited::new(body, ctx.location.max_body as usize));
+    let body: UpstreamBody = match body {
+        Some(body) => Limited::new(body, ctx.location.max_body as usize).boxed_unsync(),
+        None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
+    };
+    let mut request = Request::new(body);
     *request.method_mut() = ctx.parts.method.clone();
     *request.uri_mut() = uri;
     *request.version_mut() = Version::HTTP_11;
@@ -164,7 +177,7 @@ pub fn respond(
 /// Sends `request` on a fresh HTTP/1.1 connection over `io`.
 async fn send_http<I>(
     io: I,
-    request: Request<Limited<Incoming>>,
+    request: Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, hyper::Error>
 where
     I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,

@@ -122,8 +122,12 @@ pub async fn serve_connection(
         service_fn(move |request| {
             let (info, shared) = (info.clone(), shared.clone());
             async move {
+                if head_size(&request) > settings.max_header_size {
+                    tracing::info!(client = %info.client, "request head over max_header_size; answered 431");
+                    return Ok::<_, Infallible>(status(431, "request header fields too large"));
+                }
                 if settings.redirect_https {
-                    return Ok::<_, Infallible>(redirect_to_https(&request));
+                    return Ok(redirect_to_https(&request));
                 }
                 Ok(request::handle(request, &info, &shared).await)
             }
@@ -159,6 +163,20 @@ fn log_connection_end(result: Result<(), hyper::Error>, info: &ConnInfo) {
             tracing::debug!(client = %info.client, %error, "client connection ended with an error");
         }
     }
+}
+
+/// The size of a request's head as the client sent it (request line and
+/// header lines with their CRLFs). hyper's `max_buf_size` only bounds the
+/// read buffer while a head is incomplete: a larger head that arrives in a
+/// few big reads is parsed whole, so `max_header_size` is checked here too.
+fn head_size(request: &Request<Incoming>) -> usize {
+    let line = request.method().as_str().len() + request.uri().to_string().len() + 11;
+    request
+        .headers()
+        .iter()
+        .fold(line + 2, |size, (name, value)| {
+            size + name.as_str().len() + value.len() + 4
+        })
 }
 
 /// `redirect_http`: the same URL over https (nginx's `return 301 https://$host$request_uri`).

@@ -18,6 +18,8 @@
 //! 7. [`forward::connect`]: the balancer plugin picks a peer; connect,
 //!    moving on to the next peer on failure.
 //! 8. [`forward::send`]: the request to the peer, the answer's head back.
+//!    After an error or a timeout, an idempotent request without a body
+//!    goes to the next peer (7 again), as nginx's `proxy_next_upstream`.
 //! 9. [`forward::respond`] streams the answer to the client, or on 101
 //!    [`websocket::upgrade`] hands both connections to a WebSocket session.
 //!
@@ -35,7 +37,7 @@ use crate::plugins::{self, Decision, ProxyTo, RequestHead, StaticFiles};
 use crate::site::{LocationRuntime, Site};
 use http::{HeaderName, HeaderValue, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+use hyper::body::{Body as _, Incoming};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -91,21 +93,37 @@ enum Target {
     Proxy(ProxyTo),
 }
 
-/// Phase 0: what hyper lets through but HTTP forbids. Two `Host` headers
-/// make the request's target ambiguous (RFC 9112 §3.2: 400; nginx: "client
-/// sent duplicate host header").
+/// Phase 0: what hyper lets through but HTTP forbids, refused with 400 as
+/// nginx does (RFC 9112 §3.2): two `Host` headers make the request's target
+/// ambiguous ("client sent duplicate host header"); an HTTP/1.1 request must
+/// have one; and its value must be a host, not a path or text with spaces
+/// or control characters ("client sent invalid host header").
 fn check_head(parts: &http::request::Parts, conn: &ConnInfo) -> Result<(), Refusal> {
-    if parts
-        .headers
-        .get_all(http::header::HOST)
-        .iter()
-        .nth(1)
-        .is_some()
-    {
-        tracing::info!(client = %conn.client, "request with two Host headers; answered 400");
-        return Err(Refusal::new(400, "duplicate Host header"));
+    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
+    let (first, second) = (hosts.next(), hosts.next());
+    let problem = match (first, second) {
+        (Some(_), Some(_)) => Some("duplicate Host header"),
+        (None, _) if parts.version == http::Version::HTTP_11 => Some("missing Host header"),
+        (Some(host), None) if !is_valid_host(host.as_bytes()) => Some("invalid Host header"),
+        _ => None,
+    };
+    match problem {
+        Some(problem) => {
+            tracing::info!(client = %conn.client, "request with a {problem}; answered 400");
+            Err(Refusal::new(400, problem))
+        }
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// nginx's check of a `Host` value (`ngx_http_validate_host`): no space or
+/// control character, no path separator, no `..`.
+fn is_valid_host(host: &[u8]) -> bool {
+    !host.is_empty()
+        && !host.windows(2).any(|pair| pair == b"..")
+        && host
+            .iter()
+            .all(|&b| b > 0x20 && b != 0x7f && b != b'/' && b != b'\\')
 }
 
 /// Phase 1: asks the router plugin where the request goes.
@@ -217,7 +235,12 @@ async fn proxy_pass(ctx: RequestContext<'_>, body: Incoming, target: ProxyTo) ->
     forward::respond(ctx, response, peer)
 }
 
-/// Phases 4 to 8: the upstream's answer, and the peer that gave it.
+/// Phases 4 to 8: the upstream's answer, and the peer that gave it. A peer
+/// that fails after the connect (an error or a timeout before the answer's
+/// head, 502 or 504) is counted as failed, and the next one is tried, as
+/// nginx's default `proxy_next_upstream error timeout` does, when the
+/// request can be sent again: an idempotent method with no body (wasp
+/// streams bodies and keeps no copy to replay).
 async fn exchange<'s>(
     ctx: &RequestContext<'s>,
     body: Incoming,
@@ -232,9 +255,24 @@ async fn exchange<'s>(
     }
     let vars = ctx.vars(&upstream.proxy_host);
     let headers = forward::upstream_headers(ctx, target, &vars);
-    let (stream, peer) = forward::connect(ctx, upstream, &vars).await?;
-    let response = forward::send(ctx, target, headers, body, stream, &peer).await?;
-    Ok((response, peer))
+    let replayable = ctx.parts.method.is_idempotent() && body.is_end_stream();
+    let mut attempts = upstream.attempts();
+    let mut body = Some(body);
+    loop {
+        let (stream, peer) = forward::connect(ctx, upstream, &vars, &mut attempts).await?;
+        match forward::send(ctx, target, headers.clone(), body.take(), stream, &peer).await {
+            Ok(response) => return Ok((response, peer)),
+            // 502 and 504 from `send` are the peer's error or timeout.
+            Err(refusal) if matches!(refusal.status, 502 | 504) => {
+                upstream.failed(peer.guard.peer());
+                if !(replayable && upstream.may_retry(&attempts)) {
+                    return Err(refusal);
+                }
+                tracing::warn!(upstream = %upstream.name, peer = %peer.guard.peer().address, "trying the next peer");
+            }
+            Err(refusal) => return Err(refusal),
+        }
+    }
 }
 
 /// The router's direct answer.

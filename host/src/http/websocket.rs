@@ -6,7 +6,7 @@
 
 use super::ConnInfo;
 use super::client_stream::ClientStream;
-use super::context::{ChosenPeer, Refusal, RequestContext};
+use super::context::{ChosenPeer, Refusal, RequestContext, UpstreamBody};
 use super::response::{Body, empty};
 use crate::access_log::AccessEntry;
 use crate::cpu_bans::CpuBans;
@@ -21,7 +21,6 @@ use crate::site::Site;
 use crate::upstream::PeerGuard;
 use bytes::Bytes;
 use http::{Response, StatusCode};
-use http_body_util::Limited;
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -95,7 +94,7 @@ pub fn check_filters(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
 /// still have a body to stream, so its connection then moves to a task.
 pub async fn send_handshake(
     io: TokioIo<TcpStream>,
-    request: http::Request<Limited<Incoming>>,
+    request: http::Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, hyper::Error> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
     let mut connection = Box::pin(connection.with_upgrades());

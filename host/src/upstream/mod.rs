@@ -1,6 +1,8 @@
 //! Upstream groups: choosing a peer through the balancer plugin, connecting
 //! with a timeout, passive and active health, and retrying the next peer on
-//! connect errors (never after a byte was sent upstream).
+//! connect errors. [`Attempts`] carries the peers tried over to the caller,
+//! which may try the next one after a failed exchange (nginx's
+//! `proxy_next_upstream error timeout`).
 
 mod health;
 mod peer;
@@ -38,13 +40,20 @@ impl ConnectError {
     }
 }
 
+/// The peers one request has tried, and how many connect attempts it made
+/// (at most the upstream's `next_upstream_tries`).
+pub struct Attempts {
+    tried: Vec<bool>,
+    made: usize,
+}
+
 /// An `[upstreams.NAME]` with its peers' live state.
 pub struct UpstreamGroup {
     pub name: String,
     /// nginx's `$proxy_host`: the name, without a default `:80`.
     pub proxy_host: String,
     pub peers: Vec<Arc<PeerState>>,
-    /// Connect attempts over distinct peers.
+    /// Attempts over distinct peers (`next_upstream_tries`).
     tries: usize,
     hash_key: Option<Template>,
     /// Picks made so far: the balancer's round-robin position.
@@ -75,49 +84,67 @@ impl UpstreamGroup {
         }
     }
 
-    /// Picks a peer and connects, moving on to another peer when a connect
-    /// fails or times out.
+    /// A request's first attempt: no peer tried yet.
+    pub fn attempts(&self) -> Attempts {
+        Attempts {
+            tried: vec![false; self.peers.len()],
+            made: 0,
+        }
+    }
+
+    /// Whether another peer may still be tried after `attempts`.
+    pub fn may_retry(&self, attempts: &Attempts) -> bool {
+        attempts.made < self.tries && attempts.tried.iter().any(|tried| !tried)
+    }
+
+    /// Picks a peer not tried yet and connects, moving on to another peer
+    /// when a connect fails or times out.
     pub async fn connect(
         &self,
         head: &RequestHead,
         vars: &RequestVars<'_>,
         balancer: &BalancerPool,
         timeout: Duration,
+        attempts: &mut Attempts,
     ) -> Result<(TcpStream, PeerGuard), ConnectError> {
-        let mut tried = vec![false; self.peers.len()];
         let mut last_error = ConnectError::NoPeer;
-        let mut attempts = 0;
-        while attempts < self.tries {
-            let Some(index) = self.pick(head, vars, balancer, &tried) else {
+        while attempts.made < self.tries {
+            let Some(index) = self.pick(head, vars, balancer, &attempts.tried) else {
                 break;
             };
-            if tried[index] {
+            if attempts.tried[index] {
                 break;
             }
-            tried[index] = true;
+            attempts.tried[index] = true;
             let peer = &self.peers[index];
             // A balancer falling back to every peer when none is usable may
             // name one marked `down`, which nginx never uses: pick again.
             if peer.down {
                 continue;
             }
-            attempts += 1;
+            attempts.made += 1;
             match connect_peer(peer, timeout).await {
                 Ok(stream) => {
                     peer.record_success();
                     return Ok((stream, PeerGuard::new(peer.clone())));
                 }
                 Err(error) => {
-                    self.metrics.upstream_failure(&self.name, &peer.address);
-                    if peer.record_failure(Instant::now()) {
-                        tracing::warn!(upstream = %self.name, peer = %peer.address, "peer marked unavailable for {:?} after failures", peer.fail_timeout);
-                    }
+                    self.failed(peer);
                     tracing::warn!(upstream = %self.name, peer = %peer.address, %error, "upstream connect failed");
                     last_error = error;
                 }
             }
         }
         Err(last_error)
+    }
+
+    /// Counts a failure of `peer` (passive health: `max_fails` within
+    /// `fail_timeout` take it out for `fail_timeout`).
+    pub fn failed(&self, peer: &PeerState) {
+        self.metrics.upstream_failure(&self.name, &peer.address);
+        if peer.record_failure(Instant::now()) {
+            tracing::warn!(upstream = %self.name, peer = %peer.address, "peer marked unavailable for {:?} after failures", peer.fail_timeout);
+        }
     }
 
     /// The balancer's choice among the peers; a single peer needs no choice.

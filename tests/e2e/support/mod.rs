@@ -2,6 +2,8 @@
 
 pub mod backend;
 pub mod config;
+pub mod nginx;
+pub mod upstreams;
 
 use std::net::SocketAddr;
 use wasp::config::Config;
