@@ -656,6 +656,10 @@ enum End {
     },
     /// The sender of this direction vanished without a close frame.
     Gone(Direction),
+    /// The sender of `by` broke the protocol (or a limit): both peers get
+    /// this frame, and `by`'s connection is closed without waiting for its
+    /// answer (RFC 6455 §7.1.7, failing the connection).
+    Failed { by: Direction, frame: CloseFrame },
     /// The relay closes the connection: both peers get this frame.
     Close(CloseFrame),
 }
@@ -665,7 +669,7 @@ impl End {
         match self {
             End::Closed { frame, .. } => frame.as_ref().map_or(1005, |(code, _)| *code),
             End::Gone(_) => 1006,
-            End::Close(frame) => frame.code,
+            End::Failed { frame, .. } | End::Close(frame) => frame.code,
         }
     }
 
@@ -679,7 +683,12 @@ impl End {
                 let frame = close_frame(1001, &format!("{} went away", gone.sender()));
                 Farewell::Send(Some((frame.code, frame.reason)))
             }
-            End::Close(frame) => Farewell::Send(Some((frame.code, frame.reason.clone()))),
+            End::Failed { by, frame } if *by == side => {
+                Farewell::Answer(Some((frame.code, frame.reason.clone())))
+            }
+            End::Failed { frame, .. } | End::Close(frame) => {
+                Farewell::Send(Some((frame.code, frame.reason.clone())))
+            }
         };
         (leg(CLIENT), leg(UPSTREAM))
     }
@@ -690,7 +699,9 @@ impl fmt::Display for End {
         match self {
             End::Closed { by, .. } => write!(f, "{} closed with {}", by.sender(), self.code()),
             End::Gone(side) => write!(f, "{} went away", side.sender()),
-            End::Close(frame) => write!(f, "closed with {} {}", frame.code, frame.reason),
+            End::Failed { frame, .. } | End::Close(frame) => {
+                write!(f, "closed with {} {}", frame.code, frame.reason)
+            }
         }
     }
 }
@@ -699,7 +710,8 @@ impl fmt::Display for End {
 enum Farewell {
     /// Our close frame, then the peer's answer.
     Send(Option<(u16, String)>),
-    /// The peer closed: the same close back, then the end of its stream.
+    /// The peer closed (or broke the protocol): this close back, then the
+    /// end of its stream, without waiting for another close from it.
     Answer(Option<(u16, String)>),
     /// The peer is gone.
     Nothing,
@@ -765,13 +777,14 @@ async fn drain<S: AsyncRead + Unpin>(stream: &mut S, side: Direction, until_clos
         if pending.len() > MAX_DRAIN {
             return;
         }
-        // Frames are parsed only to see the close; a peer misbehaving now
-        // has nothing more to say.
-        while let Ok(Some(frame)) = wire::parse(&pending, side == CLIENT, usize::MAX) {
-            if frame.is_close() {
-                return;
+        // Frames are parsed only to see the close; bytes that are no frame
+        // mean the peer has nothing more to say.
+        loop {
+            match wire::parse(&pending, side == CLIENT, usize::MAX) {
+                Ok(Some(frame)) if !frame.is_close() => drop(pending.drain(..frame.len)),
+                Ok(None) => break,
+                Ok(Some(_)) | Err(_) => return,
             }
-            pending.drain(..frame.len);
         }
     }
 }
@@ -788,7 +801,10 @@ fn violated(side: Direction, violation: Violation) -> End {
         Violation::TooBig => (1009, "message too big from"),
         Violation::Protocol(_) => (1002, "protocol error from"),
     };
-    End::Close(close_frame(code, &format!("{reason} {}", side.sender())))
+    End::Failed {
+        by: side,
+        frame: close_frame(code, &format!("{reason} {}", side.sender())),
+    }
 }
 
 fn shutting_down() -> End {
