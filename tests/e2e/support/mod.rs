@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod process;
 
 use std::net::SocketAddr;
 use wasp::config::Config;
