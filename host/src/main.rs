@@ -129,7 +129,8 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Serves until SIGTERM/SIGINT; SIGHUP reloads the configuration and plugins.
+/// Serves until SIGTERM/SIGINT; SIGHUP reloads the configuration and
+/// plugins, SIGUSR1 reopens the access-log files (log rotation, as nginx).
 /// This thread's runtime only starts, reloads and stops the proxy (and runs
 /// the admin listener and health checks); connections are served by the
 /// worker threads (see `wasp::workers`).
@@ -141,6 +142,12 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         .expect("tokio runtime");
     runtime.block_on(async {
         raise_fd_limit();
+        // Before serving: a signal that came first would otherwise take
+        // its default action (SIGUSR1's and SIGHUP's end the process).
+        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
+        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
+        let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         let started = match path {
             // A file is watched and reloaded; the embedded default is fixed.
             Some(path) => Proxy::start_file(config, path).await,
@@ -153,15 +160,15 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
                 return ExitCode::FAILURE;
             }
         };
-        let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-        let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
-        let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         loop {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
                 _ = hup.recv() => {
                     let _ = proxy.reload().await;
+                }
+                _ = usr1.recv() => {
+                    let _ = proxy.reopen_logs().await;
                 }
             }
         }

@@ -201,6 +201,9 @@ pub struct Metrics {
     peer_healthy: Family<PeerLabels, Gauge>,
     /// `wasp_cpu_bans_total`: addresses refused after repeated overruns.
     cpu_bans: Counter,
+    /// `wasp_access_log_dropped_lines_total`: lines the access-log writer
+    /// could not take in time.
+    access_log_dropped: Counter,
     /// `wasp_http_requests_total` per class, created up front: the class
     /// set is fixed, so counting a request is an index and an atomic add.
     requests: [Counter; 5],
@@ -298,6 +301,12 @@ impl Metrics {
             "Addresses refused for a while because filter calls on their messages overran the CPU deadline repeatedly",
             cpu_bans.clone(),
         );
+        let access_log_dropped = Counter::default();
+        registry.register(
+            "wasp_access_log_dropped_lines",
+            "Access-log lines dropped because the writer thread's queue was full (a log file slower than the traffic)",
+            access_log_dropped.clone(),
+        );
         let peer_healthy = Family::default();
         registry.register(
             "wasp_upstream_peer_healthy",
@@ -331,6 +340,7 @@ impl Metrics {
             health_changes,
             peer_healthy,
             cpu_bans,
+            access_log_dropped,
             requests,
             bound_listeners: Bound::default(),
             bound_locations: Bound::default(),
@@ -397,6 +407,11 @@ impl Metrics {
                 }),
             }))
         })
+    }
+
+    /// The counter of access-log lines dropped, for [`crate::access_log`].
+    pub fn access_log_dropped(&self) -> Counter {
+        self.access_log_dropped.clone()
     }
 
     /// The counter of bans started, for [`crate::cpu_bans::CpuBans`].

@@ -10,8 +10,9 @@
 //! WebSockets switch to a new filter version at their next message (the new
 //! instance first gets `on-open` for the connection).
 
+use crate::access_log::LogFiles;
 use crate::admin::{self, AdminHooks};
-use crate::config::Config;
+use crate::config::{Config, LogFormat};
 use crate::digest::sha256_hex;
 use crate::file_watch::{FileWatcher, watch_files};
 use crate::http::Shared;
@@ -47,6 +48,8 @@ struct Inner {
     shared: Arc<Shared>,
     runtime: Arc<Runtime>,
     registry: Arc<Registry>,
+    /// Access-log files and their writer thread.
+    log_files: Arc<LogFiles>,
     config_path: Option<PathBuf>,
     listeners: tokio::sync::Mutex<Listeners>,
     /// One reload at a time.
@@ -81,8 +84,14 @@ impl Proxy {
         let runtime = Runtime::new(limits, settings.cache_dir.as_deref(), Some(observer))
             .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e:#}"))?;
         let registry = Arc::new(Registry::default());
+        let log_files = LogFiles::new(
+            config.log_format == LogFormat::Json,
+            metrics.access_log_dropped(),
+        )
+        .context("cannot start the access-log writer")?;
+        let log_files = Arc::new(log_files);
         let config = Arc::new(config);
-        let mut site = load_site(config.clone(), &runtime, &registry, &metrics).await?;
+        let mut site = load_site(config.clone(), &runtime, &registry, &metrics, &log_files).await?;
         site.activate(&registry, &metrics);
         let read = plugin_files(&site);
 
@@ -97,6 +106,7 @@ impl Proxy {
             shared,
             runtime,
             registry,
+            log_files,
             config_path,
             listeners: tokio::sync::Mutex::new(listeners),
             reloading: tokio::sync::Mutex::new(()),
@@ -129,6 +139,22 @@ impl Proxy {
         self.inner.reload(ReloadCause::Requested).await
     }
 
+    /// Opens every access-log file again by its path (SIGUSR1, after log
+    /// rotation moved the files away); returns how many.
+    pub async fn reopen_logs(&self) -> Result<usize, String> {
+        let files = self.inner.log_files.clone();
+        let reopened = tokio::task::spawn_blocking(move || files.reopen())
+            .await
+            .map_err(|e| e.to_string())?;
+        match &reopened {
+            Ok(count) => tracing::info!(files = count, "access logs reopened"),
+            Err(error) => tracing::error!(
+                "cannot reopen access logs, still writing to the old files: {error}"
+            ),
+        }
+        reopened
+    }
+
     /// The address a configured `listen` string is bound to (useful with port 0).
     pub async fn local_addr(&self, listen: &str) -> Option<SocketAddr> {
         self.inner.listeners.lock().await.local_addr(listen)
@@ -154,6 +180,14 @@ impl Proxy {
             let _ = self.close_websockets.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
         }
+        // The last requests' lines, written before the process exits.
+        let files = self.inner.log_files.clone();
+        let synced = tokio::task::spawn_blocking(move || files.sync(Duration::from_secs(5))).await;
+        if !matches!(synced, Ok(true)) {
+            tracing::warn!(
+                "the access-log writer did not finish in 5 s; its last lines may be lost"
+            );
+        }
     }
 }
 
@@ -164,12 +198,14 @@ async fn load_site(
     runtime: &Arc<Runtime>,
     registry: &Arc<Registry>,
     metrics: &Arc<Metrics>,
+    log_files: &Arc<LogFiles>,
 ) -> anyhow::Result<Site> {
     let (runtime, registry, metrics) = (runtime.clone(), registry.clone(), metrics.clone());
-    Ok(
-        tokio::task::spawn_blocking(move || Site::load(config, &runtime, &registry, &metrics))
-            .await??,
-    )
+    let log_files = log_files.clone();
+    Ok(tokio::task::spawn_blocking(move || {
+        Site::load(config, &runtime, &registry, &metrics, &log_files)
+    })
+    .await??)
 }
 
 impl Inner {
@@ -218,7 +254,7 @@ impl Inner {
             tracing::warn!("workers changed: it applies after a restart");
         }
         if config.log_format != self.shared.site.load().config.log_format {
-            tracing::warn!("log_format changed: it applies after a restart");
+            tracing::warn!("log_format changed: it applies after a restart (access-log files too)");
         }
         let config = Arc::new(config);
         let mut site = load_site(
@@ -226,6 +262,7 @@ impl Inner {
             &self.runtime,
             &self.registry,
             &self.shared.metrics,
+            &self.log_files,
         )
         .await
         .map_err(|e| format!("{e:#}"))?;

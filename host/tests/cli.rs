@@ -144,3 +144,80 @@ fn an_nginx_configuration_wasp_cannot_follow_exits_1_naming_each_place() {
     assert_eq!((code, toml.as_str()), (2, ""), "{stderr}");
     assert!(stderr.contains("broken.conf:"), "{stderr}");
 }
+
+/// Three mistakes: a misspelt key, an upstream nobody declared, and a log
+/// file in a directory that does not exist.
+const THREE_MISTAKES: &str = r#"
+[upstreams.chat]
+servers = ["127.0.0.1:8081"]
+
+[[server]]
+listen = "127.0.0.1:8000"
+access_log = "/nonexistent-dir/access.log"
+
+[[server.location]]
+path = "/ws/"
+proxy_pass = "http://chat2"
+read_timout = "1h"
+"#;
+
+#[test]
+fn every_mistake_is_reported_in_one_run_with_its_position() {
+    let (code, stdout, stderr) = check("three", THREE_MISTAKES);
+    assert_eq!(code, 1, "{stderr}");
+    assert_eq!(stdout, "", "nothing printed for a refused configuration");
+    let diagnostics: Vec<&str> = stderr.lines().filter(|l| l.starts_with("FILE:")).collect();
+    assert_eq!(
+        diagnostics,
+        [
+            "FILE:7:14: access_log: directory `/nonexistent-dir` does not exist (nor does the file, then)",
+            "FILE:11:14: proxy_pass refers to unknown upstream `chat2` (declare [upstreams.chat2] or write chat2:PORT)",
+            "FILE:12:1: unknown field `read_timout`: did you mean `read_timeout`?",
+        ],
+        "{stderr}"
+    );
+    assert!(stderr.contains("test failed"), "{stderr}");
+}
+
+#[test]
+fn values_of_the_wrong_type_are_all_reported_too() {
+    let text = GOOD
+        .replace("balance = \"ip_hash\"", "balance = \"ip_hsah\"")
+        .replace(
+            "read_timeout = \"1h\"",
+            "read_timeout = \"an hour\"\nlimit_conn = \"ten\"",
+        );
+    let (code, _, stderr) = check("types", &text);
+    assert_eq!(code, 1, "{stderr}");
+    let diagnostics: Vec<&str> = stderr.lines().filter(|l| l.starts_with("FILE:")).collect();
+    assert_eq!(diagnostics.len(), 3, "{stderr}");
+    assert!(
+        diagnostics[0].starts_with("FILE:4:11: unknown variant `ip_hsah`"),
+        "{stderr}"
+    );
+    assert!(
+        diagnostics[1].starts_with("FILE:12:16: invalid duration `an hour`"),
+        "{stderr}"
+    );
+    assert!(
+        diagnostics[2].starts_with("FILE:13:14: invalid type"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn wasp_run_prints_every_mistake_and_does_not_start() {
+    let path = std::env::temp_dir().join(format!("wasp-cli-{}-run.toml", std::process::id()));
+    std::fs::write(&path, THREE_MISTAKES).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(["run", "-c"])
+        .arg(&path)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    let file = path.display().to_string();
+    for position in [":7:14: ", ":11:14: ", ":12:1: "] {
+        assert!(stderr.contains(&format!("{file}{position}")), "{stderr}");
+    }
+}

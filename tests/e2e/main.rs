@@ -5,6 +5,7 @@
 
 mod support;
 
+mod access_log;
 mod balancing;
 mod custom_router;
 mod filters;

@@ -5,6 +5,7 @@
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
+use crate::support::process::WaspProcess;
 use crate::support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
@@ -405,86 +406,6 @@ async fn the_last_of_quick_successive_writes_is_the_version_serving() {
     std::fs::remove_dir_all(dir).unwrap();
 }
 
-/// The `wasp` binary of this build, built first if needed (this package
-/// depends on the library only). Cargo takes its build lock, so concurrent
-/// callers wait for one build.
-fn wasp_binary() -> &'static Path {
-    static BINARY: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    BINARY.get_or_init(|| {
-        // This test binary is TARGET/PROFILE/deps/e2e-HASH.
-        let exe = std::env::current_exe().unwrap();
-        let profile = exe.parent().and_then(Path::parent).unwrap();
-        let target = profile.parent().unwrap();
-        let mut build = std::process::Command::new(env!("CARGO"));
-        build
-            .args([
-                "build",
-                "--quiet",
-                "-p",
-                "wasp",
-                "--bin",
-                "wasp",
-                "--target-dir",
-            ])
-            .arg(target)
-            .current_dir(env!("CARGO_MANIFEST_DIR"));
-        if profile.ends_with("release") {
-            build.arg("--release");
-        }
-        let status = build.status().expect("cargo runs");
-        assert!(status.success(), "building the wasp binary: {status}");
-        profile.join("wasp")
-    })
-}
-
-/// A `wasp run` process, killed if the test ends without stopping it.
-struct WaspProcess {
-    child: std::process::Child,
-    log: std::path::PathBuf,
-}
-
-impl WaspProcess {
-    /// Runs `wasp run -c config`, its output (the log) going to `log`.
-    fn start(config: &Path, log: std::path::PathBuf) -> WaspProcess {
-        let file = std::fs::File::create(&log).unwrap();
-        let child = std::process::Command::new(wasp_binary())
-            .args(["run", "-c"])
-            .arg(config)
-            .stdout(file.try_clone().unwrap())
-            .stderr(file)
-            .spawn()
-            .expect("wasp starts");
-        WaspProcess { child, log }
-    }
-
-    fn signal(&self, signal: libc::c_int) {
-        let pid = libc::pid_t::try_from(self.child.id()).unwrap();
-        // SAFETY: kill(2) on our own child's pid.
-        assert_eq!(unsafe { libc::kill(pid, signal) }, 0);
-    }
-
-    /// SIGTERM, then the exit status once it has stopped.
-    async fn stop(&mut self) -> std::process::ExitStatus {
-        self.signal(libc::SIGTERM);
-        eventually("wasp to stop", WAIT, async || {
-            self.child.try_wait().unwrap()
-        })
-        .await
-    }
-
-    /// What the process logged so far.
-    fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for WaspProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[tokio::test]
 async fn sighup_reloads_the_file_and_a_broken_file_keeps_the_old_one_serving() {
     let dir = temp_dir("sighup");
@@ -591,11 +512,15 @@ async fn log_format_json_writes_one_object_per_line() {
             assert!(line.get(key).is_some(), "no {key} in {line}");
         }
     }
-    // The access log's line is one of them.
+    // The access log's line is one of them, its fields named as in an
+    // access-log file with `log_format = "json"`.
     let access = lines
         .iter()
         .find(|line| line["target"] == "access")
         .unwrap_or_else(|| panic!("no access line in {log}"));
-    let message = access["fields"]["message"].as_str().unwrap();
-    assert!(message.contains("\"GET /json HTTP/1.1\" 200"), "{message}");
+    let fields = &access["fields"];
+    assert_eq!(fields["request"], "GET /json HTTP/1.1", "{access}");
+    assert_eq!(fields["status"], 200, "{access}");
+    assert_eq!(fields["remote_addr"], "127.0.0.1", "{access}");
+    assert_eq!(fields["body_bytes_sent"], 2, "{access}");
 }

@@ -9,6 +9,7 @@
 pub mod defaults;
 mod plugin_json;
 mod raw;
+mod read;
 mod render;
 mod units;
 mod validate;
@@ -49,6 +50,29 @@ impl LogFormat {
     }
 }
 
+/// Where access-log lines go (`access_log`, nginx's namesake).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+pub enum AccessLog {
+    /// No access log (the requests are still counted in the metrics).
+    Off,
+    /// Through the process log on stderr, target `access`.
+    #[default]
+    Stderr,
+    /// Appended to this file, which SIGUSR1 and reloads reopen.
+    File(PathBuf),
+}
+
+impl AccessLog {
+    /// As written in the file: `off`, `stderr` or the path.
+    pub fn as_setting(&self) -> String {
+        match self {
+            AccessLog::Off => "off".to_owned(),
+            AccessLog::Stderr => "stderr".to_owned(),
+            AccessLog::File(path) => path.display().to_string(),
+        }
+    }
+}
+
 /// A complete, validated configuration with every default filled in.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -63,6 +87,8 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// How log lines (the access log's too) are written. Applies at start.
     pub log_format: LogFormat,
+    /// The access log of servers that do not name their own.
+    pub access_log: AccessLog,
     /// Plugin replacements and sandbox limits.
     pub plugins: PluginSettings,
     /// Declared upstreams plus one implicit upstream per `proxy_pass` to a `host:port`.
@@ -169,6 +195,8 @@ pub struct Server {
     pub max_header_size: usize,
     /// Reject upgrades without a valid `Sec-WebSocket-Key`/version 13 with 400.
     pub strict_websocket: bool,
+    /// Where its requests are logged (the top-level `access_log` unless set).
+    pub access_log: AccessLog,
     /// Locations in file order.
     pub locations: Vec<Location>,
 }
@@ -314,15 +342,21 @@ pub enum ConfigError {
 }
 
 impl Config {
-    /// Parses and validates configuration `text`; `source` names it in error messages.
+    /// Parses and validates configuration `text`; `source` names it in
+    /// error messages. Every problem found is reported, in file order.
     pub fn parse(text: &str, source: &str) -> Result<Config, ConfigError> {
-        let raw: raw::RawConfig = toml::from_str(text).map_err(|error| {
-            let offset = error.span().map_or(0, |span| span.start);
-            // toml's messages may end with a newline; diagnostics are one line each.
-            let message = error.message().trim().replace('\n', "; ");
-            ConfigError::Invalid(vec![diagnostic(text, source, offset, message)])
-        })?;
-        validate::validate(raw, text, source)
+        let read = read::read(text, source);
+        let mut problems = read.problems;
+        if let Some(raw) = read.raw {
+            match validate::validate(raw, text, source) {
+                Ok(config) if problems.is_empty() => return Ok(config),
+                Ok(_) => {}
+                Err(ConfigError::Invalid(more)) => problems.extend(more),
+                Err(other) => return Err(other),
+            }
+        }
+        problems.sort_by_key(|problem| (problem.line, problem.column));
+        Err(ConfigError::Invalid(problems))
     }
 
     /// Reads and parses the file at `path`.

@@ -24,6 +24,7 @@ pub struct RawConfig {
     pub workers: Option<Spanned<u32>>,
     pub shutdown_grace: Option<Dur>,
     pub log_format: Option<LogFormat>,
+    pub access_log: Option<Spanned<String>>,
     #[serde(default)]
     pub plugins: RawPlugins,
     #[serde(default)]
@@ -109,6 +110,7 @@ pub struct RawServer {
     pub client_max_body_size: Option<Size>,
     pub max_header_size: Option<Spanned<Size>>,
     pub strict_websocket: Option<bool>,
+    pub access_log: Option<Spanned<String>>,
     #[serde(default)]
     pub location: Vec<RawLocation>,
 }

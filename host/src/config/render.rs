@@ -26,6 +26,11 @@ impl Config {
         }
         line(&mut out, "shutdown_grace", &duration(self.shutdown_grace));
         line(&mut out, "log_format", &string(self.log_format.as_str()));
+        line(
+            &mut out,
+            "access_log",
+            &string(&self.access_log.as_setting()),
+        );
 
         let plugins = &self.plugins;
         out.push_str("\n[plugins]\n");
@@ -103,6 +108,11 @@ impl Config {
                 &mut out,
                 "strict_websocket",
                 &server.strict_websocket.to_string(),
+            );
+            line(
+                &mut out,
+                "access_log",
+                &string(&server.access_log.as_setting()),
             );
 
             for location in &server.locations {

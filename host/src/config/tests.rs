@@ -941,3 +941,97 @@ fn connection_settings_of_a_second_server_on_one_address_are_refused_not_ignored
         .replace("redirect_http = true\n", "");
     Config::parse(&same, "test.toml").unwrap();
 }
+
+#[test]
+fn access_log_is_inherited_by_servers_that_do_not_set_it() {
+    let dir = std::env::temp_dir();
+    let file = dir.join("wasp-access.log");
+    let text = format!(
+        "access_log = {:?}\n\
+         [[server]]\nlisten = \"127.0.0.1:8000\"\n\
+         [[server]]\nlisten = \"127.0.0.1:8001\"\naccess_log = \"off\"\n\
+         [[server]]\nlisten = \"127.0.0.1:8002\"\naccess_log = \"stderr\"\n",
+        file.display().to_string()
+    );
+    let config = parse(&text);
+    assert_eq!(config.access_log, AccessLog::File(file.clone()));
+    let logs: Vec<&AccessLog> = config.servers.iter().map(|s| &s.access_log).collect();
+    assert_eq!(
+        logs,
+        [&AccessLog::File(file), &AccessLog::Off, &AccessLog::Stderr]
+    );
+    assert_eq!(parse(&config.render()), config);
+    // The default: stderr, as before the setting existed.
+    let config = parse("[[server]]\nlisten = \"127.0.0.1:8000\"\n");
+    assert_eq!(config.servers[0].access_log, AccessLog::Stderr);
+}
+
+#[test]
+fn access_log_in_a_missing_directory_is_refused_where_it_is_written() {
+    let error =
+        errors("[[server]]\nlisten = \"127.0.0.1:8000\"\naccess_log = \"/no/such/dir/a.log\"\n");
+    assert_eq!(
+        error,
+        "test.toml:3:14: access_log: directory `/no/such/dir` does not exist (nor does the file, then)"
+    );
+    let error = errors("access_log = \"/tmp\"\n[[server]]\nlisten = \"127.0.0.1:8000\"\n");
+    assert_eq!(error, "test.toml:1:14: access_log: `/tmp` is a directory");
+}
+
+#[test]
+fn every_unknown_key_is_reported_with_a_suggestion_when_one_is_close() {
+    let text = format!(
+        "lisen = \"x\"\n{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://127.0.0.1:8080\"\n\
+         read_timout = \"1s\"\nproxy_read_timeout = \"60s\"\n[plugins]\ncall_timeot = \"1ms\"\n"
+    );
+    let error = errors(&text);
+    let lines: Vec<&str> = error.lines().collect();
+    assert_eq!(lines.len(), 4, "{error}");
+    // `listen` is a server's key: not one edit from any top-level key.
+    assert!(
+        lines[0].starts_with("test.toml:1:1: unknown field `lisen`, expected one of"),
+        "{error}"
+    );
+    assert_eq!(
+        lines[1],
+        "test.toml:7:1: unknown field `read_timout`: did you mean `read_timeout`?"
+    );
+    assert!(
+        lines[2].starts_with("test.toml:8:1: unknown field `proxy_read_timeout`, expected one of"),
+        "{error}"
+    );
+    assert_eq!(
+        lines[3],
+        "test.toml:10:1: unknown field `call_timeot`: did you mean `call_timeout`?"
+    );
+}
+
+#[test]
+fn unknown_keys_do_not_hide_the_semantic_checks() {
+    let text =
+        format!("{LOCATION_HEAD}path = \"/\"\nproxy_pass = \"http://foo\"\nbufer_size = \"8k\"\n");
+    assert_eq!(
+        errors(&text),
+        "test.toml:5:14: proxy_pass refers to unknown upstream `foo` (declare [upstreams.foo] or write foo:PORT)\n\
+         test.toml:6:1: unknown field `bufer_size`: did you mean `buffer_size`?"
+    );
+}
+
+#[test]
+fn a_value_of_the_wrong_type_is_one_problem_not_two() {
+    // `path` taken out would be "missing field `path`" as well.
+    let text = format!("{LOCATION_HEAD}path = 5\nproxy_pass = \"http://127.0.0.1:8080\"\n");
+    let error = errors(&text);
+    assert_eq!(error.lines().count(), 1, "{error}");
+    assert!(
+        error.starts_with("test.toml:4:8: invalid type: integer `5`"),
+        "{error}"
+    );
+}
+
+#[test]
+fn every_syntax_error_is_reported() {
+    let error = errors("a = \nb = [1,\n[[server]\n");
+    assert!(error.lines().count() >= 2, "{error}");
+    assert!(error.starts_with("test.toml:1:"), "{error}");
+}

@@ -49,14 +49,22 @@ pub async fn handle(
 ) -> Response<Body> {
     let site = shared.site.load_full();
     let (parts, body) = request.into_parts();
-    let entry = AccessEntry::new(&parts, conn.client.ip(), shared.metrics.clone());
+    let mut entry = AccessEntry::new(
+        &parts,
+        conn.client.ip(),
+        shared.metrics.clone(),
+        site.access_log(&conn.listener),
+    );
     if let Err(refusal) = check_head(&parts, conn) {
         return logged(refusal.response(), entry);
     }
     let head = request_head(&parts, conn);
     let (location, target) = match route(&site, &head) {
         Ok(Route::Respond(answer)) => return logged(respond_directly(answer), entry),
-        Ok(Route::Location(location, target)) => (location, target),
+        Ok(Route::Location(location, target)) => {
+            entry.log_to(&location.access_log);
+            (location, target)
+        }
         Err(refusal) => return logged(refusal.response(), entry),
     };
     let mut ctx = RequestContext {

@@ -8,7 +8,7 @@ use super::ConnInfo;
 use super::client_stream::ClientStream;
 use super::context::{ChosenPeer, Refusal, RequestContext, UpstreamBody};
 use super::response::{Body, empty};
-use crate::access_log::AccessEntry;
+use crate::access_log::{AccessEntry, WebSocketEnd};
 use crate::cpu_bans::CpuBans;
 use crate::filter_chain::{self, FilterChain};
 use crate::limits::ConnectionSlot;
@@ -215,7 +215,7 @@ impl WebSocketSession {
             Ok(both) => both,
             Err(error) => {
                 tracing::warn!(%error, "WebSocket upgrade did not complete");
-                self.entry.log(101, 0, " ws=failed");
+                self.entry.log(101, 0, Some(&WebSocketEnd::Failed));
                 return;
             }
         };
@@ -260,14 +260,14 @@ impl WebSocketSession {
             .await;
             let [up, down] = stats.messages;
             let close = stats.close_code.unwrap_or(1006);
-            self.entry.log(
-                101,
-                stats.bytes[1],
-                &format!(
-                    " ws_up={} ws_msgs={up}/{down} ws_close={close} peer={peer}",
-                    stats.bytes[0]
-                ),
-            );
+            let end = WebSocketEnd::Frames {
+                up_bytes: stats.bytes[0],
+                messages_up: up,
+                messages_down: down,
+                close,
+                peer: peer.clone(),
+            };
+            self.entry.log(101, stats.bytes[1], Some(&end));
             return;
         }
         // A tunnel never looks at the request head again: free it rather
@@ -299,14 +299,12 @@ impl WebSocketSession {
                 .await
             }
         };
-        self.entry.log(
-            101,
-            stats.client_bytes,
-            &format!(
-                " ws_up={} ws_end={:?} peer={peer}",
-                stats.upstream_bytes, stats.end
-            ),
-        );
+        let end = WebSocketEnd::Tunnel {
+            up_bytes: stats.upstream_bytes,
+            end: format!("{:?}", stats.end),
+            peer: peer.clone(),
+        };
+        self.entry.log(101, stats.client_bytes, Some(&end));
     }
 }
 

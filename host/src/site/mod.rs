@@ -3,6 +3,7 @@
 //! header templates. Requests hold an `Arc<Site>` for their whole life, so a
 //! reload never changes what an in-flight request sees.
 
+use crate::access_log::{Destination, LogFiles};
 use crate::config::{Config, Location, LocationAction};
 use crate::filter_chain::FilterSlot;
 use crate::metrics::{LocationCounters, Metrics};
@@ -17,7 +18,9 @@ use std::path::Path;
 use std::sync::Arc;
 use tokio::sync::watch;
 
+mod access_logs;
 mod registry;
+use access_logs::AccessLogs;
 pub use registry::Registry;
 use registry::Swap;
 
@@ -30,6 +33,11 @@ pub enum SiteError {
     Resolve {
         upstream: String,
         address: String,
+        error: std::io::Error,
+    },
+    #[error("access_log {}: {error}", path.display())]
+    AccessLog {
+        path: std::path::PathBuf,
         error: std::io::Error,
     },
 }
@@ -53,6 +61,8 @@ pub struct LocationRuntime {
     /// The filter chain; each pool sits behind an `ArcSwap` so a plugin
     /// reload reaches open connections at their next message.
     pub filters: Vec<FilterSlot>,
+    /// Where its server logs requests.
+    pub access_log: Destination,
 }
 
 pub struct Site {
@@ -64,6 +74,8 @@ pub struct Site {
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
     /// Every plugin this site uses, for status and reload checks.
     pub plugins: Vec<Arc<Plugin>>,
+    /// Each server's access log, and each listen address's default one.
+    access_logs: AccessLogs,
     /// New filter versions for slots open connections already use.
     swaps: Vec<Swap>,
     /// Stops this site's active health checks.
@@ -78,7 +90,9 @@ impl Site {
         runtime: &Arc<Runtime>,
         registry: &Registry,
         metrics: &Arc<Metrics>,
+        log_files: &LogFiles,
     ) -> Result<Site, SiteError> {
+        let access_logs = AccessLogs::open(&config, log_files)?;
         let mut loader = PluginLoader {
             runtime,
             loaded: HashMap::new(),
@@ -97,8 +111,9 @@ impl Site {
         let located = config
             .servers
             .iter()
-            .flat_map(|server| server.locations.iter().map(move |l| (server, l)));
-        for (server, location) in located {
+            .zip(&access_logs.servers)
+            .flat_map(|(server, log)| server.locations.iter().map(move |l| (server, log, l)));
+        for (server, access_log, location) in located {
             let mut filters = Vec::new();
             for spec in &location.filters {
                 let (path, builtin) = filter_source(&spec.plugin);
@@ -129,6 +144,7 @@ impl Site {
                 strict_websocket: server.strict_websocket,
                 config: location.clone(),
                 filters,
+                access_log: access_log.clone(),
             });
         }
 
@@ -156,6 +172,7 @@ impl Site {
             locations,
             upstreams,
             plugins: loader.loaded.into_values().collect(),
+            access_logs,
             swaps,
             health_stop: watch::channel(false).0,
         })
@@ -207,6 +224,13 @@ impl Site {
 
     pub fn location(&self, id: u32) -> Option<&LocationRuntime> {
         self.locations.get(id as usize)
+    }
+
+    /// The access log of the default server of listen address `listen`
+    /// (as written): where a request's line goes until it is routed.
+    pub fn access_log(&self, listen: &str) -> Destination {
+        let logs = &self.access_logs;
+        logs.listeners.get(listen).unwrap_or(&logs.stderr).clone()
     }
 }
 

@@ -24,7 +24,7 @@ use toml::Spanned;
 
 use super::raw::RawConfig;
 use super::units::{Dur, Size};
-use super::{Config, ConfigError, Diagnostic, Upstream, defaults, diagnostic};
+use super::{AccessLog, Config, ConfigError, Diagnostic, Upstream, defaults, diagnostic};
 use server::parse_listen;
 
 /// Checks `raw` (parsed from `text`) and builds the configuration, or reports every problem found.
@@ -91,6 +91,9 @@ impl Checker<'_> {
             upstreams.insert(name.into_inner(), upstream);
         }
 
+        let access_log = raw
+            .access_log
+            .map_or_else(AccessLog::default, |setting| self.access_log(setting));
         if raw.server.is_empty() {
             self.error(
                 0..0,
@@ -105,7 +108,13 @@ impl Checker<'_> {
                 declared: &declared,
                 all: &mut upstreams,
             };
-            servers.push(self.server(server, &mut next_id, &mut resolve, &mut shared_listen));
+            servers.push(self.server(
+                server,
+                &mut next_id,
+                &mut resolve,
+                &mut shared_listen,
+                &access_log,
+            ));
         }
 
         Config {
@@ -114,6 +123,7 @@ impl Checker<'_> {
             workers,
             shutdown_grace: dur(raw.shutdown_grace, defaults::SHUTDOWN_GRACE),
             log_format: raw.log_format.unwrap_or_default(),
+            access_log,
             plugins: self.plugins(raw.plugins),
             upstreams,
             servers,
@@ -135,6 +145,37 @@ impl Checker<'_> {
         if (*value.get_ref()).into() == 0 {
             self.error(value.span(), format!("{what} must be at least 1"));
         }
+    }
+
+    /// `access_log`: `off`, `stderr` or a file in a directory that exists
+    /// (nginx would fail to open it at start; `wasp check` says so first).
+    fn access_log(&mut self, setting: Spanned<String>) -> AccessLog {
+        let span = setting.span();
+        match setting.get_ref().as_str() {
+            "off" => return AccessLog::Off,
+            "stderr" => return AccessLog::Stderr,
+            _ => {}
+        }
+        let path = self.non_empty_path(setting, "access_log");
+        let dir = match path.parent() {
+            Some(dir) if !dir.as_os_str().is_empty() => dir,
+            _ => std::path::Path::new("."),
+        };
+        if path.is_dir() {
+            self.error(
+                span,
+                format!("access_log: `{}` is a directory", path.display()),
+            );
+        } else if !dir.is_dir() {
+            self.error(
+                span,
+                format!(
+                    "access_log: directory `{}` does not exist (nor does the file, then)",
+                    dir.display()
+                ),
+            );
+        }
+        AccessLog::File(path)
     }
 
     fn path(&mut self, path: Option<Spanned<String>>, what: &str) -> Option<PathBuf> {

@@ -9,7 +9,7 @@ use toml::Spanned;
 
 use super::{Checker, Upstreams};
 use crate::config::raw::RawServer;
-use crate::config::{Server, TlsFiles, defaults};
+use crate::config::{AccessLog, Server, TlsFiles, defaults};
 
 /// What a listen address's connections get before the request's `Host`
 /// picks a server: the first server on that address decides, so the others
@@ -30,6 +30,7 @@ impl Checker<'_> {
         next_id: &mut u32,
         upstreams: &mut Upstreams,
         shared_listen: &mut HashMap<SocketAddr, ConnectionLevel>,
+        access_log: &AccessLog,
     ) -> Server {
         let span = server.span();
         let mut raw = server.into_inner();
@@ -115,6 +116,9 @@ impl Checker<'_> {
                 .map_or(defaults::CLIENT_MAX_BODY_SIZE, |s| s.0),
             max_header_size: level.max_header_size,
             strict_websocket: raw.strict_websocket.unwrap_or(false),
+            access_log: raw
+                .access_log
+                .map_or_else(|| access_log.clone(), |setting| self.access_log(setting)),
             locations,
         }
     }

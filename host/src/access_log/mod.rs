@@ -1,16 +1,37 @@
 //! One access-log line per request, in nginx's `combined` format plus the
 //! request time; for WebSockets one line when the connection ends, with the
-//! bytes relayed and its duration. Written through tracing (target `access`).
+//! bytes relayed and its duration. Where it goes is the server's
+//! `access_log`: nowhere, stderr through tracing (target `access`), or a
+//! file written by a thread of its own (`files.rs`); how it reads is
+//! `line.rs`.
+
+mod files;
+mod line;
+
+pub use files::{LogFile, LogFiles, QUEUE_LINES};
+pub use line::WebSocketEnd;
 
 use crate::metrics::Metrics;
 use bytes::Bytes;
 use http::request::Parts;
 use hyper::body::{Body, Frame, SizeHint};
+use line::Record;
 use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
+
+/// Where a server's access-log lines go.
+#[derive(Clone)]
+pub enum Destination {
+    Off,
+    /// Through tracing; `json`: with the fields named rather than as one message.
+    Stderr {
+        json: bool,
+    },
+    File(Arc<LogFile>),
+}
 
 /// What the log line says about a request, captured when it arrives.
 pub struct AccessEntry {
@@ -21,10 +42,18 @@ pub struct AccessEntry {
     started: Instant,
     time: SystemTime,
     metrics: Arc<Metrics>,
+    destination: Destination,
 }
 
 impl AccessEntry {
-    pub fn new(parts: &Parts, client: IpAddr, metrics: Arc<Metrics>) -> AccessEntry {
+    /// `destination`: the listener's default server's, until the request
+    /// is routed to a location ([`AccessEntry::log_to`]).
+    pub fn new(
+        parts: &Parts,
+        client: IpAddr,
+        metrics: Arc<Metrics>,
+        destination: Destination,
+    ) -> AccessEntry {
         let header = |name: http::HeaderName| {
             parts
                 .headers
@@ -42,53 +71,37 @@ impl AccessEntry {
             started: Instant::now(),
             time: SystemTime::now(),
             metrics,
+            destination,
         }
     }
 
-    /// Writes the line (`extra` is appended, e.g. WebSocket traffic) and
-    /// counts the request by status class.
-    pub fn log(&self, status: u16, bytes: u64, extra: &str) {
-        self.metrics.request(status);
-        tracing::info!(
-            target: "access",
-            "{} - - [{}] \"{}\" {} {} \"{}\" \"{}\" rt={:.3}{}",
-            self.client,
-            nginx_time(self.time),
-            self.request_line,
-            status,
-            bytes,
-            self.referer,
-            self.user_agent,
-            self.started.elapsed().as_secs_f64(),
-            extra,
-        );
+    /// The line goes where the server that took the request sends its own.
+    pub fn log_to(&mut self, destination: &Destination) {
+        self.destination = destination.clone();
     }
-}
 
-/// `$time_local` in UTC: `21/Nov/2026:06:21:07 +0000`.
-fn nginx_time(time: SystemTime) -> String {
-    const MONTHS: [&str; 12] = [
-        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
-    ];
-    let secs = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
-    let (days, rem) = ((secs / 86_400) as i64, secs % 86_400);
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{day:02}/{}/{year}:{:02}:{:02}:{:02} +0000",
-        MONTHS[(month - 1) as usize],
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
+    /// Counts the request by status class and writes its line (`websocket`:
+    /// how its WebSocket ended).
+    pub fn log(&self, status: u16, bytes: u64, websocket: Option<&WebSocketEnd>) {
+        self.metrics.request(status);
+        let record = Record {
+            remote_addr: self.client,
+            time: self.time,
+            request: &self.request_line,
+            status,
+            body_bytes_sent: bytes,
+            http_referer: &self.referer,
+            http_user_agent: &self.user_agent,
+            request_time: self.started.elapsed().as_secs_f64(),
+            websocket,
+        };
+        match &self.destination {
+            Destination::Off => {}
+            Destination::Stderr { json } => record.trace(*json),
+            Destination::File(file) if file.json() => file.write(record.json()),
+            Destination::File(file) => file.write(record.text()),
+        }
+    }
 }
 
 /// A response body that counts what it sends and writes the access line
@@ -117,7 +130,7 @@ impl<B, H> LoggedBody<B, H> {
 impl<B, H> Drop for LoggedBody<B, H> {
     fn drop(&mut self) {
         if let Some(entry) = self.entry.take() {
-            entry.log(self.status, self.bytes, "");
+            entry.log(self.status, self.bytes, None);
         }
     }
 }
@@ -145,18 +158,5 @@ impl<B: Body<Data = Bytes> + Unpin, H: Unpin> Body for LoggedBody<B, H> {
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    #[test]
-    fn time_local_format() {
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_242_067);
-        assert_eq!(nginx_time(t), "21/Nov/2026:06:21:07 +0000");
-        assert_eq!(nginx_time(UNIX_EPOCH), "01/Jan/1970:00:00:00 +0000");
     }
 }
