@@ -20,6 +20,8 @@ pub mod import_nginx;
 pub mod limits;
 pub mod listener;
 pub mod metrics;
+pub mod plugin_check;
+pub mod plugin_crate;
 pub mod plugins;
 pub mod proxy;
 pub mod relay;

@@ -1,13 +1,16 @@
 //! The `wasp` command: `wasp run -c FILE`, `wasp check -c FILE`,
 //! `wasp import-nginx nginx.conf`, or `wasp` alone to run the embedded
-//! chat-app configuration.
+//! chat-app configuration; `wasp plugin new` and `wasp plugin check` for
+//! plugin authors.
 
 use clap::{Parser, Subcommand};
 use std::io::IsTerminal;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use wasp::config::{Config, LogFormat};
+use wasp::plugins::Role;
 use wasp::proxy::Proxy;
+use wasp::{plugin_check, plugin_crate};
 
 #[derive(Parser)]
 #[command(
@@ -19,16 +22,24 @@ struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     /// Configuration file (TOML); without one, the embedded chat-app default.
-    #[arg(short, long, global = true)]
+    #[arg(short, long)]
     config: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
 enum Command {
     /// Run the proxy (the default).
-    Run,
+    Run {
+        /// Configuration file (TOML); without one, the embedded chat-app default.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Validate the configuration and print it resolved, like `nginx -t`.
-    Check,
+    Check {
+        /// Configuration file (TOML); without one, the embedded chat-app default.
+        #[arg(short, long)]
+        config: Option<PathBuf>,
+    },
     /// Translate an nginx configuration to wasp's TOML (on stdout); exits 1
     /// when wasp would behave differently (the reasons on stderr), 2 when the
     /// file cannot be read.
@@ -36,13 +47,73 @@ enum Command {
         /// The nginx configuration file (its `include`s are followed).
         file: PathBuf,
     },
+    /// Write and check plugins.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// Create a plugin crate NAME in the current directory: the role's
+    /// smallest implementation, a native test, a wasp.toml that runs it.
+    New {
+        /// The crate's name (and directory).
+        name: String,
+        /// The role it fills.
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// The wasp-sdk crate to depend on (a directory); by default the
+        /// sdk/ of the sources this wasp was built from.
+        #[arg(long)]
+        sdk: Option<PathBuf>,
+    },
+    /// Load a component as wasp would and run each role's configure.
+    Check {
+        /// The component (`.wasm`).
+        file: PathBuf,
+        /// What configure receives (JSON).
+        #[arg(long, default_value = "{}")]
+        config: String,
+    },
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum RoleArg {
+    Filter,
+    Router,
+    Balancer,
+    Origin,
+}
+
+impl From<RoleArg> for Role {
+    fn from(role: RoleArg) -> Role {
+        match role {
+            RoleArg::Filter => Role::Filter,
+            RoleArg::Router => Role::Router,
+            RoleArg::Balancer => Role::Balancer,
+            RoleArg::Origin => Role::Origin,
+        }
+    }
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    if let Some(Command::ImportNginx { file }) = &cli.command {
-        return import_nginx(file);
-    }
+    let mut cli = Cli::parse();
+    let command = match cli.command.take() {
+        Some(Command::ImportNginx { file }) => return import_nginx(&file),
+        Some(Command::Plugin(command)) => {
+            init_logging(LogFormat::Text);
+            return plugin(command);
+        }
+        Some(Command::Run { config }) => {
+            cli.config = config.or(cli.config);
+            Command::Run { config: None }
+        }
+        Some(Command::Check { config }) => {
+            cli.config = config.or(cli.config);
+            Command::Check { config: None }
+        }
+        None => Command::Run { config: None },
+    };
     let config = match &cli.config {
         Some(path) => Config::load(path),
         None => Ok(Config::embedded_default()),
@@ -56,8 +127,8 @@ fn main() -> ExitCode {
         .map_or("(embedded default)".to_string(), |p| {
             p.display().to_string()
         });
-    match cli.command.unwrap_or(Command::Run) {
-        Command::Check => match config {
+    match command {
+        Command::Check { .. } => match config {
             Ok(config) => {
                 print!("{}", config.render());
                 eprintln!("wasp: the configuration file {source} syntax is ok");
@@ -69,14 +140,63 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::ImportNginx { .. } => unreachable!("handled before the configuration is loaded"),
-        Command::Run => match config {
+        Command::Run { .. } => match config {
             Ok(config) => run(config, path),
             Err(error) => {
                 eprintln!("{error}");
                 ExitCode::FAILURE
             }
         },
+        Command::Plugin(_) | Command::ImportNginx { .. } => unreachable!("handled above"),
+    }
+}
+
+fn plugin(command: PluginCommand) -> ExitCode {
+    match command {
+        PluginCommand::New { name, role, sdk } => {
+            let sdk = sdk.unwrap_or_else(plugin_crate::default_sdk);
+            match plugin_crate::create(Path::new("."), &name, role.into(), &sdk) {
+                Ok(dir) => {
+                    println!(
+                        "created {}: cd {name} && cargo build --target wasm32-wasip2 --release",
+                        dir.display()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("wasp: {error}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        PluginCommand::Check { file, config } => {
+            let report = match plugin_check::check(&file, &config) {
+                Ok(report) => report,
+                Err(error) => {
+                    eprintln!("wasp: {}: {error}", file.display());
+                    return ExitCode::FAILURE;
+                }
+            };
+            let plugin = &report.plugin;
+            println!(
+                "{}: wasp:plugin@{} component, sha256 {}, loaded in {} ms",
+                file.display(),
+                wasp::plugins::WIT_VERSION,
+                plugin.sha256(),
+                plugin.load_time().as_millis()
+            );
+            for (role, result) in &report.configured {
+                match result {
+                    Ok(()) => println!("{role}: configure ok"),
+                    Err(message) => println!("{role}: configure refused: {message}"),
+                }
+            }
+            if report.ok() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
     }
 }
 

@@ -93,6 +93,7 @@ impl Proxy {
         let config = Arc::new(config);
         let mut site = load_site(config.clone(), &runtime, &registry, &metrics, &log_files).await?;
         site.activate(&registry, &metrics);
+        log_loaded(&site);
         let read = plugin_files(&site);
 
         let (drain, drain_rx) = watch::channel(false);
@@ -280,6 +281,7 @@ impl Inner {
             .collect::<Vec<_>>()
             .join(", ");
         read.extend(plugin_files(&site));
+        log_loaded(&site);
         self.shared.site.swap(Arc::new(site)).retire();
         self.watch_files(&config);
         self.loaded(read);
@@ -331,6 +333,20 @@ impl Inner {
                 tracing::warn!(%error, "cannot watch the configuration and plugin files; reload with SIGHUP")
             }
         }
+    }
+}
+
+/// One line per plugin of a site going into service: its name, the SHA-256
+/// of its bytes and how long compiling and linking took, so that a plugin
+/// author sees which build is serving.
+fn log_loaded(site: &Site) {
+    for plugin in &site.plugins {
+        tracing::info!(
+            plugin = %plugin.name(),
+            sha256 = %plugin.sha256(),
+            load_ms = plugin.load_time().as_millis() as u64,
+            "plugin loaded"
+        );
     }
 }
 

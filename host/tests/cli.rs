@@ -221,3 +221,134 @@ fn wasp_run_prints_every_mistake_and_does_not_start() {
         assert!(stderr.contains(&format!("{file}{position}")), "{stderr}");
     }
 }
+
+/// A default plugin as built by host/build.rs (the same bytes wasp embeds).
+fn default_plugin(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../target/wasm/wasm32-wasip2/plugin")
+        .join(format!("wasp_plugin_{}.wasm", name.replace('-', "_")))
+}
+
+fn wasp(args: &[&str]) -> (i32, String, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn plugin_check_names_the_roles_and_runs_configure() {
+    let filter = default_plugin("filter-max-size");
+    let filter = filter.to_str().unwrap();
+    let (code, stdout, stderr) = wasp(&["plugin", "check", filter]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert!(
+        stdout.contains("wasp:plugin@0.2.0 component, sha256 "),
+        "{stdout}"
+    );
+    assert_eq!(
+        stdout.lines().skip(1).collect::<Vec<_>>(),
+        ["filter: configure ok"]
+    );
+
+    // The plugin's own message, not a generic one.
+    let (code, stdout, _) = wasp(&["plugin", "check", filter, "--config", r#"{"max": "lots"}"#]);
+    assert_eq!(code, 1);
+    assert!(
+        stdout.contains("filter: configure refused: invalid configuration: invalid size `lots`"),
+        "{stdout}"
+    );
+
+    // The default router needs a routing table.
+    let router = default_plugin("router");
+    let (code, stdout, _) = wasp(&["plugin", "check", router.to_str().unwrap()]);
+    assert_eq!(code, 1);
+    assert!(stdout.contains("router: configure refused: "), "{stdout}");
+    assert!(stdout.contains("servers"), "{stdout}");
+}
+
+#[test]
+fn plugin_check_refuses_what_is_not_a_component() {
+    let path = std::env::temp_dir().join(format!("wasp-cli-{}-junk.wasm", std::process::id()));
+    std::fs::write(&path, b"not wasm").unwrap();
+    let (code, stdout, stderr) = wasp(&["plugin", "check", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{stdout}");
+    assert!(stderr.contains("not a valid wasm component"), "{stderr}");
+    let (code, _, stderr) = wasp(&["plugin", "check", "/nonexistent.wasm"]);
+    assert_eq!(code, 1);
+    assert!(stderr.contains("cannot read /nonexistent.wasm"), "{stderr}");
+}
+
+#[test]
+fn plugin_new_writes_a_crate_for_each_role_and_refuses_to_overwrite() {
+    let dir = std::env::temp_dir().join(format!("wasp-cli-{}-new", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    let sdk = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../sdk");
+    let sdk = sdk.canonicalize().unwrap();
+    for role in ["filter", "router", "balancer", "origin"] {
+        let name = format!("my-{role}");
+        let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .current_dir(&dir)
+            .args(["plugin", "new", &name, "--role", role])
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{output:?}");
+        let krate = dir.join(&name);
+        let manifest = std::fs::read_to_string(krate.join("Cargo.toml")).unwrap();
+        assert!(
+            manifest.contains(&format!("name = \"{name}\"")),
+            "{manifest}"
+        );
+        assert!(
+            manifest.contains(&format!("wasp-sdk = {{ path = \"{}\" }}", sdk.display())),
+            "{manifest}"
+        );
+        let lib = std::fs::read_to_string(krate.join("src/lib.rs")).unwrap();
+        let ty = format!("My{}{}", role[..1].to_uppercase(), &role[1..]);
+        assert!(
+            lib.contains(&format!("wasp_sdk::export!({role}: {ty});")),
+            "{lib}"
+        );
+        assert!(lib.contains("#[test]"), "{lib}");
+        let config = std::fs::read_to_string(krate.join("wasp.toml")).unwrap();
+        assert!(config.contains(&format!("target/wasm32-wasip2/release/my_{role}.wasm")));
+        // The configuration it writes is one wasp accepts.
+        let checked = Command::new(env!("CARGO_BIN_EXE_wasp"))
+            .current_dir(&krate)
+            .args(["check", "-c", "wasp.toml"])
+            .output()
+            .unwrap();
+        assert!(checked.status.success(), "{checked:?}");
+        let readme = std::fs::read_to_string(krate.join("README.md")).unwrap();
+        assert!(readme.contains("cargo build --target wasm32-wasip2 --release"));
+    }
+    let again = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .current_dir(&dir)
+        .args(["plugin", "new", "my-filter", "--role", "filter"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already exists"));
+    let bad = Command::new(env!("CARGO_BIN_EXE_wasp"))
+        .current_dir(&dir)
+        .args([
+            "plugin",
+            "new",
+            "x",
+            "--role",
+            "filter",
+            "--sdk",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("pass --sdk PATH"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}

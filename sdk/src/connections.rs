@@ -25,6 +25,12 @@ impl<F: Filter> Connections<F> {
         }
     }
 
+    /// The filter, for the native test harness (`testing::TestFilter`).
+    #[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+    pub fn filter_mut(&mut self) -> &mut F {
+        &mut self.filter
+    }
+
     /// `on-open`: creates `conn`'s state. An id already open here (the host
     /// never does that) is closed first, so that every state `on_open`
     /// made reaches `on_close` once.

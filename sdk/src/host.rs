@@ -1,8 +1,28 @@
 //! What the host offers a plugin: logging, the clock, and counters and a
-//! key/value store shared by every instance and kept across reloads.
+//! key/value store kept by the host, so that they are shared by every
+//! instance of the plugin and survive instance failures and reloads.
+//!
+//! The store has a namespace per plugin, [`kv()`], that no other plugin
+//! sees, and one namespace every plugin shares, [`shared_kv()`]. Limits per
+//! namespace (from `wasp.wit`, enforced by the host): keys at most
+//! [`MAX_KEY_BYTES`], values at most [`MAX_VALUE_BYTES`], at most
+//! [`MAX_KEYS`] live keys and [`MAX_BYTES`] of keys and values; a write
+//! over a limit returns a [`KvError`] and changes nothing.
+//!
+//! In a wasm build these call wasp. In a native build (a plugin's unit
+//! tests) they call the in-memory host of [`testing`](crate::testing),
+//! which needs the `testing` feature.
 
+use crate::KvScope;
 pub use crate::LogLevel;
-use crate::router_world::wasp::plugin::host as imports;
+pub use crate::kv_store::{KvError, MAX_BYTES, MAX_KEY_BYTES, MAX_KEYS, MAX_VALUE_BYTES};
+
+#[cfg(all(not(target_arch = "wasm32"), feature = "testing"))]
+use crate::testing::imports;
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "testing")))]
+use unavailable as imports;
+#[cfg(target_arch = "wasm32")]
+use wasp as imports;
 
 /// Writes a line to wasp's log, tagged with the plugin's name.
 pub fn log(level: LogLevel, message: &str) {
@@ -14,19 +34,126 @@ pub fn now_ms() -> u64 {
     imports::now_ms()
 }
 
-/// Adds `delta` to the shared counter `key` (created at 0) and returns the
-/// new value.
-pub fn counter_add(key: &str, delta: i64) -> i64 {
-    imports::counter_add(key, delta)
+/// This plugin's own counters and key/value pairs.
+pub fn kv() -> Kv {
+    Kv(KvScope::Plugin)
 }
 
-/// Reads a value from the shared key/value store.
-pub fn kv_get(key: &str) -> Option<String> {
-    imports::kv_get(key)
+/// The counters and key/value pairs every plugin shares.
+pub fn shared_kv() -> Kv {
+    Kv(KvScope::Shared)
 }
 
-/// Stores a value in the shared key/value store, expiring after `ttl_ms`
-/// milliseconds when given.
-pub fn kv_set(key: &str, value: &str, ttl_ms: Option<u64>) {
-    imports::kv_set(key, value, ttl_ms)
+/// A namespace of the host's store: [`kv()`] or [`shared_kv()`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Kv(KvScope);
+
+impl Kv {
+    /// Adds `delta` to counter `key` (created at 0) and returns the new
+    /// value. Counters are apart from values: `get("n")` does not read one.
+    pub fn counter_add(self, key: &str, delta: i64) -> Result<i64, KvError> {
+        imports::counter_add(self.0, key, delta)
+    }
+
+    /// The value of `key`, unless unset or expired.
+    pub fn get(self, key: &str) -> Option<String> {
+        imports::kv_get(self.0, key)
+    }
+
+    /// Stores `value` under `key`, expiring `ttl_ms` milliseconds from now
+    /// when given.
+    pub fn set(self, key: &str, value: &str, ttl_ms: Option<u64>) -> Result<(), KvError> {
+        imports::kv_set(self.0, key, value, ttl_ms)
+    }
+
+    /// Removes `key`; true when it held a live value.
+    pub fn delete(self, key: &str) -> bool {
+        imports::kv_delete(self.0, key)
+    }
+
+    /// Atomically, across every instance: when the value of `key` is
+    /// `expected` (`None`: unset or expired), sets it to `value` (`None`:
+    /// deletes it) and returns true; otherwise changes nothing and returns
+    /// false. A lease: `compare_and_set(k, None, Some(me), Some(ttl))` takes
+    /// it, `compare_and_set(k, Some(me), None, None)` gives it back.
+    pub fn compare_and_set(
+        self,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        imports::kv_compare_and_set(self.0, key, expected, value, ttl_ms)
+    }
+}
+
+/// The host's functions, with its errors as [`KvError`].
+#[cfg(target_arch = "wasm32")]
+mod wasp {
+    use super::{KvError, KvScope};
+    use crate::router_world::wasp::plugin::host::{self as wit, KvError as WitError};
+    pub use wit::{kv_delete, kv_get, log, now_ms};
+
+    fn error(error: WitError) -> KvError {
+        match error {
+            WitError::KeyTooLong(len) => KvError::KeyTooLong(len),
+            WitError::ValueTooLarge(len) => KvError::ValueTooLarge(len),
+            WitError::NamespaceFull => KvError::NamespaceFull,
+        }
+    }
+
+    pub fn counter_add(scope: KvScope, key: &str, delta: i64) -> Result<i64, KvError> {
+        wit::counter_add(scope, key, delta).map_err(error)
+    }
+
+    pub fn kv_set(scope: KvScope, key: &str, value: &str, ttl: Option<u64>) -> Result<(), KvError> {
+        wit::kv_set(scope, key, value, ttl).map_err(error)
+    }
+
+    pub fn kv_compare_and_set(
+        scope: KvScope,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+        ttl: Option<u64>,
+    ) -> Result<bool, KvError> {
+        wit::kv_compare_and_set(scope, key, expected, value, ttl).map_err(error)
+    }
+}
+
+/// A native build without the `testing` feature has no host to call.
+#[cfg(all(not(target_arch = "wasm32"), not(feature = "testing")))]
+mod unavailable {
+    use super::{KvError, KvScope, LogLevel};
+
+    const WHY: &str = "wasp_sdk::host outside wasm needs the in-memory host: add \
+        `wasp-sdk = { ..., features = [\"testing\"] }` to [dev-dependencies]";
+
+    pub fn log(_: LogLevel, _: &str) {
+        panic!("{WHY}")
+    }
+    pub fn now_ms() -> u64 {
+        panic!("{WHY}")
+    }
+    pub fn counter_add(_: KvScope, _: &str, _: i64) -> Result<i64, KvError> {
+        panic!("{WHY}")
+    }
+    pub fn kv_get(_: KvScope, _: &str) -> Option<String> {
+        panic!("{WHY}")
+    }
+    pub fn kv_set(_: KvScope, _: &str, _: &str, _: Option<u64>) -> Result<(), KvError> {
+        panic!("{WHY}")
+    }
+    pub fn kv_delete(_: KvScope, _: &str) -> bool {
+        panic!("{WHY}")
+    }
+    pub fn kv_compare_and_set(
+        _: KvScope,
+        _: &str,
+        _: Option<&str>,
+        _: Option<&str>,
+        _: Option<u64>,
+    ) -> Result<bool, KvError> {
+        panic!("{WHY}")
+    }
 }

@@ -70,8 +70,18 @@
 //!   [`export!`], the WIT types and the [`host`] imports. Without it the
 //!   crate is [`config`] and [`units`] alone, which compile natively without
 //!   `wit-bindgen`; the wasp host depends on it that way.
+//! - `testing`: [`testing`], to run a plugin natively in `cargo test` with
+//!   an in-memory host (kv, counters, a clock under the test's control,
+//!   captured log lines). Enable it in `[dev-dependencies]`.
+//!
+//! # The contract
+//!
+//! `wit/wasp.wit` in this crate is the contract, package
+//! `wasp:plugin@`[`WIT_VERSION`]; wasp refuses, at load, a plugin built
+//! against another version, naming both.
 
 pub mod config;
+pub mod kv_store;
 pub mod units;
 
 #[cfg(feature = "guest")]
@@ -86,7 +96,11 @@ mod head;
 pub mod host;
 #[cfg(feature = "guest")]
 mod roles;
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+pub mod testing;
 
+#[cfg(feature = "guest")]
+pub(crate) use bindings::router_world::wasp::plugin::host::KvScope;
 #[cfg(feature = "guest")]
 pub use bindings::router_world::wasp::plugin::types::{
     Action, CloseFrame, Decision, Direction, LogLevel, Message, Peer, ProxyTo, RequestHead,
@@ -96,6 +110,9 @@ pub use bindings::router_world::wasp::plugin::types::{
 #[cfg(feature = "guest")]
 pub use bindings::{balancer_world, filter_world, origin_world, router_world};
 pub use config::parse_config;
+
+/// The version of the `wasp:plugin` package this SDK builds plugins for.
+pub const WIT_VERSION: &str = "0.2.0";
 #[doc(hidden)]
 #[cfg(feature = "guest")]
 pub use connections::Connections as __Connections;
@@ -104,3 +121,33 @@ pub use connections::Connections as __Connections;
 pub use export::__log_panics;
 #[cfg(feature = "guest")]
 pub use roles::{Balancer, Directions, Filter, Origin, Router};
+
+#[cfg(test)]
+mod tests {
+    const WIT: &str = include_str!("../wit/wasp.wit");
+
+    #[test]
+    fn the_wit_file_declares_this_version() {
+        let declared = format!("\npackage wasp:plugin@{};\n", super::WIT_VERSION);
+        assert!(
+            WIT.contains(&declared),
+            "wit/wasp.wit does not declare {declared:?}"
+        );
+    }
+
+    #[test]
+    fn the_wit_file_documents_the_store_limits() {
+        use crate::kv_store::{MAX_BYTES, MAX_KEY_BYTES, MAX_KEYS, MAX_VALUE_BYTES};
+        let documented = WIT.replace("\n    /// ", " ").replace("\n/// ", " ");
+        for limit in [
+            format!("keys at most {MAX_KEY_BYTES} bytes"),
+            format!("values at most {MAX_VALUE_BYTES} bytes"),
+            format!("at most {MAX_KEYS} live keys and {} MiB", MAX_BYTES >> 20),
+        ] {
+            assert!(
+                documented.contains(&limit),
+                "wasp.wit does not say {limit:?}"
+            );
+        }
+    }
+}

@@ -109,3 +109,22 @@ async fn rooms_stay_on_one_backend_and_other_paths_follow_the_locations() {
 
     std::fs::remove_dir_all(wasm.parent().unwrap()).unwrap();
 }
+
+/// The tutorial (examples/custom-router/README.md) shows the plugin and its
+/// configuration whole: its listings are the crate's files, so following it
+/// builds the plugin these tests run.
+#[test]
+fn the_tutorial_lists_the_whole_plugin_and_configuration() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/custom-router");
+    let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
+    let readme = read("README.md");
+    for (file, fence) in [("src/lib.rs", "```rust\n"), ("wasp.toml", "```toml\n")] {
+        let listing = format!("{fence}{}```", read(file));
+        assert!(
+            readme.contains(&listing),
+            "README.md does not list {file} whole"
+        );
+    }
+    // The configuration it lists is one wasp accepts.
+    wasp::config::Config::parse(&read("wasp.toml"), "wasp.toml").unwrap();
+}

@@ -413,3 +413,82 @@ async fn the_host_store_keeps_values_across_requests_and_instances() {
     assert_eq!(ask_store(addr, "/counter/hits").await.1, "4");
     std::fs::remove_dir_all(probe.parent().unwrap()).unwrap();
 }
+
+#[test]
+fn a_plugin_built_against_another_contract_version_is_refused_naming_both() {
+    let rt = runtime();
+    let error = rt
+        .load("old-contract", test_plugins::get("old-contract"))
+        .unwrap_err();
+    assert!(matches!(error, LoadError::WitVersion { .. }), "{error}");
+    let message = error.to_string();
+    assert!(message.contains("wasp:plugin@0.1.0"), "{message}");
+    assert!(
+        message.contains(&format!("wasp:plugin@{}", wasp::plugins::WIT_VERSION)),
+        "{message}"
+    );
+    assert_ne!(wasp::plugins::WIT_VERSION, "0.1.0");
+}
+
+/// What a probe router instance answers on the host store for `path`:
+/// status and value (`VALUE instance N` with the instance cut off).
+fn store(router: &RouterPool, path: &str) -> (u16, String) {
+    match router.route(&head(path, "")).unwrap() {
+        Decision::Respond(response) => {
+            let value = response.body.rsplit_once(" instance ").unwrap().0;
+            (response.status, value.to_owned())
+        }
+        other => panic!("expected a response, got {other:?}"),
+    }
+}
+
+#[test]
+fn each_plugin_has_a_kv_namespace_of_its_own_and_shares_one() {
+    let rt = runtime();
+    let bytes = test_plugins::get("probe");
+    // The same component under two names is two plugins.
+    let a = RouterPool::new(rt.load("a.wasm", bytes).unwrap(), "{}".into()).unwrap();
+    let b = RouterPool::new(rt.load("b.wasm", bytes).unwrap(), "{}".into()).unwrap();
+    assert_eq!(store(&a, "/kv/set/k/a-value"), (200, "a-value".into()));
+    assert_eq!(store(&b, "/kv/get/k").0, 404);
+    assert_eq!(store(&b, "/kv/set/k/b-value").0, 200);
+    assert_eq!(store(&a, "/kv/get/k"), (200, "a-value".into()));
+    assert_eq!(store(&a, "/shared/kv/set/k/everyone").0, 200);
+    assert_eq!(store(&b, "/shared/kv/get/k"), (200, "everyone".into()));
+    // Counters too.
+    assert_eq!(store(&a, "/counter/n"), (200, "1".into()));
+    assert_eq!(store(&b, "/counter/n"), (200, "1".into()));
+    // A plugin loaded again under its name (a reload) finds its keys.
+    let a2 = RouterPool::new(rt.load("a.wasm", bytes).unwrap(), "{}".into()).unwrap();
+    assert_eq!(store(&a2, "/kv/get/k"), (200, "a-value".into()));
+}
+
+#[test]
+fn kv_delete_and_compare_and_set_work_and_limits_refuse_with_the_reason() {
+    let rt = runtime();
+    let router = RouterPool::new(
+        rt.load("probe", test_plugins::get("probe")).unwrap(),
+        "{}".into(),
+    )
+    .unwrap();
+    // A lease: taken when free, refused while held, given back by its holder.
+    assert_eq!(
+        store(&router, "/kv/cas/lease/-/ann"),
+        (200, "swapped".into())
+    );
+    assert_eq!(store(&router, "/kv/cas/lease/-/bob"), (409, "ann".into()));
+    assert_eq!(store(&router, "/kv/cas/lease/bob/-"), (409, "ann".into()));
+    assert_eq!(
+        store(&router, "/kv/cas/lease/ann/-"),
+        (200, "swapped".into())
+    );
+    assert_eq!(store(&router, "/kv/get/lease").0, 404);
+    assert_eq!(store(&router, "/kv/set/gone/v").0, 200);
+    assert_eq!(store(&router, "/kv/delete/gone"), (200, "deleted".into()));
+    assert_eq!(store(&router, "/kv/delete/gone").0, 404);
+    let long_key = "k".repeat(300);
+    assert_eq!(
+        store(&router, &format!("/kv/set/{long_key}/v")),
+        (507, "key of 300 bytes (at most 256)".into())
+    );
+}

@@ -171,17 +171,7 @@ mod tests {
     ]}]}"#;
 
     fn route(path: &str, query: &str) -> Decision {
-        let head = RequestHead {
-            method: "GET".into(),
-            path: path.into(),
-            query: query.into(),
-            headers: String::new(),
-            client_ip: "127.0.0.1".into(),
-            client_port: 1,
-            listener: "127.0.0.1:8000".into(),
-            tls: false,
-            sni: None,
-        };
+        let head = wasp_sdk::testing::head(&format!("{path}?{query}"));
         RoomRouter::configure(TABLE).unwrap().route(&head)
     }
 

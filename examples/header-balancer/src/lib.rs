@@ -80,15 +80,8 @@ mod tests {
 
     fn head(headers: &str) -> RequestHead {
         RequestHead {
-            method: "GET".into(),
-            path: "/".into(),
-            query: String::new(),
             headers: headers.into(),
-            client_ip: "127.0.0.1".into(),
-            client_port: 1,
-            listener: "0.0.0.0:80".into(),
-            tls: false,
-            sni: None,
+            ..wasp_sdk::testing::head("/")
         }
     }
 

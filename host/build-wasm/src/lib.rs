@@ -62,7 +62,7 @@ fn plugin_names(dir: &str) -> Vec<String> {
 /// package's component.
 pub fn build_plugins(dir: &str, plugins: &[(String, String)], out_file: &str) {
     let root = workspace_root();
-    for watched in [root.join(dir), root.join("sdk"), root.join("wit")] {
+    for watched in [root.join(dir), root.join("sdk")] {
         println!("cargo:rerun-if-changed={}", watched.display());
     }
     println!(

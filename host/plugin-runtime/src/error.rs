@@ -14,9 +14,14 @@ pub enum LoadError {
     #[error("not a valid wasm component: {0}")]
     NotAComponent(String),
     #[error(
-        "exports no wasp role (expected one of wasp:plugin/router, balancer, origin, filter @0.1.0)"
+        "exports no wasp role (expected one of wasp:plugin/router, balancer, origin, filter @{})",
+        crate::WIT_VERSION
     )]
     NoRole,
+    #[error(
+        "was built against {plugin} but this wasp speaks wasp:plugin@{host}: rebuild it with the wasp-sdk of this wasp"
+    )]
+    WitVersion { plugin: String, host: &'static str },
     #[error("does not export the {0} role")]
     MissingRole(crate::Role),
     #[error("imports something wasp does not provide: {0}")]

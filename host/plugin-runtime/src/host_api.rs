@@ -1,65 +1,49 @@
 //! The state every plugin instance's store carries, and the host functions
-//! of the `host` interface (log, clock, shared counters and key/value store).
+//! of the `host` interface (log, clock, counters and key/value store).
 
-use crate::bindings::LogLevel;
 use crate::bindings::wasp::plugin::{host, types};
+use crate::bindings::{KvError, KvScope, LogLevel};
 use crate::deadline::CpuDeadline;
-use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasp_sdk::kv_store::{KvError as Refusal, Namespace, Scope, Store};
 
-/// Bounds on the shared store, so a plugin cannot grow host memory at will.
-const MAX_KV_ENTRIES: usize = 100_000;
-const MAX_KV_VALUE: usize = 64 * 1024;
-
-/// Counters and key/value pairs shared by every instance of every plugin;
-/// owned by the runtime, so they survive plugin reloads.
-#[derive(Default)]
+/// Counters and key/value pairs, a namespace per plugin and one shared
+/// (`wasp_sdk::kv_store`: the same code the SDK's test host runs); owned by
+/// the runtime, so they survive plugin reloads.
 pub struct SharedState {
-    counters: Mutex<HashMap<String, i64>>,
-    kv: Mutex<HashMap<String, (String, Option<Instant>)>>,
+    store: Mutex<Store>,
+    /// Expiry is measured on a monotonic clock from here: a wall clock set
+    /// back would keep values alive.
+    epoch: Instant,
+}
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState {
+            store: Mutex::new(Store::default()),
+            epoch: Instant::now(),
+        }
+    }
 }
 
 impl SharedState {
-    fn counter_add(&self, key: String, delta: i64) -> i64 {
-        let mut counters = self.counters.lock().unwrap();
-        if counters.len() >= MAX_KV_ENTRIES && !counters.contains_key(&key) {
-            return 0;
-        }
-        let value = counters.entry(key).or_insert(0);
-        *value = value.wrapping_add(delta);
-        *value
+    fn now(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
     }
 
-    fn kv_get(&self, key: &str) -> Option<String> {
-        let kv = self.kv.lock().unwrap();
-        let (value, expires) = kv.get(key)?;
-        match expires {
-            Some(at) if *at <= Instant::now() => None,
-            _ => Some(value.clone()),
-        }
-    }
-
-    /// Returns false when the value is refused (too big, or the store is full
-    /// even after dropping expired entries).
-    fn kv_set(&self, key: String, value: String, ttl_ms: Option<u64>) -> bool {
-        if value.len() > MAX_KV_VALUE {
-            return false;
-        }
-        let now = Instant::now();
-        let mut kv = self.kv.lock().unwrap();
-        if kv.len() >= MAX_KV_ENTRIES && !kv.contains_key(&key) {
-            kv.retain(|_, (_, expires)| expires.is_none_or(|at| at > now));
-            if kv.len() >= MAX_KV_ENTRIES {
-                return false;
-            }
-        }
-        let expires = ttl_ms.map(|ms| now + std::time::Duration::from_millis(ms));
-        kv.insert(key, (value, expires));
-        true
+    /// Runs `f` on `plugin`'s namespace or the shared one.
+    fn with<R>(&self, plugin: &str, scope: KvScope, f: impl FnOnce(&mut Namespace, u64) -> R) -> R {
+        let now = self.now();
+        let mut store = self.store.lock().unwrap();
+        let scope = match scope {
+            KvScope::Plugin => Scope::Plugin(plugin),
+            KvScope::Shared => Scope::Shared,
+        };
+        f(store.namespace(scope), now)
     }
 }
 
@@ -151,21 +135,65 @@ impl host::Host for HostState {
             .map_or(0, |d| d.as_millis() as u64)
     }
 
-    fn counter_add(&mut self, key: String, delta: i64) -> i64 {
-        self.shared.counter_add(key, delta)
+    fn counter_add(&mut self, scope: KvScope, key: String, delta: i64) -> Result<i64, KvError> {
+        let added = self
+            .shared
+            .with(&self.plugin, scope, |ns, _| ns.counter_add(&key, delta));
+        self.refused("counter-add", &key, added)
     }
 
-    fn kv_get(&mut self, key: String) -> Option<String> {
-        self.shared.kv_get(&key)
+    fn kv_get(&mut self, scope: KvScope, key: String) -> Option<String> {
+        self.shared.with(&self.plugin, scope, |ns, now| {
+            ns.get(&key, now).map(str::to_owned)
+        })
     }
 
-    fn kv_set(&mut self, key: String, value: String, ttl_ms: Option<u64>) {
-        if !self.shared.kv_set(key, value, ttl_ms) {
-            tracing::warn!(
-                plugin = &*self.plugin,
-                "kv-set refused: value over 64 KiB or store full"
-            );
-        }
+    fn kv_set(
+        &mut self,
+        scope: KvScope,
+        key: String,
+        value: String,
+        ttl_ms: Option<u64>,
+    ) -> Result<(), KvError> {
+        let set = self.shared.with(&self.plugin, scope, |ns, now| {
+            ns.set(&key, &value, ttl_ms, now)
+        });
+        self.refused("kv-set", &key, set)
+    }
+
+    fn kv_delete(&mut self, scope: KvScope, key: String) -> bool {
+        self.shared
+            .with(&self.plugin, scope, |ns, now| ns.delete(&key, now))
+    }
+
+    fn kv_compare_and_set(
+        &mut self,
+        scope: KvScope,
+        key: String,
+        expected: Option<String>,
+        value: Option<String>,
+        ttl_ms: Option<u64>,
+    ) -> Result<bool, KvError> {
+        let swapped = self.shared.with(&self.plugin, scope, |ns, now| {
+            ns.compare_and_set(&key, expected.as_deref(), value.as_deref(), ttl_ms, now)
+        });
+        self.refused("kv-compare-and-set", &key, swapped)
+    }
+}
+
+impl HostState {
+    /// Logs a refused write (the plugin gets the error too: a plugin that
+    /// ignores it still leaves a trace) and converts it for the plugin.
+    fn refused<T>(&self, call: &str, key: &str, result: Result<T, Refusal>) -> Result<T, KvError> {
+        result.map_err(|refusal| {
+            let key: String = key.chars().take(64).collect();
+            tracing::warn!(plugin = &*self.plugin, "{call} {key:?} refused: {refusal}");
+            match refusal {
+                Refusal::KeyTooLong(len) => KvError::KeyTooLong(len),
+                Refusal::ValueTooLarge(len) => KvError::ValueTooLarge(len),
+                Refusal::NamespaceFull => KvError::NamespaceFull,
+            }
+        })
     }
 }
 
@@ -173,20 +201,39 @@ impl host::Host for HostState {
 mod tests {
     use super::*;
 
-    #[test]
-    fn counters_accumulate() {
-        let shared = SharedState::default();
-        assert_eq!(shared.counter_add("a".into(), 2), 2);
-        assert_eq!(shared.counter_add("a".into(), -5), -3);
+    fn state(plugin: &str, shared: &Arc<SharedState>) -> HostState {
+        HostState::new(plugin.into(), shared.clone(), 1 << 20)
     }
 
     #[test]
-    fn kv_values_expire() {
-        let shared = SharedState::default();
-        assert!(shared.kv_set("k".into(), "v".into(), None));
-        assert_eq!(shared.kv_get("k").as_deref(), Some("v"));
-        assert!(shared.kv_set("t".into(), "v".into(), Some(0)));
-        assert_eq!(shared.kv_get("t"), None);
-        assert!(!shared.kv_set("big".into(), "x".repeat(MAX_KV_VALUE + 1), None));
+    fn each_plugin_has_its_namespace_and_shares_one() {
+        use host::Host;
+        let shared = Arc::new(SharedState::default());
+        let (mut a, mut b) = (state("a.wasm", &shared), state("b.wasm", &shared));
+        a.kv_set(KvScope::Plugin, "k".into(), "a's".into(), None)
+            .unwrap();
+        b.kv_set(KvScope::Shared, "k".into(), "everyone's".into(), None)
+            .unwrap();
+        assert_eq!(b.kv_get(KvScope::Plugin, "k".into()), None);
+        assert_eq!(
+            a.kv_get(KvScope::Plugin, "k".into()).as_deref(),
+            Some("a's")
+        );
+        assert_eq!(
+            a.kv_get(KvScope::Shared, "k".into()).as_deref(),
+            Some("everyone's")
+        );
+        // Another instance of plugin `a` (or its reloaded version) finds it.
+        let mut a2 = state("a.wasm", &shared);
+        assert_eq!(
+            a2.kv_get(KvScope::Plugin, "k".into()).as_deref(),
+            Some("a's")
+        );
+        assert_eq!(a2.counter_add(KvScope::Plugin, "n".into(), 2), Ok(2));
+        assert_eq!(b.counter_add(KvScope::Plugin, "n".into(), 1), Ok(1));
+        assert_eq!(
+            a.kv_set(KvScope::Plugin, "x".repeat(300), String::new(), None),
+            Err(KvError::KeyTooLong(300))
+        );
     }
 }

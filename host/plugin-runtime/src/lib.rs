@@ -13,6 +13,7 @@
 //! This crate knows nothing of sockets, HTTP or configuration files.
 
 mod bindings;
+mod contract;
 mod deadline;
 mod error;
 mod filter_pool;
@@ -26,9 +27,10 @@ mod sandbox;
 mod ticker;
 
 pub use bindings::{
-    Action, CloseFrame, Decision, Direction, LogLevel, Message, Peer, ProxyTo, RequestHead,
-    Response, StaticFiles,
+    Action, CloseFrame, Decision, Direction, KvError, KvScope, LogLevel, Message, Peer, ProxyTo,
+    RequestHead, Response, StaticFiles,
 };
+pub use contract::WIT_VERSION;
 pub use error::{CallError, LoadError};
 pub use filter_pool::{FilterPool, Opened};
 pub use plugin::Plugin;

@@ -8,6 +8,7 @@ use crate::sandbox::Sandbox;
 use sha2::{Digest, Sha256};
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
 use wasmtime::component::InstancePre;
 
 /// A compiled, linked plugin, ready to be instantiated.
@@ -15,6 +16,8 @@ pub struct Plugin {
     name: Arc<str>,
     sha256: String,
     roles: Vec<Role>,
+    /// How long compiling (or fetching from the cache) and linking took.
+    load_time: Duration,
     pub(crate) pre: InstancePre<HostState>,
     /// Where its instances run: the engine, limits and deadlines.
     pub(crate) sandbox: Arc<Sandbox>,
@@ -26,6 +29,7 @@ impl Plugin {
         name: &str,
         bytes: &[u8],
         pre: InstancePre<HostState>,
+        load_time: Duration,
     ) -> Result<Arc<Self>, LoadError> {
         let component_type = pre.component().component_type();
         let exported: Vec<String> = component_type
@@ -43,6 +47,7 @@ impl Plugin {
             name: name.into(),
             sha256: format!("{:x}", Sha256::digest(bytes)),
             roles,
+            load_time,
             pre,
             sandbox,
         }))
@@ -56,6 +61,11 @@ impl Plugin {
     /// SHA-256 of the component's bytes, hex-encoded.
     pub fn sha256(&self) -> &str {
         &self.sha256
+    }
+
+    /// How long compiling and linking it took.
+    pub fn load_time(&self) -> Duration {
+        self.load_time
     }
 
     /// The roles this plugin exports.

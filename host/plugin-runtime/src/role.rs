@@ -1,5 +1,6 @@
 //! The four things a plugin can decide, and the WIT interface of each.
 
+use crate::contract::wit_version;
 use std::fmt;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -16,10 +17,10 @@ impl Role {
     /// The exported interface that fills this role.
     pub fn interface(self) -> &'static str {
         match self {
-            Role::Router => "wasp:plugin/router@0.1.0",
-            Role::Balancer => "wasp:plugin/balancer@0.1.0",
-            Role::Origin => "wasp:plugin/origin@0.1.0",
-            Role::Filter => "wasp:plugin/filter@0.1.0",
+            Role::Router => concat!("wasp:plugin/router@", wit_version!()),
+            Role::Balancer => concat!("wasp:plugin/balancer@", wit_version!()),
+            Role::Origin => concat!("wasp:plugin/origin@", wit_version!()),
+            Role::Filter => concat!("wasp:plugin/filter@", wit_version!()),
         }
     }
 

@@ -9,6 +9,7 @@ use crate::plugin::Plugin;
 use crate::sandbox::{CallObserver, Limits, Sandbox};
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 use wasmtime::component::{Component, HasSelf, Linker};
 use wasmtime::{
     Cache, CacheConfig, Config, Engine, InstanceAllocationStrategy, PoolingAllocationConfig,
@@ -72,13 +73,15 @@ impl Runtime {
     /// Compiles `bytes` as plugin `name`. Slow (tens of milliseconds unless
     /// cached): call it off the request path.
     pub fn load(&self, name: &str, bytes: &[u8]) -> Result<Arc<Plugin>, LoadError> {
+        let started = Instant::now();
         let component = Component::new(self.sandbox.engine(), bytes)
             .map_err(|e| LoadError::NotAComponent(format!("{e:#}")))?;
+        crate::contract::check_version(self.sandbox.engine(), &component)?;
         let pre = self
             .linker
             .instantiate_pre(&component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        Plugin::new(self.sandbox.clone(), name, bytes, pre)
+        Plugin::new(self.sandbox.clone(), name, bytes, pre, started.elapsed())
     }
 
     /// Reads and compiles a plugin file; the plugin is named after the path.

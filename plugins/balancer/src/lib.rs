@@ -122,17 +122,7 @@ mod tests {
     } }"#;
 
     fn head(client_ip: &str) -> RequestHead {
-        RequestHead {
-            method: "GET".into(),
-            path: "/ws".into(),
-            query: String::new(),
-            headers: String::new(),
-            client_ip: client_ip.into(),
-            client_port: 40000,
-            listener: "0.0.0.0:80".into(),
-            tls: false,
-            sni: None,
-        }
+        wasp_sdk::testing::head("/ws").with_client(client_ip)
     }
 
     fn balancer() -> DefaultBalancer {

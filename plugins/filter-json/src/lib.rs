@@ -211,17 +211,22 @@ wasp_sdk::export!(filter: Json);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasp_sdk::testing::{TestFilter, head};
 
     const UP: Direction = Direction::ClientToUpstream;
     const DOWN: Direction = Direction::UpstreamToClient;
 
-    fn filter(config: &str) -> Json {
-        Json::configure(config).unwrap()
+    /// The filter configured with `config`, driven as wasp drives it, with
+    /// connection 1 open.
+    fn filter(config: &str) -> TestFilter<Json> {
+        let mut filter = TestFilter::configure(config).unwrap();
+        assert_eq!(filter.open(&head("/ws")), 1);
+        filter
     }
 
     /// The close reason, or `None` when the message is forwarded.
-    fn verdict(f: &mut Json, dir: Direction, msg: Message) -> Option<String> {
-        match f.on_message(&mut (), dir, msg) {
+    fn verdict(f: &mut TestFilter<Json>, dir: Direction, msg: Message) -> Option<String> {
+        match f.message(1, dir, msg) {
             Action::Forward => None,
             Action::Close(frame) => {
                 assert_eq!(frame.code, 1007);
@@ -232,7 +237,7 @@ mod tests {
         }
     }
 
-    fn text(f: &mut Json, dir: Direction, text: &str) -> Option<String> {
+    fn text(f: &mut TestFilter<Json>, dir: Direction, text: &str) -> Option<String> {
         verdict(f, dir, Message::Text(text.into()))
     }
 
@@ -260,7 +265,7 @@ mod tests {
     #[test]
     fn required_fields_must_be_present_at_the_top_level() {
         let mut f = filter(r#"{"required": ["type", "id", "type"]}"#);
-        assert_eq!(f.required, ["type", "id"]);
+        assert_eq!(f.filter().required, ["type", "id"]);
         assert_eq!(
             text(&mut f, UP, r#"{"id": 1, "x": {"y": []}, "type": "a"}"#),
             None

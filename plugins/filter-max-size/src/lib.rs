@@ -59,9 +59,14 @@ wasp_sdk::export!(filter: MaxSize);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasp_sdk::testing::{TestFilter, head};
 
-    fn filter(config: &str) -> MaxSize {
-        MaxSize::configure(config).unwrap()
+    /// The filter configured with `config`, driven as wasp drives it, with
+    /// connection 1 open.
+    fn filter(config: &str) -> TestFilter<MaxSize> {
+        let mut filter = TestFilter::configure(config).unwrap();
+        assert_eq!(filter.open(&head("/ws")), 1);
+        filter
     }
 
     fn is_too_big(action: Action) -> bool {
@@ -76,26 +81,10 @@ mod tests {
     fn closes_above_the_limit_in_both_directions() {
         let mut f = filter(r#"{ "max": 4 }"#);
         for dir in [Direction::ClientToUpstream, Direction::UpstreamToClient] {
-            assert!(!is_too_big(f.on_message(
-                &mut (),
-                dir,
-                Message::Text("abcd".into())
-            )));
-            assert!(is_too_big(f.on_message(
-                &mut (),
-                dir,
-                Message::Text("abcde".into())
-            )));
-            assert!(!is_too_big(f.on_message(
-                &mut (),
-                dir,
-                Message::Binary(vec![0; 4])
-            )));
-            assert!(is_too_big(f.on_message(
-                &mut (),
-                dir,
-                Message::Binary(vec![0; 5])
-            )));
+            assert!(!is_too_big(f.message(1, dir, Message::Text("abcd".into()))));
+            assert!(is_too_big(f.message(1, dir, Message::Text("abcde".into()))));
+            assert!(!is_too_big(f.message(1, dir, Message::Binary(vec![0; 4]))));
+            assert!(is_too_big(f.message(1, dir, Message::Binary(vec![0; 5]))));
         }
     }
 
@@ -103,8 +92,8 @@ mod tests {
     fn text_is_measured_in_bytes() {
         let mut f = filter(r#"{ "max": 4 }"#);
         // Three characters, six UTF-8 bytes.
-        assert!(is_too_big(f.on_message(
-            &mut (),
+        assert!(is_too_big(f.message(
+            1,
             Direction::ClientToUpstream,
             Message::Text("ééé".into())
         )));
@@ -112,18 +101,18 @@ mod tests {
 
     #[test]
     fn sizes_accept_strings_and_default_to_64k() {
-        assert_eq!(filter(r#"{ "max": "1k" }"#).max, 1024);
-        assert_eq!(filter(r#"{ "max": "2M" }"#).max, 2 << 20);
-        assert_eq!(filter("").max, 64 << 10);
-        assert_eq!(filter("{}").max, 64 << 10);
+        assert_eq!(filter(r#"{ "max": "1k" }"#).filter().max, 1024);
+        assert_eq!(filter(r#"{ "max": "2M" }"#).filter().max, 2 << 20);
+        assert_eq!(filter("").filter().max, 64 << 10);
+        assert_eq!(filter("{}").filter().max, 64 << 10);
         let mut f = filter(r#"{ "max": "1k" }"#);
-        assert!(!is_too_big(f.on_message(
-            &mut (),
+        assert!(!is_too_big(f.message(
+            1,
             Direction::UpstreamToClient,
             Message::Binary(vec![0; 1024])
         )));
-        assert!(is_too_big(f.on_message(
-            &mut (),
+        assert!(is_too_big(f.message(
+            1,
             Direction::UpstreamToClient,
             Message::Binary(vec![0; 1025])
         )));

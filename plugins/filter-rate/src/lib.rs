@@ -220,6 +220,29 @@ mod tests {
     }
 
     #[test]
+    fn the_host_clock_paces_each_connection_from_its_open() {
+        use wasp_sdk::testing::{TestFilter, TestHost, head};
+        let host = TestHost::new();
+        let mut rate = TestFilter::<Rate>::configure(r#"{"per_second": 2}"#).unwrap();
+        let first = rate.open(&head("/ws"));
+        let passes = |rate: &mut TestFilter<Rate>, conn| {
+            matches!(rate.client_text(conn, "hi"), Action::Forward)
+        };
+        assert!(passes(&mut rate, first) && passes(&mut rate, first));
+        assert!(
+            !passes(&mut rate, first),
+            "a third message in the same millisecond"
+        );
+        // Another connection has its own bucket, full.
+        let second = rate.open(&head("/ws"));
+        assert!(passes(&mut rate, second) && passes(&mut rate, second));
+        // Half a second at 2 per second: one token back.
+        host.advance(500);
+        assert!(passes(&mut rate, second));
+        assert!(!passes(&mut rate, second));
+    }
+
+    #[test]
     fn upstream_messages_are_not_limited() {
         let mut f = filter(r#"{"per_second": 1}"#);
         let mut bucket = Bucket::full(f.limit, 0);

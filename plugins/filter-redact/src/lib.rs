@@ -116,17 +116,22 @@ wasp_sdk::export!(filter: Redact);
 #[cfg(test)]
 mod tests {
     use super::*;
+    use wasp_sdk::testing::{TestFilter, head};
 
     const UP: Direction = Direction::ClientToUpstream;
     const DOWN: Direction = Direction::UpstreamToClient;
 
-    fn filter(config: &str) -> Redact {
-        Redact::configure(config).unwrap()
+    /// The filter configured with `config`, driven as wasp drives it, with
+    /// connection 1 open.
+    fn filter(config: &str) -> TestFilter<Redact> {
+        let mut filter = TestFilter::configure(config).unwrap();
+        assert_eq!(filter.open(&head("/ws")), 1);
+        filter
     }
 
     /// The replaced text, or `None` when the message is forwarded.
-    fn run(f: &mut Redact, dir: Direction, text: &str) -> Option<String> {
-        match f.on_message(&mut (), dir, Message::Text(text.into())) {
+    fn run(f: &mut TestFilter<Redact>, dir: Direction, text: &str) -> Option<String> {
+        match f.message(1, dir, Message::Text(text.into())) {
             Action::Forward => None,
             Action::Replace(Message::Text(text)) => Some(text),
             other => panic!("unexpected {other:?}"),
@@ -212,7 +217,7 @@ mod tests {
         let mut f = filter(r#"{"words": ["darn"]}"#);
         assert_eq!(run(&mut f, DOWN, "darn").as_deref(), Some("***"));
         let binary = Message::Binary(b"darn".to_vec());
-        assert!(matches!(f.on_message(&mut (), UP, binary), Action::Forward));
+        assert!(matches!(f.message(1, UP, binary), Action::Forward));
     }
 
     #[test]

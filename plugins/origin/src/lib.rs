@@ -232,21 +232,12 @@ mod tests {
     use super::*;
 
     fn head(origin: Option<&str>) -> RequestHead {
-        let mut headers = String::from("host: chat.example.com\nupgrade: websocket");
-        if let Some(origin) = origin {
-            headers.push_str("\norigin: ");
-            headers.push_str(origin);
-        }
-        RequestHead {
-            method: "GET".into(),
-            path: "/ws/".into(),
-            query: String::new(),
-            headers,
-            client_ip: "127.0.0.1".into(),
-            client_port: 40000,
-            listener: "0.0.0.0:80".into(),
-            tls: false,
-            sni: None,
+        let head = wasp_sdk::testing::head("/ws/")
+            .with_header("host", "chat.example.com")
+            .with_header("upgrade", "websocket");
+        match origin {
+            Some(origin) => head.with_header("origin", origin),
+            None => head,
         }
     }
 

@@ -68,22 +68,52 @@ impl Probe {
 
     /// The router's paths on the host's store, answering `VALUE instance N`:
     /// `/kv/set/KEY/VALUE` stores, `/kv/get/KEY` reads (404 when unset),
-    /// `/counter/KEY` adds 1. `None` for any other path.
+    /// `/kv/delete/KEY` removes (404 when nothing was live),
+    /// `/kv/cas/KEY/EXPECTED/NEW` compares and sets (`-` for none; 409 when
+    /// the value differed), `/counter/KEY` adds 1; under `/shared/` instead
+    /// of `/` the same on the shared namespace. A refused write answers 507
+    /// with the host's error. `None` for any other path.
     fn store(&mut self, path: &str) -> Option<Response> {
+        let (kv, path) = match path.strip_prefix("/shared") {
+            Some(rest) => (host::shared_kv(), rest),
+            None => (host::kv(), path),
+        };
+        let none_if_dash = |s: &str| (s != "-").then(|| s.to_owned());
         let (status, value) = if let Some(rest) = path.strip_prefix("/kv/set/") {
             let (key, value) = rest.split_once('/')?;
-            host::kv_set(key, value, None);
-            (200, value.to_owned())
+            match kv.set(key, value, None) {
+                Ok(()) => (200, value.to_owned()),
+                Err(error) => (507, error.to_string()),
+            }
         } else if let Some(key) = path.strip_prefix("/kv/get/") {
-            host::kv_get(key).map_or((404, String::new()), |value| (200, value))
+            kv.get(key)
+                .map_or((404, String::new()), |value| (200, value))
+        } else if let Some(key) = path.strip_prefix("/kv/delete/") {
+            if kv.delete(key) {
+                (200, "deleted".into())
+            } else {
+                (404, String::new())
+            }
+        } else if let Some(rest) = path.strip_prefix("/kv/cas/") {
+            let mut parts = rest.splitn(3, '/');
+            let (key, expected, new) = (parts.next()?, parts.next()?, parts.next()?);
+            let (expected, new) = (none_if_dash(expected), none_if_dash(new));
+            match kv.compare_and_set(key, expected.as_deref(), new.as_deref(), None) {
+                Ok(true) => (200, "swapped".into()),
+                Ok(false) => (409, kv.get(key).unwrap_or_default()),
+                Err(error) => (507, error.to_string()),
+            }
         } else if let Some(key) = path.strip_prefix("/counter/") {
-            (200, host::counter_add(key, 1).to_string())
+            match kv.counter_add(key, 1) {
+                Ok(n) => (200, n.to_string()),
+                Err(error) => (507, error.to_string()),
+            }
         } else {
             return None;
         };
         let instance = *self
             .instance
-            .get_or_insert_with(|| host::counter_add(INSTANCES, 1));
+            .get_or_insert_with(|| host::kv().counter_add(INSTANCES, 1).unwrap_or(-1));
         Some(Response {
             status,
             headers: vec![("x-tag".into(), self.tag.clone())],

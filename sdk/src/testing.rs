@@ -1,0 +1,360 @@
+//! Native tests of a plugin, without wasm or wasp (feature `testing`).
+//!
+//! In a native build, [`host`](crate::host) calls land in an in-memory host
+//! that behaves like wasp's: the same counters and key/value store (the
+//! same code, limits and errors, a namespace per plugin and a shared one), a
+//! clock that moves only when the test says so, and the log lines the
+//! plugin wrote, kept for the test to read. Each thread has its own, and
+//! each `#[test]` runs on a thread of its own, so tests do not see each
+//! other's state.
+//!
+//! ```
+//! use wasp_sdk::testing::{TestFilter, TestHost, head};
+//! use wasp_sdk::{Action, Direction, Filter, Message, RequestHead, host};
+//!
+//! /// Numbers each connection's messages, counting them in the host's kv.
+//! struct Count;
+//!
+//! impl Filter for Count {
+//!     type Connection = ();
+//!     fn configure(_: &str) -> Result<Self, String> {
+//!         Ok(Count)
+//!     }
+//!     fn on_open(&mut self, _: u64, _: &RequestHead) {}
+//!     fn on_message(&mut self, _: &mut (), _: Direction, msg: Message) -> Action {
+//!         let n = host::kv().counter_add("messages", 1).unwrap();
+//!         match msg {
+//!             Message::Text(text) => Action::Replace(Message::Text(format!("{n} {text}"))),
+//!             Message::Binary(_) => Action::Forward,
+//!         }
+//!     }
+//! }
+//!
+//! let host = TestHost::new();
+//! let mut filter = TestFilter::<Count>::configure("{}").unwrap();
+//! let conn = filter.open(&head("/ws"));
+//! assert_eq!(filter.client_text(conn, "hi"), Action::Replace(Message::Text("1 hi".into())));
+//! assert_eq!(host.counter("messages"), 1);
+//! ```
+
+use crate::kv_store::{KvError, Scope, Store};
+use crate::{Action, Direction, Filter, KvScope, LogLevel, Message, RequestHead};
+use std::cell::RefCell;
+
+/// The clock's reading when a [`TestHost`] starts: 2023-11-14T22:13:20Z.
+pub const START_MS: u64 = 1_700_000_000_000;
+
+/// One line a plugin wrote with [`host::log`](crate::host::log).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogLine {
+    pub level: LogLevel,
+    pub message: String,
+}
+
+struct State {
+    store: Store,
+    now_ms: u64,
+    logs: Vec<LogLine>,
+    /// Whose namespace [`KvScope::Plugin`] is.
+    plugin: String,
+}
+
+impl State {
+    fn new() -> Self {
+        State {
+            store: Store::default(),
+            now_ms: START_MS,
+            logs: Vec::new(),
+            plugin: "plugin".into(),
+        }
+    }
+}
+
+thread_local! {
+    static HOST: RefCell<State> = RefCell::new(State::new());
+}
+
+fn with<R>(f: impl FnOnce(&mut State) -> R) -> R {
+    HOST.with(|state| f(&mut state.borrow_mut()))
+}
+
+/// The in-memory host of this thread, as the test sees it.
+#[derive(Debug)]
+pub struct TestHost(());
+
+impl TestHost {
+    /// Starts this thread's host afresh: empty store, no log lines, the
+    /// clock at [`START_MS`], the plugin named `plugin`.
+    #[allow(clippy::new_without_default)]
+    pub fn new() -> TestHost {
+        with(|state| *state = State::new());
+        TestHost(())
+    }
+
+    /// Calls made from now on are the plugin `name`'s: its own namespace
+    /// (as two plugins, or a plugin reloaded under the same name, see it).
+    pub fn act_as(&self, name: &str) {
+        with(|state| state.plugin = name.to_owned());
+    }
+
+    /// The clock, in milliseconds since the Unix epoch.
+    pub fn now_ms(&self) -> u64 {
+        with(|state| state.now_ms)
+    }
+
+    /// Sets the clock.
+    pub fn set_clock(&self, ms: u64) {
+        with(|state| state.now_ms = ms);
+    }
+
+    /// Moves the clock forward.
+    pub fn advance(&self, ms: u64) {
+        with(|state| state.now_ms += ms);
+    }
+
+    /// The lines logged so far, oldest first.
+    pub fn logs(&self) -> Vec<LogLine> {
+        with(|state| state.logs.clone())
+    }
+
+    /// The lines logged so far, forgetting them.
+    pub fn take_logs(&self) -> Vec<LogLine> {
+        with(|state| std::mem::take(&mut state.logs))
+    }
+
+    /// The plugin's counter `key` (0 when never added to).
+    pub fn counter(&self, key: &str) -> i64 {
+        imports::counter_add(KvScope::Plugin, key, 0).unwrap_or(0)
+    }
+}
+
+/// A filter driven the way wasp drives it: `configure`, then `on_open`,
+/// `on_message` and `on_close` per connection, with each connection's
+/// [`Filter::Connection`] state kept between calls as
+/// [`export!`](crate::export!) keeps it in wasm.
+pub struct TestFilter<F: Filter> {
+    connections: crate::connections::Connections<F>,
+    next_conn: u64,
+}
+
+impl<F: Filter> TestFilter<F> {
+    /// Configures the filter with `config` (JSON): the plugin's own error
+    /// when it refuses.
+    pub fn configure(config: &str) -> Result<Self, String> {
+        Ok(TestFilter {
+            connections: crate::connections::Connections::new(F::configure(config)?),
+            next_conn: 1,
+        })
+    }
+
+    /// Opens a connection whose handshake was `head`; returns its id.
+    pub fn open(&mut self, head: &RequestHead) -> u64 {
+        let conn = self.next_conn;
+        self.next_conn += 1;
+        self.connections.on_open(conn, head);
+        conn
+    }
+
+    /// Passes `msg`, travelling in direction `dir` on `conn`, through the
+    /// filter. A connection never opened is closed with 1011, as in wasp.
+    pub fn message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action {
+        self.connections.on_message(conn, dir, msg)
+    }
+
+    /// A text message from the client on `conn`.
+    pub fn client_text(&mut self, conn: u64, text: &str) -> Action {
+        self.message(
+            conn,
+            Direction::ClientToUpstream,
+            Message::Text(text.into()),
+        )
+    }
+
+    /// A text message from the upstream on `conn`.
+    pub fn upstream_text(&mut self, conn: u64, text: &str) -> Action {
+        self.message(
+            conn,
+            Direction::UpstreamToClient,
+            Message::Text(text.into()),
+        )
+    }
+
+    /// Closes `conn`: the filter's `on_close` gets its state.
+    pub fn close(&mut self, conn: u64) {
+        self.connections.on_close(conn);
+    }
+
+    /// The filter itself, to inspect what it shares between connections.
+    pub fn filter(&mut self) -> &mut F {
+        self.connections.filter_mut()
+    }
+}
+
+/// A handshake request for `target` (a path with an optional `?query`):
+/// `GET`, header `host: test`, from 127.0.0.1:40000 to a listener on
+/// 127.0.0.1:8000, no TLS. Add headers with [`RequestHead::with_header`].
+pub fn head(target: &str) -> RequestHead {
+    let (path, query) = target.split_once('?').unwrap_or((target, ""));
+    RequestHead {
+        method: "GET".into(),
+        path: path.into(),
+        query: query.into(),
+        headers: "host: test".into(),
+        client_ip: "127.0.0.1".into(),
+        client_port: 40000,
+        listener: "127.0.0.1:8000".into(),
+        tls: false,
+        sni: None,
+    }
+}
+
+impl RequestHead {
+    /// This head with header `name` set to `value`, replacing any of that
+    /// name (the name lower-cased, as wasp sends it).
+    pub fn with_header(mut self, name: &str, value: &str) -> Self {
+        let name = name.to_ascii_lowercase();
+        let kept: Vec<&str> = self
+            .headers
+            .lines()
+            .filter(|line| line.split(':').next() != Some(name.as_str()))
+            .collect();
+        self.headers = kept.join("\n");
+        if !self.headers.is_empty() {
+            self.headers.push('\n');
+        }
+        self.headers.push_str(&name);
+        self.headers.push_str(": ");
+        self.headers.push_str(value);
+        self
+    }
+
+    /// This head as sent by `ip`.
+    pub fn with_client(mut self, ip: &str) -> Self {
+        self.client_ip = ip.into();
+        self
+    }
+}
+
+/// The host functions of a native build (see [`crate::host`]).
+pub(crate) mod imports {
+    use super::*;
+
+    fn namespace<R>(
+        scope: KvScope,
+        f: impl FnOnce(&mut crate::kv_store::Namespace, u64) -> R,
+    ) -> R {
+        with(|state| {
+            let now = state.now_ms;
+            let scope = match scope {
+                KvScope::Plugin => Scope::Plugin(&state.plugin),
+                KvScope::Shared => Scope::Shared,
+            };
+            f(state.store.namespace(scope), now)
+        })
+    }
+
+    pub fn log(level: LogLevel, message: &str) {
+        let line = LogLine {
+            level,
+            message: message.to_owned(),
+        };
+        with(|state| state.logs.push(line));
+    }
+
+    pub fn now_ms() -> u64 {
+        with(|state| state.now_ms)
+    }
+
+    pub fn counter_add(scope: KvScope, key: &str, delta: i64) -> Result<i64, KvError> {
+        namespace(scope, |ns, _| ns.counter_add(key, delta))
+    }
+
+    pub fn kv_get(scope: KvScope, key: &str) -> Option<String> {
+        namespace(scope, |ns, now| ns.get(key, now).map(str::to_owned))
+    }
+
+    pub fn kv_set(scope: KvScope, key: &str, value: &str, ttl: Option<u64>) -> Result<(), KvError> {
+        namespace(scope, |ns, now| ns.set(key, value, ttl, now))
+    }
+
+    pub fn kv_delete(scope: KvScope, key: &str) -> bool {
+        namespace(scope, |ns, now| ns.delete(key, now))
+    }
+
+    pub fn kv_compare_and_set(
+        scope: KvScope,
+        key: &str,
+        expected: Option<&str>,
+        value: Option<&str>,
+        ttl: Option<u64>,
+    ) -> Result<bool, KvError> {
+        namespace(scope, |ns, now| {
+            ns.compare_and_set(key, expected, value, ttl, now)
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host;
+
+    #[test]
+    fn the_clock_moves_only_when_told() {
+        let test = TestHost::new();
+        assert_eq!(host::now_ms(), START_MS);
+        test.advance(1_500);
+        assert_eq!(host::now_ms(), START_MS + 1_500);
+        test.set_clock(7);
+        assert_eq!(host::now_ms(), 7);
+    }
+
+    #[test]
+    fn values_expire_on_the_test_clock() {
+        let test = TestHost::new();
+        host::kv().set("k", "v", Some(100)).unwrap();
+        test.advance(99);
+        assert_eq!(host::kv().get("k").as_deref(), Some("v"));
+        test.advance(1);
+        assert_eq!(host::kv().get("k"), None);
+    }
+
+    #[test]
+    fn plugins_see_their_own_namespace_and_the_shared_one() {
+        let test = TestHost::new();
+        test.act_as("a");
+        host::kv().set("k", "a's", None).unwrap();
+        host::shared_kv().set("k", "everyone's", None).unwrap();
+        test.act_as("b");
+        assert_eq!(host::kv().get("k"), None);
+        assert_eq!(host::shared_kv().get("k").as_deref(), Some("everyone's"));
+        let long = "k".repeat(257);
+        let error = host::kv().set(&long, "v", None).unwrap_err();
+        assert_eq!(error, KvError::KeyTooLong(257));
+        assert_eq!(error.to_string(), "key of 257 bytes (at most 256)");
+    }
+
+    #[test]
+    fn log_lines_are_kept_in_order() {
+        let test = TestHost::new();
+        host::log(LogLevel::Info, "one");
+        host::log(LogLevel::Warn, "two");
+        let logs = test.take_logs();
+        assert_eq!(logs.len(), 2);
+        assert_eq!(logs[1].level, LogLevel::Warn);
+        assert_eq!(logs[1].message, "two");
+        assert!(test.logs().is_empty());
+    }
+
+    #[test]
+    fn heads_carry_the_query_and_added_headers() {
+        let head = head("/ws/chat?room=1").with_header("Origin", "https://a.example");
+        assert_eq!(head.path, "/ws/chat");
+        assert_eq!(head.query_param("room"), Some("1"));
+        assert_eq!(head.header("origin"), Some("https://a.example"));
+        assert_eq!(head.host().as_deref(), Some("test"));
+        let moved = head.with_header("Host", "chat.example.com");
+        assert_eq!(moved.host().as_deref(), Some("chat.example.com"));
+        assert_eq!(moved.headers().count(), 2);
+    }
+}
