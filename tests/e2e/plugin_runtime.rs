@@ -257,6 +257,22 @@ fn a_loop_after_a_quiet_spell_is_still_stopped() {
     );
 }
 
+#[test]
+fn a_loop_whose_budget_outlasts_the_tickers_idle_spell_is_still_stopped() {
+    // The ticker sleeps after 100 quiet ticks; a call still running then
+    // (here with a 300 ms budget) must keep it awake, or it never ends.
+    let limits = Limits {
+        call_timeout: Duration::from_millis(300),
+        ..Limits::default()
+    };
+    let rt = Runtime::new(limits, None, None).expect("engine");
+    let router = probe_router(&rt);
+    assert_eq!(
+        router.route(&head("/loop", "")).unwrap_err(),
+        CallError::Timeout
+    );
+}
+
 fn rss_bytes() -> u64 {
     let statm = std::fs::read_to_string("/proc/self/statm").unwrap();
     let pages: u64 = statm.split_whitespace().nth(1).unwrap().parse().unwrap();

@@ -62,7 +62,7 @@ impl<G: RoleExport> Live<G> {
         bytes: usize,
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.plugin.sandbox.arm_call(&mut self.store, bytes);
+        let _running = self.plugin.sandbox.arm_call(&mut self.store, bytes);
         // quanta reads the TSC directly: a filtered message makes two calls
         // and four clock reads, and the vDSO clock was ~7 % of that CPU.
         let started = quanta::Instant::now();
@@ -200,7 +200,7 @@ impl<G: RoleExport> Pool<G> {
         let sandbox = &self.plugin.sandbox;
         let mut store = sandbox.new_store(self.plugin.name().clone());
         // A new store's deadline is 0: set it before any guest code runs.
-        sandbox.arm_configure(&mut store);
+        let _running = sandbox.arm_configure(&mut store);
         let instance = guarded(|| self.plugin.pre.instantiate(&mut store))
             .map_err(LoadError::ConfigureFailed)?
             .map_err(|e| LoadError::Instantiate(format!("{e:#}")))?;

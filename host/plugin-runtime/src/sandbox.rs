@@ -6,7 +6,7 @@
 use crate::error::CallError;
 use crate::host_api::{HostState, SharedState};
 use crate::role::Role;
-use crate::ticker::{TICK, Ticker};
+use crate::ticker::{Running, TICK, Ticker};
 use std::sync::Arc;
 use std::time::Duration;
 use wasmtime::{Engine, Store};
@@ -107,16 +107,20 @@ impl Sandbox {
         store
     }
 
-    /// Arms the deadline of one call handed `bytes` of message on `store`.
-    pub(crate) fn arm_call(&self, store: &mut Store<HostState>, bytes: usize) {
-        self.ticker.call_starting();
+    /// Arms the deadline of one call handed `bytes` of message on `store`;
+    /// the epoch advances until the guard is dropped.
+    pub(crate) fn arm_call(&self, store: &mut Store<HostState>, bytes: usize) -> Running<'_> {
+        let running = self.ticker.call_starting();
         arm(store, self.limits.call_budget(bytes));
+        running
     }
 
-    /// Arms the deadline of instantiation plus `configure` on `store`.
-    pub(crate) fn arm_configure(&self, store: &mut Store<HostState>) {
-        self.ticker.call_starting();
+    /// Arms the deadline of instantiation plus `configure` on `store`; the
+    /// epoch advances until the guard is dropped.
+    pub(crate) fn arm_configure(&self, store: &mut Store<HostState>) -> Running<'_> {
+        let running = self.ticker.call_starting();
         arm(store, CONFIGURE_TIMEOUT);
+        running
     }
 }
 

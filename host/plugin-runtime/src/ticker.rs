@@ -4,10 +4,13 @@
 //! It only needs to run while plugin code runs. A proxy relaying raw
 //! tunnels, or idle, calls no plugin for long stretches, and a thread
 //! waking a thousand times a second then costs CPU and power for nothing.
-//! So the ticker sleeps once no call started for `IDLE_TICKS` ticks, and the
-//! next call wakes it. In steady use a call pays one relaxed load.
+//! So the ticker sleeps once no call started for `IDLE_TICKS` ticks and none
+//! is running, and the next call wakes it. A call pays two uncontended
+//! atomic adds (the count of running calls: a call that loops must never
+//! find the ticker asleep, whatever its budget) and, in steady use, one
+//! relaxed load.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 use wasmtime::Engine;
@@ -23,6 +26,8 @@ const IDLE_TICKS: u32 = 100;
 pub struct Ticker {
     /// A call started since the ticker last looked.
     active: AtomicBool,
+    /// Calls running now.
+    running: AtomicUsize,
     /// The ticker sleeps (or is about to) until a call wakes it.
     sleeping: AtomicBool,
     wake_lock: Mutex<()>,
@@ -46,7 +51,8 @@ impl Ticker {
                 let mut quiet = 0;
                 while tick() {
                     std::thread::sleep(TICK);
-                    quiet = if this.active.swap(false, Ordering::Relaxed) {
+                    let busy = this.running.load(Ordering::SeqCst) > 0;
+                    quiet = if this.active.swap(false, Ordering::Relaxed) || busy {
                         0
                     } else {
                         quiet + 1
@@ -61,8 +67,15 @@ impl Ticker {
         ticker
     }
 
-    /// Called as a plugin call is armed: keeps the ticker awake, or wakes it.
-    pub fn call_starting(&self) {
+    /// Called as a plugin call is armed: keeps the ticker awake, or wakes
+    /// it, until the returned guard is dropped as the call ends.
+    pub fn call_starting(&self) -> Running<'_> {
+        self.running.fetch_add(1, Ordering::SeqCst);
+        self.wake_if_asleep();
+        Running(self)
+    }
+
+    fn wake_if_asleep(&self) {
         if self.active.load(Ordering::Relaxed) {
             return;
         }
@@ -79,7 +92,7 @@ impl Ticker {
     fn sleep_until_called(&self) {
         let mut guard = self.wake_lock.lock().unwrap();
         self.sleeping.store(true, Ordering::SeqCst);
-        if self.active.load(Ordering::SeqCst) {
+        if self.active.load(Ordering::SeqCst) || self.running.load(Ordering::SeqCst) > 0 {
             self.sleeping.store(false, Ordering::SeqCst);
             return;
         }
@@ -92,6 +105,16 @@ impl Ticker {
     #[cfg(test)]
     fn is_sleeping(&self) -> bool {
         self.sleeping.load(Ordering::SeqCst)
+    }
+}
+
+/// A call in progress: the ticker stays awake until it is dropped.
+#[must_use = "the call counts as running until this is dropped"]
+pub struct Running<'a>(&'a Ticker);
+
+impl Drop for Running<'_> {
+    fn drop(&mut self) {
+        self.0.running.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -128,16 +151,37 @@ mod tests {
             "no ticks while asleep"
         );
 
-        ticker.call_starting();
+        drop(ticker.call_starting());
         assert!(!ticker.is_sleeping(), "a call wakes the ticker at once");
         wait_for("ticks resume", || {
             ticks.load(Ordering::SeqCst) > asleep_at + 5
         });
         // Calls keep it awake.
         for _ in 0..(2 * IDLE_TICKS) {
-            ticker.call_starting();
+            drop(ticker.call_starting());
             assert!(!ticker.is_sleeping());
             std::thread::sleep(TICK);
         }
+    }
+
+    #[test]
+    fn a_call_that_runs_longer_than_the_idle_ticks_keeps_it_awake() {
+        let ticks = Arc::new(AtomicUsize::new(0));
+        let counted = ticks.clone();
+        let ticker = Ticker::start_with(move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+            true
+        });
+        let running = ticker.call_starting();
+        let started = ticks.load(Ordering::SeqCst);
+        // Three times the idle ticks into one call, the epoch still moves.
+        wait_for("ticks go on through a long call", || {
+            ticks.load(Ordering::SeqCst) > started + 3 * IDLE_TICKS as usize
+        });
+        assert!(!ticker.is_sleeping());
+        drop(running);
+        wait_for("the ticker sleeps once the call ended", || {
+            ticker.is_sleeping()
+        });
     }
 }
