@@ -5,6 +5,7 @@ pub mod config;
 pub mod nginx;
 pub mod process;
 pub mod upstreams;
+pub mod pki;
 
 use std::net::SocketAddr;
 use wasp::config::Config;
