@@ -161,9 +161,15 @@ where
         .with_upgrades();
     let mut close_http = control.close_http.clone();
     close_http.mark_unchanged();
+    let told_to_close = async {
+        // A dropped handle (a test keeping only the address) never tells.
+        if close_http.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
     tokio::select! {
         _ = control.stopped() => {}
-        _ = close_http.changed() => {}
+        _ = told_to_close => {}
         _ = connection => {}
     }
 }
