@@ -125,14 +125,22 @@ async fn server_settings(addr: SocketAddr) -> Vec<(u16, u32)> {
         .await
         .unwrap();
     let mut header = [0u8; 9];
-    timeout(WAIT, tcp.read_exact(&mut header)).await.unwrap().unwrap();
+    timeout(WAIT, tcp.read_exact(&mut header))
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(header[3], 0x4, "the server's first frame is SETTINGS");
     let length = usize::from(header[1]) << 8 | usize::from(header[2]);
     let mut payload = vec![0u8; length];
     tcp.read_exact(&mut payload).await.unwrap();
     payload
         .chunks(6)
-        .map(|p| (u16::from_be_bytes([p[0], p[1]]), u32::from_be_bytes([p[2], p[3], p[4], p[5]])))
+        .map(|p| {
+            (
+                u16::from_be_bytes([p[0], p[1]]),
+                u32::from_be_bytes([p[2], p[3], p[4], p[5]]),
+            )
+        })
         .collect()
 }
 
@@ -162,7 +170,10 @@ async fn tls_negotiates_h2_and_proxies_to_http1_upstreams_with_the_same_headers(
 
     let mut sender = tls_h2(&pki, addr).await;
     let (status, body) = get(&mut sender, "https://a.test/").await;
-    assert_eq!((status, body.as_str()), (StatusCode::OK, "<h1>over h2</h1>"));
+    assert_eq!(
+        (status, body.as_str()),
+        (StatusCode::OK, "<h1>over h2</h1>")
+    );
     // Several requests on the one connection, each proxied over HTTP/1.1.
     for i in 0..3 {
         let (status, body) = get(&mut sender, &format!("https://a.test/api/{i}?q=1")).await;
@@ -258,16 +269,22 @@ async fn websockets_over_h2_share_one_connection_through_tunnel_and_filters() {
         .build();
     let (proxy, addr) = start_proxy(&config).await;
     let mut sender = tls_h2(&pki, addr).await;
-    assert_eq!(get(&mut sender, "https://a.test/probe").await.0, StatusCode::OK);
+    assert_eq!(
+        get(&mut sender, "https://a.test/probe").await.0,
+        StatusCode::OK
+    );
 
     // Two WebSockets at once on the one HTTP/2 connection.
     let mut plain = open_websocket(&mut sender, "https://a.test/ws/chat", None)
         .await
         .expect("the plain location accepts");
-    let mut filtered =
-        open_websocket(&mut sender, "https://a.test/filtered/chat", Some("https://a.test"))
-            .await
-            .expect("the filtered location accepts");
+    let mut filtered = open_websocket(
+        &mut sender,
+        "https://a.test/filtered/chat",
+        Some("https://a.test"),
+    )
+    .await
+    .expect("the filtered location accepts");
     // The backend got an HTTP/1.1 upgrade, with a key wasp made.
     for ws in [&mut plain, &mut filtered] {
         let report: Value = serde_json::from_str(&next_text(ws).await).unwrap();
@@ -277,26 +294,49 @@ async fn websockets_over_h2_share_one_connection_through_tunnel_and_filters() {
         assert_eq!(header(&report, "sec-websocket-key")[0].len(), 24);
     }
     for i in 0..3 {
-        assert_eq!(round_trip(&mut plain, &format!("darn {i}")).await, format!("darn {i}"));
-        assert_eq!(round_trip(&mut filtered, &format!("darn {i}")).await, format!("*** {i}"));
+        assert_eq!(
+            round_trip(&mut plain, &format!("darn {i}")).await,
+            format!("darn {i}")
+        );
+        assert_eq!(
+            round_trip(&mut filtered, &format!("darn {i}")).await,
+            format!("*** {i}")
+        );
     }
     // A refused Origin is a 403 on the stream; the connection goes on.
-    let refused = open_websocket(&mut sender, "https://a.test/filtered/chat", Some("https://evil.test")).await;
+    let refused = open_websocket(
+        &mut sender,
+        "https://a.test/filtered/chat",
+        Some("https://evil.test"),
+    )
+    .await;
     assert_eq!(refused.err(), Some(StatusCode::FORBIDDEN));
     assert_eq!(round_trip(&mut plain, "still here").await, "still here");
 
     let metrics = request(admin, "GET", "/metrics").await.1;
-    let value = |series: &str| sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"));
+    let value = |series: &str| {
+        sample(&metrics, series).unwrap_or_else(|| panic!("no {series} in\n{metrics}"))
+    };
     let listener = "127.0.0.1:0";
     // One client connection, spoken in h2, carries both WebSockets.
     assert_eq!(
-        value(&format!(r#"wasp_client_connections_by_protocol_total{{listener="{listener}",protocol="h2"}}"#)),
+        value(&format!(
+            r#"wasp_client_connections_by_protocol_total{{listener="{listener}",protocol="h2"}}"#
+        )),
         1.0
     );
-    assert_eq!(value(&format!(r#"wasp_client_connections{{listener="{listener}"}}"#)), 1.0);
+    assert_eq!(
+        value(&format!(
+            r#"wasp_client_connections{{listener="{listener}"}}"#
+        )),
+        1.0
+    );
     assert_eq!(value(r#"wasp_websockets{location="/ws/"}"#), 1.0);
     assert_eq!(value(r#"wasp_websockets{location="/filtered/"}"#), 1.0);
-    assert_eq!(value(r#"wasp_ws_handshakes_total{location="/filtered/",result="403"}"#), 1.0);
+    assert_eq!(
+        value(r#"wasp_ws_handshakes_total{location="/filtered/",result="403"}"#),
+        1.0
+    );
 
     // Closing one WebSocket leaves the other open.
     plain.close(None).await.unwrap();

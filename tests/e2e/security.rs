@@ -4,8 +4,8 @@
 //! request-smuggling shapes.
 
 use crate::support::backend::Backend;
-use crate::support::pki::{Pki, replace};
 use crate::support::config::{ConfigBuilder, toml_value};
+use crate::support::pki::{Pki, replace};
 use crate::support::{eventually, request_from, sample, start_proxy};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;

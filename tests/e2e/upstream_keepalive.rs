@@ -56,7 +56,10 @@ async fn keepalive_reuses_upstream_connections_and_survives_their_closing() {
     // new one and none fails.
     kept.close_http_connections();
     for i in 0..3 {
-        assert_eq!(request(addr, "GET", &format!("/kept/again/{i}")).await.0, 200);
+        assert_eq!(
+            request(addr, "GET", &format!("/kept/again/{i}")).await.0,
+            200
+        );
     }
     assert_eq!(kept.connections(), 2);
     proxy.shutdown().await;

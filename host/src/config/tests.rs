@@ -1071,8 +1071,14 @@ fn proxy_pass_https_and_its_tls_settings() {
     let tls = tls.as_ref().unwrap();
     assert!(!tls.verify && !tls.server_name);
     assert_eq!(tls.name, "b.example");
-    assert_eq!(tls.trusted_certificate.as_deref(), Some(Path::new("ca.pem")));
-    assert_eq!(tls.client_certificate.as_ref().unwrap().key, Path::new("c.key"));
+    assert_eq!(
+        tls.trusted_certificate.as_deref(),
+        Some(Path::new("ca.pem"))
+    );
+    assert_eq!(
+        tls.client_certificate.as_ref().unwrap().key,
+        Path::new("c.key")
+    );
     // The rendering parses back to the same configuration.
     assert_eq!(Config::parse(&config.render(), "rendered").unwrap(), config);
 
@@ -1109,6 +1115,12 @@ fn upstream_keepalive() {
                    [[server]]\nlisten = \"127.0.0.1:8000\"\n\
                    [[server.location]]\npath = \"/\"\nproxy_pass = \"http://lb\"\n";
     let error = errors(refused);
-    assert!(error.contains("test.toml:3:21: keepalive_timeout only applies with keepalive"), "{error}");
-    assert!(error.contains("test.toml:6:13: keepalive must be at least 1"), "{error}");
+    assert!(
+        error.contains("test.toml:3:21: keepalive_timeout only applies with keepalive"),
+        "{error}"
+    );
+    assert!(
+        error.contains("test.toml:6:13: keepalive must be at least 1"),
+        "{error}"
+    );
 }

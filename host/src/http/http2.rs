@@ -41,13 +41,17 @@ pub fn as_http1(parts: &mut Parts) -> Result<(), Refusal> {
             let headers = &mut parts.headers;
             headers.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
             headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-            let key = HeaderValue::from_str(&generate_key()).expect("base64 is a valid header value");
+            let key =
+                HeaderValue::from_str(&generate_key()).expect("base64 is a valid header value");
             headers.insert(header::SEC_WEBSOCKET_KEY, key);
             Ok(())
         }
         Some(protocol) => Err(Refusal::new(
             501,
-            format!("extended CONNECT for `{}`: only websocket is supported", protocol.as_str()),
+            format!(
+                "extended CONNECT for `{}`: only websocket is supported",
+                protocol.as_str()
+            ),
         )),
         None => Err(Refusal::new(405, "CONNECT is not supported")),
     }

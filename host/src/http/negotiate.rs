@@ -30,11 +30,7 @@ impl Protocol {
 /// The protocol of `stream`. `http2`: whether the listener speaks HTTP/2
 /// (on TLS it only offered `h2` by ALPN if so). `None`: the client closed
 /// or sent nothing within `timeout` before the protocol could be told.
-pub async fn negotiate(
-    stream: &ClientStream,
-    http2: bool,
-    timeout: Duration,
-) -> Option<Protocol> {
+pub async fn negotiate(stream: &ClientStream, http2: bool, timeout: Duration) -> Option<Protocol> {
     match stream {
         ClientStream::Tls(tls) => Some(match tls.get_ref().1.alpn_protocol() {
             Some(b"h2") => Protocol::Http2,

@@ -271,9 +271,16 @@ async fn exchange<'s>(
     loop {
         // Each attempt may take an idle keepalive connection to its peer
         // or open a new one (over TLS for `proxy_pass https://`).
-        let (connection, mut peer) =
-            forward::connect(ctx, upstream, &vars, &mut attempts).await?;
-        match forward::send(ctx, target, headers.clone(), body.take(), connection, &mut peer).await
+        let (connection, mut peer) = forward::connect(ctx, upstream, &vars, &mut attempts).await?;
+        match forward::send(
+            ctx,
+            target,
+            headers.clone(),
+            body.take(),
+            connection,
+            &mut peer,
+        )
+        .await
         {
             Ok(response) => return Ok((response, peer)),
             // 502 and 504 from `send` are the peer's error or timeout.

@@ -59,7 +59,9 @@ pub enum TlsError {
     NoSites,
     #[error("`{name}` is not a valid TLS server name (proxy_ssl_name)")]
     BadName { name: String },
-    #[error("the system's certificate store holds no usable CA ({ignored} unparsable); set proxy_ssl_trusted_certificate")]
+    #[error(
+        "the system's certificate store holds no usable CA ({ignored} unparsable); set proxy_ssl_trusted_certificate"
+    )]
     NoSystemRoots { ignored: usize },
     #[error(transparent)]
     Watch(#[from] WatchError),

@@ -90,9 +90,9 @@ mod tests {
         pki.issue("b", &["*.b.test"]);
         let terminator = TlsTerminator::new(
             vec![
-            (vec!["default.test".into()], pki.files("default")),
-            (vec!["A.Test".into()], pki.files("a")),
-            (vec!["*.b.test".into()], pki.files("b")),
+                (vec!["default.test".into()], pki.files("default")),
+                (vec!["A.Test".into()], pki.files("a")),
+                (vec!["*.b.test".into()], pki.files("b")),
             ],
             false,
         )

@@ -14,8 +14,7 @@ use tokio_rustls::rustls::client::danger::{
     HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier,
 };
 use tokio_rustls::rustls::crypto::{
-    WebPkiSupportedAlgorithms, ring, verify_tls12_signature,
-    verify_tls13_signature,
+    WebPkiSupportedAlgorithms, ring, verify_tls12_signature, verify_tls13_signature,
 };
 use tokio_rustls::rustls::pki_types::pem::{self, PemObject};
 use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -83,10 +82,8 @@ impl UpstreamConnector {
         // wasp speaks HTTP/1.1 to upstreams (WebSocket upgrades need it).
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.enable_sni = settings.server_name;
-        let name = ServerName::try_from(settings.name.clone()).map_err(|_| {
-            TlsError::BadName {
-                name: settings.name.clone(),
-            }
+        let name = ServerName::try_from(settings.name.clone()).map_err(|_| TlsError::BadName {
+            name: settings.name.clone(),
         })?;
         Ok(UpstreamConnector {
             connector: TlsConnector::from(Arc::new(config)),

@@ -12,8 +12,8 @@ pub use health::{HealthObserver, spawn_health_checks};
 pub use peer::{PeerGuard, PeerState};
 
 use crate::metrics::Metrics;
-use crate::tls::UpstreamConnector;
 use crate::plugins::{BalancerPool, Peer, RequestHead};
+use crate::tls::UpstreamConnector;
 use crate::vars::{RequestVars, Template};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -196,7 +196,11 @@ impl UpstreamGroup {
     }
 
     /// Where idle connections to `peer` over `tls` are cached.
-    pub fn pool_key(&self, peer: &PeerState, tls: Option<&UpstreamConnector>) -> keepalive::PoolKey {
+    pub fn pool_key(
+        &self,
+        peer: &PeerState,
+        tls: Option<&UpstreamConnector>,
+    ) -> keepalive::PoolKey {
         keepalive::PoolKey {
             upstream: self.name.clone(),
             peer: peer.address.clone(),

@@ -3,9 +3,9 @@
 pub mod backend;
 pub mod config;
 pub mod nginx;
+pub mod pki;
 pub mod process;
 pub mod upstreams;
-pub mod pki;
 
 use std::net::SocketAddr;
 use wasp::config::Config;

@@ -99,4 +99,3 @@ pub fn replace(path: &Path, contents: &[u8]) {
     std::fs::write(&tmp, contents).unwrap();
     std::fs::rename(tmp, path).unwrap();
 }
-

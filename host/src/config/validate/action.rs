@@ -189,16 +189,24 @@ impl Checker<'_> {
     /// nothing: refused.
     fn tls_settings_need_https(&mut self, raw: &RawLocation) {
         let spans = [
-            ("proxy_ssl_verify", raw.proxy_ssl_verify.as_ref().map(Spanned::span)),
+            (
+                "proxy_ssl_verify",
+                raw.proxy_ssl_verify.as_ref().map(Spanned::span),
+            ),
             (
                 "proxy_ssl_trusted_certificate",
-                raw.proxy_ssl_trusted_certificate.as_ref().map(Spanned::span),
+                raw.proxy_ssl_trusted_certificate
+                    .as_ref()
+                    .map(Spanned::span),
             ),
             (
                 "proxy_ssl_server_name",
                 raw.proxy_ssl_server_name.as_ref().map(Spanned::span),
             ),
-            ("proxy_ssl_name", raw.proxy_ssl_name.as_ref().map(Spanned::span)),
+            (
+                "proxy_ssl_name",
+                raw.proxy_ssl_name.as_ref().map(Spanned::span),
+            ),
             (
                 "proxy_ssl_certificate",
                 raw.proxy_ssl_certificate.as_ref().map(Spanned::span),
@@ -220,7 +228,9 @@ impl Checker<'_> {
         let name = match &raw.proxy_ssl_name {
             Some(name) => {
                 let text = name.get_ref();
-                if text.is_empty() || text.contains(|c: char| c.is_whitespace() || "/@[]".contains(c)) {
+                if text.is_empty()
+                    || text.contains(|c: char| c.is_whitespace() || "/@[]".contains(c))
+                {
                     self.error(
                         name.span(),
                         "proxy_ssl_name must be a host name or an IP address, e.g. backend.example.com",
@@ -230,17 +240,24 @@ impl Checker<'_> {
             }
             None => default_ssl_name(upstream),
         };
-        let client_certificate = match (&raw.proxy_ssl_certificate, &raw.proxy_ssl_certificate_key) {
+        let client_certificate = match (&raw.proxy_ssl_certificate, &raw.proxy_ssl_certificate_key)
+        {
             (Some(cert), Some(key)) => Some(TlsFiles {
                 cert: self.non_empty_path(cert.clone(), "proxy_ssl_certificate"),
                 key: self.non_empty_path(key.clone(), "proxy_ssl_certificate_key"),
             }),
             (Some(cert), None) => {
-                self.error(cert.span(), "proxy_ssl_certificate needs proxy_ssl_certificate_key");
+                self.error(
+                    cert.span(),
+                    "proxy_ssl_certificate needs proxy_ssl_certificate_key",
+                );
                 None
             }
             (None, Some(key)) => {
-                self.error(key.span(), "proxy_ssl_certificate_key needs proxy_ssl_certificate");
+                self.error(
+                    key.span(),
+                    "proxy_ssl_certificate_key needs proxy_ssl_certificate",
+                );
                 None
             }
             (None, None) => None,
@@ -271,5 +288,7 @@ fn default_ssl_name(upstream: &str) -> String {
         Ok((host, _)) => host,
         Err(_) => upstream,
     };
-    host.trim_start_matches('[').trim_end_matches(']').to_owned()
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }

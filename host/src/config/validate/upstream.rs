@@ -121,10 +121,16 @@ impl Checker<'_> {
     fn keepalive(&mut self, raw: &RawUpstream) -> Option<Keepalive> {
         let Some(connections) = &raw.keepalive else {
             if let Some(timeout) = &raw.keepalive_timeout {
-                self.error(timeout.span(), "keepalive_timeout only applies with keepalive");
+                self.error(
+                    timeout.span(),
+                    "keepalive_timeout only applies with keepalive",
+                );
             }
             if let Some(requests) = &raw.keepalive_requests {
-                self.error(requests.span(), "keepalive_requests only applies with keepalive");
+                self.error(
+                    requests.span(),
+                    "keepalive_requests only applies with keepalive",
+                );
             }
             return None;
         };
