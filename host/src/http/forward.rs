@@ -10,7 +10,7 @@ use crate::access_log::LoggedBody;
 use crate::plugins::ProxyTo;
 use crate::site::Site;
 use crate::upstream::keepalive::{Lease, Pooled};
-use crate::upstream::{Attempts, Connection, UpstreamGroup};
+use crate::upstream::{Attempts, Connection, Dial, UpstreamGroup};
 use crate::vars::RequestVars;
 use http::{HeaderMap, Request, Response, Version};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
@@ -79,20 +79,14 @@ pub async fn connect<'s>(
     vars: &RequestVars<'_>,
     attempts: &mut Attempts,
 ) -> Result<(Connection, ChosenPeer<'s>), Refusal> {
-    let connect_timeout = ctx.location.config.connect_timeout;
-    let tls = ctx.location.upstream_tls.as_ref();
-    // A WebSocket keeps its connection for itself: never a cached one.
-    let reuse = !ctx.websocket;
+    let how = Dial {
+        timeout: ctx.location.config.connect_timeout,
+        tls: ctx.location.upstream_tls.as_ref(),
+        // A WebSocket keeps its connection for itself: never a cached one.
+        reuse: !ctx.websocket,
+    };
     match upstream
-        .connect(
-            &ctx.head,
-            vars,
-            &ctx.site.balancer,
-            connect_timeout,
-            tls,
-            reuse,
-            attempts,
-        )
+        .connect(&ctx.head, vars, &ctx.site.balancer, how, attempts)
         .await
     {
         Ok((connection, guard)) => {

@@ -84,6 +84,17 @@ pub struct UpstreamGroup {
     metrics: Arc<Metrics>,
 }
 
+/// How [`UpstreamGroup::connect`] reaches a peer: within `timeout` (nginx's
+/// `proxy_connect_timeout`, the TLS handshake with `tls` included), and with
+/// `reuse` (a plain request, no WebSocket) from an idle connection of the
+/// keepalive cache first.
+#[derive(Clone, Copy)]
+pub struct Dial<'a> {
+    pub timeout: Duration,
+    pub tls: Option<&'a UpstreamConnector>,
+    pub reuse: bool,
+}
+
 impl UpstreamGroup {
     pub fn new(
         name: &str,
@@ -122,21 +133,21 @@ impl UpstreamGroup {
         attempts.made < self.tries && attempts.tried.iter().any(|tried| !tried)
     }
 
-    /// Picks a peer not tried yet and connects (and completes the TLS
-    /// handshake with `tls`, both within `timeout` as nginx's
-    /// `proxy_connect_timeout`), moving on to another peer when that fails
-    /// or times out. With `reuse` (a plain request) an idle connection to
-    /// the chosen peer is taken from the keepalive cache first.
+    /// Picks a peer not tried yet and connects as `how` says, moving on to
+    /// another peer when that fails or times out.
     pub async fn connect(
         &self,
         head: &RequestHead,
         vars: &RequestVars<'_>,
         balancer: &BalancerPool,
-        timeout: Duration,
-        tls: Option<&UpstreamConnector>,
-        reuse: bool,
+        how: Dial<'_>,
         attempts: &mut Attempts,
     ) -> Result<(Connection, PeerGuard), ConnectError> {
+        let Dial {
+            timeout,
+            tls,
+            reuse,
+        } = how;
         let mut last_error = ConnectError::NoPeer;
         while attempts.made < self.tries {
             let Some(index) = self.pick(head, vars, balancer, &attempts.tried) else {
