@@ -60,7 +60,7 @@ impl Listeners {
         for plan in plans(config) {
             let tls = match plan.tls {
                 Some(sites) => {
-                    let terminator = TlsTerminator::new(sites)
+                    let terminator = TlsTerminator::new(sites, plan.connection.http2)
                         .with_context(|| format!("TLS on {}", plan.listen))?;
                     let watcher = terminator.watch()?;
                     Some((terminator, watcher))
@@ -207,6 +207,7 @@ fn plans(config: &Config) -> Vec<Plan> {
                         header_timeout: server.client_header_timeout,
                         max_header_size: server.max_header_size,
                         redirect_https: server.redirect_http,
+                        http2: server.http2,
                     };
                     plans.push(Plan {
                         listen: listen.clone(),

@@ -82,6 +82,12 @@ struct ListenerLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProtocolLabels {
+    listener: String,
+    protocol: &'static str,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct LocationLabels {
     location: String,
 }
@@ -188,6 +194,7 @@ struct PluginSeries {
 pub struct Metrics {
     registry: Registry,
     client_connections: Family<ListenerLabels, Gauge>,
+    client_protocols: Family<ProtocolLabels, Counter>,
     websockets: Family<LocationLabels, Gauge>,
     upstream_websockets: Family<PeerLabels, Gauge>,
     ws_messages: Family<DirectionLabels, Counter>,
@@ -225,6 +232,12 @@ impl Metrics {
             "wasp_client_connections",
             "Open client connections, per listener",
             Family::clone(&client_connections),
+        );
+        let client_protocols = Family::default();
+        registry.register(
+            "wasp_client_connections_by_protocol",
+            "Client connections accepted, per listener and protocol (http/1.1, h2)",
+            Family::clone(&client_protocols),
         );
         let websockets = Family::default();
         registry.register(
@@ -328,6 +341,7 @@ impl Metrics {
         Arc::new(Metrics {
             registry,
             client_connections,
+            client_protocols,
             websockets,
             upstream_websockets,
             ws_messages,
@@ -369,6 +383,18 @@ impl Metrics {
         });
         gauge.inc();
         ConnectionGuard { gauge }
+    }
+
+    /// Counts a client connection on `listener` by the protocol it speaks
+    /// (`http/1.1` or `h2`), once per connection: the WebSockets and
+    /// requests of one HTTP/2 connection count once.
+    pub fn client_protocol(&self, listener: &str, protocol: &'static str) {
+        self.client_protocols
+            .get_or_create(&ProtocolLabels {
+                listener: listener.to_owned(),
+                protocol,
+            })
+            .inc();
     }
 
     /// Counts a proxied WebSocket, in its location and on its upstream peer,

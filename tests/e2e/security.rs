@@ -5,81 +5,16 @@
 
 use crate::support::backend::Backend;
 use crate::support::config::{ConfigBuilder, toml_value};
+use crate::support::pki::{Pki, replace};
 use crate::support::{eventually, request_from, sample, start_proxy};
 use futures_util::{SinkExt, StreamExt};
-use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
-use tokio_rustls::TlsConnector;
 use tokio_rustls::rustls::pki_types::{CertificateDer, ServerName};
-use tokio_rustls::rustls::{ClientConfig, RootCertStore, crypto::ring};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-
-/// A CA made for the test, and the leaf certificates it signs.
-struct Pki {
-    ca: CertifiedIssuer<'static, KeyPair>,
-    dir: std::path::PathBuf,
-}
-
-impl Pki {
-    fn new(name: &str) -> Pki {
-        let mut params = CertificateParams::new(Vec::new()).unwrap();
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let dir = std::env::temp_dir().join(format!("wasp-pki-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        Pki { ca, dir }
-    }
-
-    /// Issues a certificate for `host` into `host.crt`/`host.key` (replacing
-    /// the files the way a deploy does: write aside, rename over).
-    fn issue(&self, host: &str) -> CertificateDer<'static> {
-        let key = KeyPair::generate().unwrap();
-        let cert = CertificateParams::new(vec![host.to_string()])
-            .unwrap()
-            .signed_by(&key, &self.ca)
-            .unwrap();
-        replace(&self.dir.join(format!("{host}.crt")), cert.pem().as_bytes());
-        replace(
-            &self.dir.join(format!("{host}.key")),
-            key.serialize_pem().as_bytes(),
-        );
-        cert.der().clone()
-    }
-
-    /// A server's `tls` setting: `host`'s certificate and key files.
-    fn tls(&self, host: &str) -> toml::Table {
-        let path = |ext: &str| self.dir.join(format!("{host}.{ext}")).display().to_string();
-        toml::Table::from_iter([
-            ("cert".to_owned(), path("crt").into()),
-            ("key".to_owned(), path("key").into()),
-        ])
-    }
-
-    /// A client trusting this CA only.
-    fn connector(&self) -> TlsConnector {
-        let mut roots = RootCertStore::empty();
-        roots.add(self.ca.der().clone()).unwrap();
-        let mut config = ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .unwrap()
-            .with_root_certificates(roots)
-            .with_no_client_auth();
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        TlsConnector::from(Arc::new(config))
-    }
-}
-
-fn replace(path: &Path, contents: &[u8]) {
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, contents).unwrap();
-    std::fs::rename(tmp, path).unwrap();
-}
 
 async fn tls_connect(
     pki: &Pki,

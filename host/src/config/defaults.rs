@@ -47,6 +47,19 @@ pub const MAX_FAILS: u32 = 1;
 pub const FAIL_TIMEOUT: Duration = Duration::from_secs(10);
 /// nginx: an upstream server (or `proxy_pass` host) without a port is on port 80.
 pub const UPSTREAM_PORT: u16 = 80;
+/// nginx: a `proxy_pass https://` host without a port is on port 443.
+pub const UPSTREAM_TLS_PORT: u16 = 443;
+/// `proxy_ssl_verify`. wasp's own: nginx's `off` accepts any certificate,
+/// so anyone on the path to the upstream can read and change the traffic.
+pub const PROXY_SSL_VERIFY: bool = true;
+/// `proxy_ssl_server_name`. wasp's own: nginx's `off` sends no SNI, which
+/// a backend serving several names (or a CDN) refuses or answers with the
+/// wrong certificate.
+pub const PROXY_SSL_SERVER_NAME: bool = true;
+/// nginx `keepalive_timeout 60s` (in an upstream block).
+pub const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx `keepalive_requests 1000` (in an upstream block).
+pub const KEEPALIVE_REQUESTS: u32 = 1000;
 /// nginx Plus `health_check interval=5s`.
 pub const HEALTH_INTERVAL: Duration = Duration::from_secs(5);
 /// HAProxy's `rise 2` (nginx Plus trusts one success, `passes=1`).

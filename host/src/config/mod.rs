@@ -142,6 +142,20 @@ pub struct Upstream {
     pub servers: Vec<UpstreamServer>,
     /// Active health checks, if configured.
     pub health: Option<HealthCheck>,
+    /// Idle connections kept for reuse (nginx's `keepalive`), if any.
+    pub keepalive: Option<Keepalive>,
+}
+
+/// nginx's `keepalive N` with `keepalive_timeout` and `keepalive_requests`:
+/// idle connections to the upstream's servers cached for plain requests.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Keepalive {
+    /// Idle connections kept per worker thread (nginx: per worker process).
+    pub connections: u32,
+    /// How long an idle connection is kept (default 60 s).
+    pub timeout: Duration,
+    /// Requests served on one connection before it is closed (default 1000).
+    pub requests: u32,
 }
 
 /// One server of an upstream.
@@ -187,6 +201,10 @@ pub struct Server {
     pub tls: Option<TlsFiles>,
     /// Answer every request with a 301 to `https://`.
     pub redirect_http: bool,
+    /// Speak HTTP/2 (nginx's `http2 on`): offered by ALPN beside HTTP/1.1
+    /// on TLS, by prior knowledge (h2c) on plain TCP. Default: on with TLS,
+    /// off without.
+    pub http2: bool,
     /// Time allowed to receive a request head (default 60 s).
     pub client_header_timeout: Duration,
     /// Largest request body in bytes; 413 above (default 1 MiB).
@@ -258,6 +276,8 @@ pub enum LocationAction {
         upstream: String,
         /// URI part of `proxy_pass`, replacing the matched prefix (nginx rules).
         uri: Option<String>,
+        /// TLS towards the upstream: `proxy_pass https://`.
+        tls: Option<UpstreamTls>,
     },
     /// `root`: serve files.
     Static {
@@ -277,6 +297,28 @@ pub enum LocationAction {
         /// Response body.
         body: String,
     },
+}
+
+/// How wasp speaks TLS to an upstream (`proxy_pass https://`, nginx's
+/// `proxy_ssl_*`). The files are read when the configuration is loaded.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// Verify the upstream's certificate chain and name (`proxy_ssl_verify`,
+    /// default on: nginx's default, off, accepts any certificate, which a
+    /// man in the middle can present).
+    pub verify: bool,
+    /// PEM file of the CAs to trust (`proxy_ssl_trusted_certificate`); the
+    /// system's store when `None`.
+    pub trusted_certificate: Option<PathBuf>,
+    /// Send [`name`](Self::name) as SNI (`proxy_ssl_server_name`, default
+    /// on: nginx's is off, but a name-based TLS backend needs it).
+    pub server_name: bool,
+    /// The name sent and verified (`proxy_ssl_name`, default the
+    /// upstream's host without its port, as nginx's `$proxy_host`).
+    pub name: String,
+    /// Client certificate and key presented to the upstream
+    /// (`proxy_ssl_certificate`, `proxy_ssl_certificate_key`).
+    pub client_certificate: Option<TlsFiles>,
 }
 
 /// `limit_req`: a leaky-bucket request rate per key.

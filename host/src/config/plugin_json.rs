@@ -38,7 +38,7 @@ impl Config {
                         kind: location.kind,
                         pattern: location.pattern.clone(),
                         action: match &location.action {
-                            LocationAction::Proxy { upstream, uri } => {
+                            LocationAction::Proxy { upstream, uri, .. } => {
                                 contract::LocationAction::Proxy {
                                     upstream: upstream.clone(),
                                     uri: uri.clone(),

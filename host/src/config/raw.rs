@@ -59,6 +59,9 @@ pub struct RawUpstream {
     pub next_upstream_tries: Option<u32>,
     pub servers: Spanned<Vec<Spanned<Shorthand<RawUpstreamServer>>>>,
     pub health: Option<RawHealth>,
+    pub keepalive: Option<Spanned<u32>>,
+    pub keepalive_timeout: Option<Spanned<Dur>>,
+    pub keepalive_requests: Option<Spanned<u32>>,
 }
 
 /// One entry of an upstream's `servers`.
@@ -106,6 +109,7 @@ pub struct RawServer {
     pub server_name: Option<Spanned<StringList>>,
     pub tls: Option<RawTls>,
     pub redirect_http: Option<Spanned<bool>>,
+    pub http2: Option<Spanned<bool>>,
     pub client_header_timeout: Option<Spanned<Dur>>,
     pub client_max_body_size: Option<Size>,
     pub max_header_size: Option<Spanned<Size>>,
@@ -150,6 +154,12 @@ pub struct RawLocation {
     pub allow_missing_origin: Option<bool>,
     pub filters: Option<Vec<Spanned<Shorthand<RawFilter>>>>,
     pub max_message_size: Option<Size>,
+    pub proxy_ssl_verify: Option<Spanned<bool>>,
+    pub proxy_ssl_trusted_certificate: Option<Spanned<String>>,
+    pub proxy_ssl_server_name: Option<Spanned<bool>>,
+    pub proxy_ssl_name: Option<Spanned<String>>,
+    pub proxy_ssl_certificate: Option<Spanned<String>>,
+    pub proxy_ssl_certificate_key: Option<Spanned<String>>,
 }
 
 /// A location's `return` table.

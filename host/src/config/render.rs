@@ -89,6 +89,7 @@ impl Config {
                 );
             }
             line(&mut out, "redirect_http", &server.redirect_http.to_string());
+            line(&mut out, "http2", &server.http2.to_string());
             line(
                 &mut out,
                 "client_header_timeout",
@@ -123,13 +124,30 @@ impl Config {
                 };
                 line(&mut out, "path", &string(&path));
                 match &location.action {
-                    LocationAction::Proxy { upstream, uri } => {
+                    LocationAction::Proxy { upstream, uri, tls } => {
                         let uri = uri.as_deref().unwrap_or("");
+                        let scheme = if tls.is_some() { "https" } else { "http" };
                         line(
                             &mut out,
                             "proxy_pass",
-                            &string(&format!("http://{upstream}{uri}")),
+                            &string(&format!("{scheme}://{upstream}{uri}")),
                         );
+                        if let Some(tls) = tls {
+                            line(&mut out, "proxy_ssl_verify", &tls.verify.to_string());
+                            if let Some(ca) = &tls.trusted_certificate {
+                                let ca = string(&ca.display().to_string());
+                                line(&mut out, "proxy_ssl_trusted_certificate", &ca);
+                            }
+                            let sni = tls.server_name.to_string();
+                            line(&mut out, "proxy_ssl_server_name", &sni);
+                            line(&mut out, "proxy_ssl_name", &string(&tls.name));
+                            if let Some(files) = &tls.client_certificate {
+                                let cert = string(&files.cert.display().to_string());
+                                let key = string(&files.key.display().to_string());
+                                line(&mut out, "proxy_ssl_certificate", &cert);
+                                line(&mut out, "proxy_ssl_certificate_key", &key);
+                            }
+                        }
                     }
                     LocationAction::Static {
                         root,
@@ -253,6 +271,11 @@ fn write_upstream(out: &mut String, upstream: &Upstream, prefix: &str) {
         })
         .collect();
     field("servers", &list(&servers, prefix));
+    if let Some(keepalive) = &upstream.keepalive {
+        field("keepalive", &keepalive.connections.to_string());
+        field("keepalive_timeout", &duration(keepalive.timeout));
+        field("keepalive_requests", &keepalive.requests.to_string());
+    }
     if let Some(health) = &upstream.health {
         let value = format!(
             "{{ path = {}, interval = {}, rise = {}, fall = {}, websocket = {} }}",

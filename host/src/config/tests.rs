@@ -38,7 +38,7 @@ fn filter_crates() -> Vec<String> {
 
 fn proxy(location: &Location) -> (&str, Option<&str>) {
     match &location.action {
-        LocationAction::Proxy { upstream, uri } => (upstream, uri.as_deref()),
+        LocationAction::Proxy { upstream, uri, .. } => (upstream, uri.as_deref()),
         other => panic!("expected proxy, got {other:?}"),
     }
 }
@@ -282,7 +282,10 @@ fn guide_tls() {
             key: "/path/to/key.pem".into()
         })
     );
+    // TLS offers HTTP/2 by default (nginx needs `http2 on;`).
+    assert!(config.servers[0].http2);
     assert!(config.servers[1].redirect_http);
+    assert!(!config.servers[1].http2);
     assert!(config.servers[1].locations.is_empty());
 }
 
@@ -325,12 +328,15 @@ fn defaults_are_nginx_like() {
                 down: false,
             }],
             health: None,
+            keepalive: None,
         }
     );
     let server = &config.servers[0];
     assert!(server.server_names.is_empty());
     assert_eq!(server.tls, None);
     assert!(!server.redirect_http && !server.strict_websocket);
+    // HTTP/2 is on by default with TLS only (no h2c unless asked).
+    assert!(!server.http2);
     assert_eq!(server.client_header_timeout, MINUTE);
     assert_eq!(server.client_max_body_size, 1 << 20);
     assert_eq!(server.max_header_size, 32 << 10);
@@ -711,7 +717,7 @@ listen = "8000"
 
 [[server.location]]
 path = "/ws/"
-proxy_pass = "https://lb"
+proxy_pass = "ftp://lb"
 limit_conn_status = 200
 
 [[server.location]]
@@ -731,7 +737,7 @@ proxy_pass = "http://lb/index.php"
         "test.toml:2:11: balance = \"hash\" needs a hash_key, e.g. \"$remote_addr\"",
         "test.toml:3:51: weight must be at least 1",
         "test.toml:6:10: listen: `8000` is not an IP:PORT address (e.g. 127.0.0.1:8000, 0.0.0.0:80, [::]:443)",
-        "test.toml:10:14: TLS to upstreams is not supported yet",
+        "test.toml:10:14: proxy_pass must look like http://NAME[/uri] or https://NAME[/uri], got `ftp://lb`",
         "test.toml:11:21: limit_conn_status must be between 400 and 599",
         "test.toml:14:8: duplicate location `/ws/` in this server (first at line 9)",
         unknown_filter.as_str(),
@@ -920,12 +926,13 @@ fn connection_settings_of_a_second_server_on_one_address_are_refused_not_ignored
                 [[server.location]]\npath = \"/\"\nreturn = { status = 200 }\n\
                 [[server]]\nlisten = \"127.0.0.1:8000\"\nserver_name = \"b.example\"\n\
                 client_header_timeout = \"30s\"\nmax_header_size = \"64k\"\nredirect_http = true\n\
-                [[server.location]]\npath = \"/\"\nreturn = { status = 200 }\n";
+                http2 = true\n[[server.location]]\npath = \"/\"\nreturn = { status = 200 }\n";
     let error = errors(text);
     for (position, key) in [
         ("test.toml:10:25", "client_header_timeout"),
         ("test.toml:11:19", "max_header_size"),
         ("test.toml:12:17", "redirect_http"),
+        ("test.toml:13:9", "http2"),
     ] {
         assert!(
             error.contains(&format!(
@@ -938,7 +945,8 @@ fn connection_settings_of_a_second_server_on_one_address_are_refused_not_ignored
     let same = text
         .replace("\"30s\"", "\"5s\"")
         .replace("max_header_size = \"64k\"\n", "")
-        .replace("redirect_http = true\n", "");
+        .replace("redirect_http = true\n", "")
+        .replace("http2 = true\n", "");
     Config::parse(&same, "test.toml").unwrap();
 }
 
@@ -1034,4 +1042,85 @@ fn every_syntax_error_is_reported() {
     let error = errors("a = \nb = [1,\n[[server]\n");
     assert!(error.lines().count() >= 2, "{error}");
     assert!(error.starts_with("test.toml:1:"), "{error}");
+}
+
+#[test]
+fn proxy_pass_https_and_its_tls_settings() {
+    let text = "[upstreams.lb]\nservers = [\"10.0.0.1:8443\"]\n\
+                [[server]]\nlisten = \"127.0.0.1:8000\"\n\
+                [[server.location]]\npath = \"/a/\"\nproxy_pass = \"https://backend.example\"\n\
+                [[server.location]]\npath = \"/b/\"\nproxy_pass = \"https://lb/x\"\n\
+                proxy_ssl_verify = false\nproxy_ssl_server_name = false\nproxy_ssl_name = \"b.example\"\n\
+                proxy_ssl_trusted_certificate = \"ca.pem\"\n\
+                proxy_ssl_certificate = \"c.pem\"\nproxy_ssl_certificate_key = \"c.key\"\n";
+    let config = Config::parse(text, "test.toml").unwrap();
+    let locations: Vec<&Location> = config.locations().collect();
+    let LocationAction::Proxy { upstream, tls, .. } = &locations[0].action else {
+        panic!("not a proxy")
+    };
+    // nginx: https without a port is 443; verification and SNI on by default.
+    assert_eq!(upstream, "backend.example:443");
+    let tls = tls.as_ref().unwrap();
+    assert!(tls.verify && tls.server_name);
+    assert_eq!(tls.name, "backend.example");
+    assert_eq!(tls.trusted_certificate, None);
+    let LocationAction::Proxy { upstream, uri, tls } = &locations[1].action else {
+        panic!("not a proxy")
+    };
+    assert_eq!((upstream.as_str(), uri.as_deref()), ("lb", Some("/x")));
+    let tls = tls.as_ref().unwrap();
+    assert!(!tls.verify && !tls.server_name);
+    assert_eq!(tls.name, "b.example");
+    assert_eq!(
+        tls.trusted_certificate.as_deref(),
+        Some(Path::new("ca.pem"))
+    );
+    assert_eq!(
+        tls.client_certificate.as_ref().unwrap().key,
+        Path::new("c.key")
+    );
+    // The rendering parses back to the same configuration.
+    assert_eq!(Config::parse(&config.render(), "rendered").unwrap(), config);
+
+    let refused = "[upstreams.lb]\nservers = [\"10.0.0.1:8443\"]\nhealth = { path = \"/h\" }\n\
+                   [[server]]\nlisten = \"127.0.0.1:8000\"\n\
+                   [[server.location]]\npath = \"/a/\"\nproxy_pass = \"http://lb\"\nproxy_ssl_verify = false\n\
+                   [[server.location]]\npath = \"/b/\"\nproxy_pass = \"https://lb\"\nproxy_ssl_certificate = \"c.pem\"\n";
+    let error = errors(refused);
+    for expected in [
+        "test.toml:9:20: proxy_ssl_verify only applies with proxy_pass https://",
+        "test.toml:12:14: upstream `lb` has health checks, which speak plain HTTP",
+        "test.toml:13:25: proxy_ssl_certificate needs proxy_ssl_certificate_key",
+    ] {
+        assert!(error.contains(expected), "{expected} not in\n{error}");
+    }
+}
+
+#[test]
+fn upstream_keepalive() {
+    let text = "[upstreams.lb]\nservers = [\"10.0.0.1:80\"]\nkeepalive = 8\nkeepalive_requests = 100\n\
+                [upstreams.plain]\nservers = [\"10.0.0.2:80\"]\n\
+                [[server]]\nlisten = \"127.0.0.1:8000\"\n\
+                [[server.location]]\npath = \"/\"\nproxy_pass = \"http://lb\"\n";
+    let config = Config::parse(text, "test.toml").unwrap();
+    let keepalive = config.upstreams["lb"].keepalive.as_ref().unwrap();
+    assert_eq!(keepalive.connections, 8);
+    assert_eq!(keepalive.requests, 100);
+    assert_eq!(keepalive.timeout, MINUTE);
+    assert_eq!(config.upstreams["plain"].keepalive, None);
+    assert_eq!(Config::parse(&config.render(), "rendered").unwrap(), config);
+
+    let refused = "[upstreams.lb]\nservers = [\"10.0.0.1:80\"]\nkeepalive_timeout = \"5s\"\n\
+                   [upstreams.zero]\nservers = [\"10.0.0.1:80\"]\nkeepalive = 0\n\
+                   [[server]]\nlisten = \"127.0.0.1:8000\"\n\
+                   [[server.location]]\npath = \"/\"\nproxy_pass = \"http://lb\"\n";
+    let error = errors(refused);
+    assert!(
+        error.contains("test.toml:3:21: keepalive_timeout only applies with keepalive"),
+        "{error}"
+    );
+    assert!(
+        error.contains("test.toml:6:13: keepalive must be at least 1"),
+        "{error}"
+    );
 }

@@ -8,6 +8,7 @@ use crate::access_log::{AccessEntry, LoggedBody};
 use crate::limits::ConnectionSlot;
 use crate::plugins::RequestHead;
 use crate::site::{LocationRuntime, Site};
+use crate::upstream::keepalive::Lease;
 use crate::upstream::{PeerGuard, UpstreamGroup};
 use crate::vars::RequestVars;
 use http::Response;
@@ -93,6 +94,9 @@ impl Refusal {
 pub struct ChosenPeer<'s> {
     pub upstream: &'s UpstreamGroup,
     pub guard: PeerGuard,
+    /// With `keepalive`, the connection to return to the cache once the
+    /// answer was relayed.
+    pub lease: Option<Lease>,
 }
 
 /// The body of a request sent upstream: the client's, cut at

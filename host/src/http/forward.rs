@@ -9,14 +9,23 @@ use super::websocket;
 use crate::access_log::LoggedBody;
 use crate::plugins::ProxyTo;
 use crate::site::Site;
-use crate::upstream::{Attempts, UpstreamGroup};
+use crate::upstream::keepalive::{Lease, Pooled};
+use crate::upstream::{Attempts, Connection, Dial, UpstreamGroup};
 use crate::vars::RequestVars;
 use http::{HeaderMap, Request, Response, Version};
 use http_body_util::{BodyExt, Empty, LengthLimitError, Limited};
 use hyper::body::Incoming;
 use hyper_util::rt::TokioIo;
-use tokio::net::TcpStream;
 use tokio_io_timeout::TimeoutStream;
+
+/// nginx's `$proxy_host` for `upstream` reached over TLS or not: its name
+/// without the scheme's default port.
+pub fn proxy_host<'s>(ctx: &RequestContext<'_>, upstream: &'s UpstreamGroup) -> &'s str {
+    match ctx.location.upstream_tls {
+        Some(_) => &upstream.tls_proxy_host,
+        None => &upstream.proxy_host,
+    }
+}
 
 /// Phase 4: the upstream group the router named.
 pub fn upstream<'s>(site: &'s Site, target: &ProxyTo) -> Result<&'s UpstreamGroup, Refusal> {
@@ -31,19 +40,34 @@ pub fn upstream<'s>(site: &'s Site, target: &ProxyTo) -> Result<&'s UpstreamGrou
 
 /// Phase 6: the headers the upstream gets: the client's end-to-end ones,
 /// the location's `set_headers`, then the router's. A filtered WebSocket
-/// may not negotiate extensions.
+/// may not negotiate extensions. Towards an upstream with `keepalive`, a
+/// plain request carries no `Connection: close` unless the location sets
+/// `Connection` itself (nginx needs `proxy_set_header Connection ""` for
+/// that; wasp's default `$connection_upgrade` would close every connection).
 pub fn upstream_headers(
     ctx: &RequestContext<'_>,
     target: &ProxyTo,
     vars: &RequestVars<'_>,
+    upstream: &UpstreamGroup,
 ) -> HeaderMap {
-    upstream_request(
+    let mut headers = upstream_request(
         &ctx.parts.headers,
         &ctx.location.set_headers,
         &target.set_headers,
         vars,
         !ctx.location.filters.is_empty(),
-    )
+    );
+    let sets_connection = || {
+        ctx.location
+            .config
+            .set_headers
+            .iter()
+            .any(|(name, _)| name.eq_ignore_ascii_case("connection"))
+    };
+    if upstream.keepalive.is_some() && !ctx.websocket && !sets_connection() {
+        headers.remove(http::header::CONNECTION);
+    }
+    headers
 }
 
 /// Phase 7: the balancer plugin picks a peer not in `attempts` and wasp
@@ -54,19 +78,25 @@ pub async fn connect<'s>(
     upstream: &'s UpstreamGroup,
     vars: &RequestVars<'_>,
     attempts: &mut Attempts,
-) -> Result<(TcpStream, ChosenPeer<'s>), Refusal> {
-    let connect_timeout = ctx.location.config.connect_timeout;
+) -> Result<(Connection, ChosenPeer<'s>), Refusal> {
+    let how = Dial {
+        timeout: ctx.location.config.connect_timeout,
+        tls: ctx.location.upstream_tls.as_ref(),
+        // A WebSocket keeps its connection for itself: never a cached one.
+        reuse: !ctx.websocket,
+    };
     match upstream
-        .connect(
-            &ctx.head,
-            vars,
-            &ctx.site.balancer,
-            connect_timeout,
-            attempts,
-        )
+        .connect(&ctx.head, vars, &ctx.site.balancer, how, attempts)
         .await
     {
-        Ok((stream, guard)) => Ok((stream, ChosenPeer { upstream, guard })),
+        Ok((connection, guard)) => {
+            let peer = ChosenPeer {
+                upstream,
+                guard,
+                lease: None,
+            };
+            Ok((connection, peer))
+        }
         Err(error) => {
             tracing::error!(upstream = %upstream.name, %error, "no upstream connection");
             Err(Refusal::new(error.status(), ""))
@@ -76,7 +106,8 @@ pub async fn connect<'s>(
 
 /// Phase 8: sends the request (the router's URI, `headers`, the body cut at
 /// `client_max_body_size`; `None` for an empty one sent again to the next
-/// peer) on `stream`, and returns the answer's head. An
+/// peer) on `connection` (an idle one found closed before the request left
+/// is replaced by a new one to the same peer), and returns the answer's head. An
 /// HTTP request runs under the location's read and send timeouts, per read
 /// and write of the socket; a WebSocket handshake must get its answer within
 /// `read_timeout` (the relay then takes the raw socket back, and its idle
@@ -87,8 +118,8 @@ pub async fn send(
     target: &ProxyTo,
     headers: HeaderMap,
     body: Option<Incoming>,
-    stream: TcpStream,
-    peer: &ChosenPeer<'_>,
+    connection: Connection,
+    peer: &mut ChosenPeer<'_>,
 ) -> Result<Response<Incoming>, Refusal> {
     let Ok(uri) = target.uri.parse::<http::Uri>() else {
         tracing::error!(uri = %target.uri, "router produced an invalid upstream URI");
@@ -106,22 +137,104 @@ pub async fn send(
     *request.headers_mut() = headers;
 
     let config = &ctx.location.config;
-    let sent = if ctx.websocket {
+    let stream = match connection {
+        Connection::Fresh(stream) => stream,
+        Connection::Idle(idle) => match send_reused(ctx, idle, request, peer).await {
+            Reused::Sent(sent) => return answer(ctx, sent, peer),
+            Reused::Closed(unsent) => {
+                // The peer closed it while idle, before a byte of this
+                // request left: a new connection to the same peer.
+                request = unsent;
+                let tls = ctx.location.upstream_tls.as_ref();
+                let peer_state = peer.guard.peer().clone();
+                match peer
+                    .upstream
+                    .reconnect(&peer_state, config.connect_timeout, tls)
+                    .await
+                {
+                    Ok(stream) => stream,
+                    Err(error) => {
+                        tracing::error!(upstream = %peer.upstream.name, %error, "no upstream connection");
+                        return Err(Refusal::new(error.status(), ""));
+                    }
+                }
+            }
+        },
+    };
+    if ctx.websocket {
         let handshake = websocket::send_handshake(TokioIo::new(stream), request);
-        match tokio::time::timeout(config.read_timeout, handshake).await {
+        let sent = match tokio::time::timeout(config.read_timeout, handshake).await {
             Ok(sent) => sent,
             Err(_) => {
                 let (upstream, peer) = (&peer.upstream.name, &peer.guard.peer().address);
                 tracing::error!(%upstream, %peer, timeout = ?config.read_timeout, "upstream did not answer the WebSocket handshake within read_timeout");
                 return Err(Refusal::new(504, ""));
             }
+        };
+        return answer(ctx, sent, peer);
+    }
+    let mut timed = TimeoutStream::new(stream);
+    timed.set_read_timeout(Some(config.read_timeout));
+    timed.set_write_timeout(Some(config.send_timeout));
+    let (mut sender, connection) =
+        match hyper::client::conn::http1::handshake(TokioIo::new(Box::pin(timed))).await {
+            Ok(handshake) => handshake,
+            Err(error) => return answer(ctx, Err(error), peer),
+        };
+    tokio::spawn(async move {
+        if let Err(error) = connection.with_upgrades().await {
+            tracing::debug!(%error, "upstream connection ended with an error");
         }
-    } else {
-        let mut timed = TimeoutStream::new(stream);
-        timed.set_read_timeout(Some(config.read_timeout));
-        timed.set_write_timeout(Some(config.send_timeout));
-        send_http(TokioIo::new(Box::pin(timed)), request).await
-    };
+    });
+    let sent = sender.send_request(request).await;
+    if sent.is_ok() {
+        lend(ctx, peer, Pooled { sender, served: 1 });
+    }
+    answer(ctx, sent, peer)
+}
+
+/// What sending on a cached connection came to.
+enum Reused {
+    Sent(Result<Response<Incoming>, hyper::Error>),
+    /// The connection was closed before the request could be sent.
+    Closed(Request<UpstreamBody>),
+}
+
+async fn send_reused(
+    ctx: &RequestContext<'_>,
+    mut idle: Pooled,
+    request: Request<UpstreamBody>,
+    peer: &mut ChosenPeer<'_>,
+) -> Reused {
+    match idle.sender.try_send_request(request).await {
+        Ok(response) => {
+            idle.served += 1;
+            lend(ctx, peer, idle);
+            Reused::Sent(Ok(response))
+        }
+        Err(mut error) => match error.take_message() {
+            Some(unsent) => Reused::Closed(unsent),
+            None => Reused::Sent(Err(error.into_error())),
+        },
+    }
+}
+
+/// With `keepalive`, the connection goes back to the cache once the
+/// answer was relayed (the lease is held by the response body).
+fn lend(ctx: &RequestContext<'_>, peer: &mut ChosenPeer<'_>, connection: Pooled) {
+    if let Some(settings) = &peer.upstream.keepalive {
+        let tls = ctx.location.upstream_tls.as_ref();
+        let key = peer.upstream.pool_key(peer.guard.peer(), tls);
+        peer.lease = Some(Lease::new(key, connection, settings.clone()));
+    }
+}
+
+/// The answer's head, or the refusal an upstream failure comes to.
+fn answer(
+    ctx: &RequestContext<'_>,
+    sent: Result<Response<Incoming>, hyper::Error>,
+    peer: &ChosenPeer<'_>,
+) -> Result<Response<Incoming>, Refusal> {
     sent.map_err(|error| {
         if body_too_large(&error) {
             tracing::info!(client = %ctx.conn.client, "request body larger than client_max_body_size");
@@ -169,26 +282,9 @@ pub fn respond(
 ) -> Response<Body> {
     let code = response.status().as_u16();
     strip_hop_by_hop(response.headers_mut());
-    let hold = (peer.guard, ctx.slot);
+    let hold = (peer.guard, ctx.slot, peer.lease);
     response
         .map(|body| LoggedBody::new(body.map_err(Into::into), ctx.entry, code, hold).boxed_unsync())
-}
-
-/// Sends `request` on a fresh HTTP/1.1 connection over `io`.
-async fn send_http<I>(
-    io: I,
-    request: Request<UpstreamBody>,
-) -> Result<Response<Incoming>, hyper::Error>
-where
-    I: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
-{
-    let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
-    tokio::spawn(async move {
-        if let Err(error) = connection.with_upgrades().await {
-            tracing::debug!(%error, "upstream connection ended with an error");
-        }
-    });
-    sender.send_request(request).await
 }
 
 /// Whether sending failed because the client's body passed the limit.

@@ -1,13 +1,17 @@
-//! The HTTP/1.1 server side: one hyper connection per client (this module),
-//! each request carried through its phases by `request`: routed by the
-//! router plugin, then served from files, answered directly, or forwarded
-//! upstream (a WebSocket handshake becoming a session on the relay).
+//! The HTTP server side: one hyper connection per client (this module),
+//! HTTP/1.1 or HTTP/2 as `negotiate` tells, each request carried through its
+//! phases by `request`: routed by the router plugin, then served from
+//! files, answered directly, or forwarded upstream (a WebSocket handshake,
+//! HTTP/1.1 upgrade or HTTP/2 extended CONNECT, becoming a session on the
+//! relay).
 
 pub mod client_stream;
 mod context;
 mod forward;
 mod head;
 pub mod headers;
+mod http2;
+mod negotiate;
 mod request;
 pub mod response;
 mod static_files;
@@ -22,9 +26,10 @@ use arc_swap::ArcSwap;
 use client_stream::ClientStream;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
-use hyper::server::conn::http1;
+use hyper::server::conn::{http1, http2 as h2_server};
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use negotiate::{Protocol, negotiate};
 use response::{Body, status};
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -107,6 +112,8 @@ pub struct ConnectionSettings {
     pub max_header_size: usize,
     /// Answer everything with a 301 to `https://`.
     pub redirect_https: bool,
+    /// Speak HTTP/2: `h2` by ALPN on TLS, h2c by prior knowledge on plain TCP.
+    pub http2: bool,
 }
 
 /// Serves one client connection until it closes or shutdown drains it.
@@ -116,6 +123,13 @@ pub async fn serve_connection(
     settings: ConnectionSettings,
     shared: Arc<Shared>,
 ) {
+    let Some(protocol) = negotiate(&stream, settings.http2, settings.header_timeout).await else {
+        tracing::debug!(client = %info.client, "client sent nothing in time; closed");
+        return;
+    };
+    shared
+        .metrics
+        .client_protocol(&info.listener, protocol.label());
     let info = Arc::new(info);
     let service = {
         let (info, shared) = (info.clone(), shared.clone());
@@ -133,22 +147,45 @@ pub async fn serve_connection(
             }
         })
     };
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(settings.header_timeout)
-        .max_buf_size(settings.max_header_size);
-    let connection = builder
-        .serve_connection(TokioIo::new(stream), service)
-        .with_upgrades();
-    let mut connection = std::pin::pin!(connection);
+    let io = TokioIo::new(stream);
     let mut drain = shared.drain.clone();
-    tokio::select! {
-        result = connection.as_mut() => log_connection_end(result, &info),
-        () = drain.signalled() => {
-            // Finish the request in flight, then close instead of keeping alive.
-            connection.as_mut().graceful_shutdown();
-            log_connection_end(connection.await, &info);
+    match protocol {
+        Protocol::Http1 => {
+            let mut builder = http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(settings.header_timeout)
+                .max_buf_size(settings.max_header_size);
+            let connection = builder.serve_connection(io, service).with_upgrades();
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => log_connection_end(result, &info),
+                () = drain.signalled() => {
+                    // Finish the request in flight, then close instead of keeping alive.
+                    connection.as_mut().graceful_shutdown();
+                    log_connection_end(connection.await, &info);
+                }
+            }
+        }
+        Protocol::Http2 => {
+            // Streams run as tasks of their own (hyper's executor), on this
+            // worker's runtime like every task of the connection.
+            let mut builder = h2_server::Builder::new(TokioExecutor::new());
+            builder
+                .timer(TokioTimer::new())
+                .max_header_list_size(u32::try_from(settings.max_header_size).unwrap_or(u32::MAX))
+                // RFC 8441: WebSockets as streams of this connection.
+                .enable_connect_protocol();
+            let connection = builder.serve_connection(io, service);
+            let mut connection = std::pin::pin!(connection);
+            tokio::select! {
+                result = connection.as_mut() => log_connection_end(result, &info),
+                () = drain.signalled() => {
+                    // GOAWAY: streams in flight finish, no new ones start.
+                    connection.as_mut().graceful_shutdown();
+                    log_connection_end(connection.await, &info);
+                }
+            }
         }
     }
 }

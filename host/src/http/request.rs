@@ -2,7 +2,9 @@
 //! Pingora's `ProxyHttp`). Each phase is a function of that name, and any
 //! of them may end the request early with wasp's own answer, a [`Refusal`]:
 //!
-//! 0. [`check_head`]: what HTTP forbids and hyper lets through (400).
+//! 0. [`check_head`]: what HTTP forbids and hyper lets through (400); an
+//!    HTTP/2 request put in its HTTP/1.1 form ([`http2::as_http1`]: an
+//!    extended CONNECT becomes a WebSocket handshake).
 //! 1. [`route`]: the router plugin decides; the location it names is looked
 //!    up, once, into the [`RequestContext`]. A direct answer
 //!    ([`respond_directly`]) ends here.
@@ -30,7 +32,7 @@ use super::context::{ChosenPeer, Refusal, RequestContext, logged};
 use super::head::request_head;
 use super::headers::is_websocket_upgrade;
 use super::response::{Body, full, status};
-use super::{ConnInfo, Shared, forward, static_files, websocket};
+use super::{ConnInfo, Shared, forward, http2, static_files, websocket};
 use crate::access_log::{AccessEntry, LoggedBody};
 use crate::config::LocationAction;
 use crate::plugins::{self, Decision, ProxyTo, RequestHead, StaticFiles};
@@ -48,14 +50,14 @@ pub async fn handle(
     shared: &Arc<Shared>,
 ) -> Response<Body> {
     let site = shared.site.load_full();
-    let (parts, body) = request.into_parts();
+    let (mut parts, body) = request.into_parts();
     let mut entry = AccessEntry::new(
         &parts,
         conn.client.ip(),
         shared.metrics.clone(),
         site.access_log(&conn.listener),
     );
-    if let Err(refusal) = check_head(&parts, conn) {
+    if let Err(refusal) = http2::as_http1(&mut parts).and_then(|()| check_head(&parts, conn)) {
         return logged(refusal.response(), entry);
     }
     let head = request_head(&parts, conn);
@@ -261,14 +263,25 @@ async fn exchange<'s>(
         websocket::check_origin(ctx)?;
         websocket::check_filters(ctx)?;
     }
-    let vars = ctx.vars(&upstream.proxy_host);
-    let headers = forward::upstream_headers(ctx, target, &vars);
+    let vars = ctx.vars(forward::proxy_host(ctx, upstream));
+    let headers = forward::upstream_headers(ctx, target, &vars, upstream);
     let replayable = ctx.parts.method.is_idempotent() && body.is_end_stream();
     let mut attempts = upstream.attempts();
     let mut body = Some(body);
     loop {
-        let (stream, peer) = forward::connect(ctx, upstream, &vars, &mut attempts).await?;
-        match forward::send(ctx, target, headers.clone(), body.take(), stream, &peer).await {
+        // Each attempt may take an idle keepalive connection to its peer
+        // or open a new one (over TLS for `proxy_pass https://`).
+        let (connection, mut peer) = forward::connect(ctx, upstream, &vars, &mut attempts).await?;
+        match forward::send(
+            ctx,
+            target,
+            headers.clone(),
+            body.take(),
+            connection,
+            &mut peer,
+        )
+        .await
+        {
             Ok(response) => return Ok((response, peer)),
             // 502 and 504 from `send` are the peer's error or timeout.
             Err(refusal) if matches!(refusal.status, 502 | 504) => {

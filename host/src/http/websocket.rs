@@ -15,18 +15,21 @@ use crate::limits::ConnectionSlot;
 use crate::metrics::Metrics;
 use crate::plugins::RequestHead;
 use crate::relay::frames::{self, FrameRelayConfig};
-use crate::relay::tunnel::{self, TunnelConfig};
+use crate::relay::tunnel::{self, TunnelConfig, TunnelStats};
 use crate::shutdown::Shutdown;
-use crate::site::Site;
-use crate::upstream::PeerGuard;
+use crate::site::{LocationRuntime, Site};
+use crate::upstream::{PeerGuard, UpstreamStream};
 use bytes::Bytes;
-use http::{Response, StatusCode};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, UPGRADE};
+use http::{Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Instant;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 
 /// Phase 5a, with `strict_websocket`: refuses (400) a handshake without a
 /// valid `Sec-WebSocket-Key` and `Sec-WebSocket-Version: 13`.
@@ -93,7 +96,7 @@ pub fn check_filters(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
 /// and the wake-ups between two tasks per handshake. Any other answer may
 /// still have a body to stream, so its connection then moves to a task.
 pub async fn send_handshake(
-    io: TokioIo<TcpStream>,
+    io: TokioIo<UpstreamStream>,
     request: http::Request<UpstreamBody>,
 ) -> Result<Response<Incoming>, hyper::Error> {
     let (mut sender, connection) = hyper::client::conn::http1::handshake(io).await?;
@@ -165,7 +168,17 @@ pub fn upgrade(
     shared
         .tasks
         .spawn(session.run(client_upgrade, upstream_upgrade));
-    Response::from_parts(response_parts, empty())
+    let mut response = Response::from_parts(response_parts, empty());
+    if ctx.parts.version == Version::HTTP_2 {
+        // RFC 8441 §5: an extended CONNECT is accepted with a 2xx; the
+        // upgrade's headers belong to the upstream's HTTP/1.1 connection.
+        *response.status_mut() = StatusCode::OK;
+        let headers = response.headers_mut();
+        for name in [UPGRADE, CONNECTION, SEC_WEBSOCKET_ACCEPT] {
+            headers.remove(name);
+        }
+    }
+    response
 }
 
 /// RFC 6455 §4.1: a `Sec-WebSocket-Key` of 16 base64-encoded bytes and
@@ -219,104 +232,156 @@ impl WebSocketSession {
                 return;
             }
         };
-        let (Some((client, client_prefix)), Some((upstream, upstream_prefix))) =
-            (into_client(client), into_tcp(upstream))
-        else {
-            tracing::error!("upgraded connection is not one wasp made");
+        let Some((upstream, upstream_prefix)) = into_upstream(upstream) else {
+            tracing::error!("upgraded upstream connection is not one wasp made");
             return;
         };
+        let filtered = !self.site.locations[self.location as usize]
+            .filters
+            .is_empty();
+        let upstream = match upstream {
+            // The zero-copy-when-idle tunnel needs both plain sockets.
+            Either::Left(upstream) => match into_client(client) {
+                Ok((ClientStream::Plain(client), prefix)) if !filtered => {
+                    return self.tunnel(client, prefix, upstream, upstream_prefix).await;
+                }
+                client => (client, Either::Left(upstream)),
+            },
+            tls => (into_client(client), tls),
+        };
+        match upstream {
+            (Ok((ClientStream::Plain(client), prefix)), upstream) => {
+                self.relay(client, prefix, upstream, upstream_prefix).await;
+            }
+            (Ok((ClientStream::Tls(client), prefix)), upstream) => {
+                self.relay(client, prefix, upstream, upstream_prefix).await;
+            }
+            // An HTTP/2 stream (RFC 8441): hyper keeps the connection, whose
+            // other streams go on; the stream starts with no bytes read.
+            (Err(stream), upstream) => {
+                let stream = TokioIo::new(stream);
+                self.relay(stream, Bytes::new(), upstream, upstream_prefix)
+                    .await;
+            }
+        }
+    }
+
+    /// The raw tunnel between two plain sockets.
+    async fn tunnel(
+        self,
+        client: TcpStream,
+        client_prefix: Bytes,
+        upstream: TcpStream,
+        upstream_prefix: Bytes,
+    ) {
         let location = &self.site.locations[self.location as usize];
-        let idle = location.config.read_timeout;
         let peer = &self.guard.peer().address;
         let _open = self
             .metrics
             .websocket_opened(&location.label, &self.upstream, peer);
-        let tunnel_config = TunnelConfig {
-            idle,
-            buffer: location.config.buffer_size,
-            send_timeout: location.config.send_timeout,
-        };
-        if !location.filters.is_empty() {
-            let config = FrameRelayConfig {
-                max_message_size: location.config.max_message_size,
-                idle_timeout: idle,
-                send_timeout: location.config.send_timeout,
-                traffic: location.counters.clone(),
-                read_buffer: location.config.buffer_size,
-            };
-            let chain = FilterChain::new(self.conn_id, self.head, &location.filters)
-                .reporting_overruns(&self.cpu_bans, self.conn.client.ip());
-            // Boxed: the frame relay's state is several times the tunnel's,
-            // and inline it would size every tunnel's task the same.
-            let stats = Box::pin(frames::run(
+        // A tunnel never looks at the request head again: free it rather
+        // than hold it for the life of an idle WebSocket.
+        drop(self.head);
+        let stats = tunnel::run(
+            client,
+            client_prefix,
+            upstream,
+            upstream_prefix,
+            tunnel_config(location),
+            &location.counters,
+            self.shutdown,
+        )
+        .await;
+        log_tunnel(&self.entry, &stats, peer);
+    }
+
+    /// Any other pair of streams: through the frame relay when the location
+    /// has filters, else the streams' tunnel.
+    async fn relay<C, U>(self, client: C, client_prefix: Bytes, upstream: U, upstream_prefix: Bytes)
+    where
+        C: AsyncRead + AsyncWrite + Unpin + Send,
+        U: AsyncRead + AsyncWrite + Unpin + Send,
+    {
+        let location = &self.site.locations[self.location as usize];
+        let peer = &self.guard.peer().address;
+        let _open = self
+            .metrics
+            .websocket_opened(&location.label, &self.upstream, peer);
+        if location.filters.is_empty() {
+            drop(self.head);
+            let stats = tunnel::run_streams(
                 client,
                 client_prefix,
                 upstream,
                 upstream_prefix,
-                chain,
-                config,
+                tunnel_config(location),
+                &location.counters,
                 self.shutdown,
-            ))
+            )
             .await;
-            let [up, down] = stats.messages;
-            let close = stats.close_code.unwrap_or(1006);
-            let end = WebSocketEnd::Frames {
-                up_bytes: stats.bytes[0],
-                messages_up: up,
-                messages_down: down,
-                close,
-                peer: peer.clone(),
-            };
-            self.entry.log(101, stats.bytes[1], Some(&end));
+            log_tunnel(&self.entry, &stats, peer);
             return;
         }
-        // A tunnel never looks at the request head again: free it rather
-        // than hold it for the life of an idle WebSocket.
-        drop(self.head);
-        let stats = match client {
-            ClientStream::Plain(client) => {
-                tunnel::run(
-                    client,
-                    client_prefix,
-                    upstream,
-                    upstream_prefix,
-                    tunnel_config,
-                    &location.counters,
-                    self.shutdown,
-                )
-                .await
-            }
-            ClientStream::Tls(client) => {
-                tunnel::run_streams(
-                    client,
-                    client_prefix,
-                    upstream,
-                    upstream_prefix,
-                    tunnel_config,
-                    &location.counters,
-                    self.shutdown,
-                )
-                .await
-            }
+        let config = FrameRelayConfig {
+            max_message_size: location.config.max_message_size,
+            idle_timeout: location.config.read_timeout,
+            send_timeout: location.config.send_timeout,
+            traffic: location.counters.clone(),
+            read_buffer: location.config.buffer_size,
         };
-        let end = WebSocketEnd::Tunnel {
-            up_bytes: stats.upstream_bytes,
-            end: format!("{:?}", stats.end),
+        let chain = FilterChain::new(self.conn_id, self.head, &location.filters)
+            .reporting_overruns(&self.cpu_bans, self.conn.client.ip());
+        // Boxed: the frame relay's state is several times the tunnel's,
+        // and inline it would size every tunnel's task the same.
+        let stats = Box::pin(frames::run(
+            client,
+            client_prefix,
+            upstream,
+            upstream_prefix,
+            chain,
+            config,
+            self.shutdown,
+        ))
+        .await;
+        let [up, down] = stats.messages;
+        let close = stats.close_code.unwrap_or(1006);
+        let end = WebSocketEnd::Frames {
+            up_bytes: stats.bytes[0],
+            messages_up: up,
+            messages_down: down,
+            close,
             peer: peer.clone(),
         };
-        self.entry.log(101, stats.client_bytes, Some(&end));
+        self.entry.log(101, stats.bytes[1], Some(&end));
     }
 }
 
-/// The client's connection under an upgrade, with the bytes hyper had
-/// already read past the HTTP head.
-fn into_client(upgraded: Upgraded) -> Option<(ClientStream, Bytes)> {
-    let parts = upgraded.downcast::<TokioIo<ClientStream>>().ok()?;
-    Some((parts.io.into_inner(), parts.read_buf))
+fn tunnel_config(location: &LocationRuntime) -> TunnelConfig {
+    TunnelConfig {
+        idle: location.config.read_timeout,
+        buffer: location.config.buffer_size,
+        send_timeout: location.config.send_timeout,
+    }
 }
 
-/// The upstream socket under an upgrade, likewise.
-fn into_tcp(upgraded: Upgraded) -> Option<(TcpStream, Bytes)> {
-    let parts = upgraded.downcast::<TokioIo<TcpStream>>().ok()?;
+fn log_tunnel(entry: &AccessEntry, stats: &TunnelStats, peer: &str) {
+    let end = WebSocketEnd::Tunnel {
+        up_bytes: stats.upstream_bytes,
+        end: format!("{:?}", stats.end),
+        peer: peer.to_owned(),
+    };
+    entry.log(101, stats.client_bytes, Some(&end));
+}
+
+/// The client's connection under an HTTP/1.1 upgrade, with the bytes hyper
+/// had already read past the HTTP head; an HTTP/2 stream stays as it is.
+fn into_client(upgraded: Upgraded) -> Result<(ClientStream, Bytes), Upgraded> {
+    let parts = upgraded.downcast::<TokioIo<ClientStream>>()?;
+    Ok((parts.io.into_inner(), parts.read_buf))
+}
+
+/// The upstream connection under an upgrade, likewise.
+fn into_upstream(upgraded: Upgraded) -> Option<(UpstreamStream, Bytes)> {
+    let parts = upgraded.downcast::<TokioIo<UpstreamStream>>().ok()?;
     Some((parts.io.into_inner(), parts.read_buf))
 }

@@ -10,6 +10,7 @@ use crate::metrics::{LocationCounters, Metrics};
 use crate::plugins::{
     BalancerPool, FilterPool, LoadError, OriginPool, Plugin, RouterPool, Runtime, embedded,
 };
+use crate::tls::{TlsError, UpstreamConnector};
 use crate::upstream::{HealthObserver, UpstreamGroup, resolve, spawn_health_checks};
 use crate::vars::Template;
 use http::HeaderName;
@@ -29,6 +30,8 @@ use registry::Swap;
 pub enum SiteError {
     #[error("plugin {name}: {error}")]
     Plugin { name: String, error: LoadError },
+    #[error("location {location}: TLS to the upstream: {error}")]
+    UpstreamTls { location: String, error: TlsError },
     #[error("upstream {upstream}: cannot resolve {address}: {error}")]
     Resolve {
         upstream: String,
@@ -63,6 +66,8 @@ pub struct LocationRuntime {
     pub filters: Vec<FilterSlot>,
     /// Where its server logs requests.
     pub access_log: Destination,
+    /// TLS towards the upstream, for `proxy_pass https://`.
+    pub upstream_tls: Option<UpstreamConnector>,
 }
 
 pub struct Site {
@@ -131,7 +136,17 @@ impl Site {
             let label = format!("{} {}", location.kind.modifier(), location.pattern)
                 .trim()
                 .to_string();
+            let upstream_tls = match &location.action {
+                LocationAction::Proxy { tls: Some(tls), .. } => Some(
+                    UpstreamConnector::new(tls).map_err(|error| SiteError::UpstreamTls {
+                        location: label.clone(),
+                        error,
+                    })?,
+                ),
+                _ => None,
+            };
             locations.push(LocationRuntime {
+                upstream_tls,
                 counters: metrics.location(&label),
                 label,
                 set_headers: upstream_headers(location),

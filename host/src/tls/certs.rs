@@ -100,7 +100,7 @@ mod tests {
         let good = pki.issue("a", &["a.test"]);
         let files = pki.files("a");
         let (cert, key) = (files.cert.display(), files.key.display());
-        let terminator = TlsTerminator::new(vec![(vec![], files.clone())]).unwrap();
+        let terminator = TlsTerminator::new(vec![(vec![], files.clone())], false).unwrap();
         let (addr, _snis) = serve(terminator.clone()).await;
         let good_cert = std::fs::read(&files.cert).unwrap();
         let good_key = std::fs::read(&files.key).unwrap();
@@ -135,7 +135,7 @@ mod tests {
             round_trip(&mut tls).await;
             assert_eq!(peer_cert(&tls), good);
             // Nothing is loaded at startup either.
-            let err = TlsTerminator::new(vec![(vec![], files.clone())])
+            let err = TlsTerminator::new(vec![(vec![], files.clone())], false)
                 .err()
                 .unwrap();
             assert!(err.to_string().starts_with(&error), "{err}");

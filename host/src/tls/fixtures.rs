@@ -36,6 +36,13 @@ impl Pki {
         }
     }
 
+    /// The CA's certificate in a PEM file, for a client that must trust it.
+    pub fn ca_file(&self) -> std::path::PathBuf {
+        let path = self.dir.path().join("ca.crt");
+        std::fs::write(&path, self.ca.pem()).unwrap();
+        path
+    }
+
     /// The files of site `site` (which need not exist yet).
     pub fn files(&self, site: &str) -> TlsFiles {
         TlsFiles {

@@ -1,6 +1,7 @@
 //! TLS termination for one listen address: tokio-rustls with the certificate
 //! picked by SNI among the address's servers, TLS 1.2 and 1.3 only, ALPN
-//! `http/1.1`, and certificates reloaded from disk without a restart.
+//! `h2` (when the server has `http2`) and `http/1.1`, and certificates
+//! reloaded from disk without a restart. Also TLS towards upstreams.
 //!
 //! The certificate set sits behind an `ArcSwap`: a reload replaces it whole,
 //! a handshake reads it once, and an established connection never looks at it
@@ -11,12 +12,14 @@
 //! - `terminator`: the acceptor of one address and its certificate set;
 //! - `sni`: which site's certificate a handshake gets;
 //! - `certs`: certified keys from PEM files;
-//! - `reload`: reloading the set when its files change.
+//! - `reload`: reloading the set when its files change;
+//! - `upstream`: the client side, towards `proxy_pass https://` upstreams.
 
 mod certs;
 mod reload;
 mod sni;
 mod terminator;
+mod upstream;
 
 #[cfg(test)]
 mod fixtures;
@@ -31,6 +34,7 @@ use crate::file_watch::WatchError;
 
 pub use reload::CertWatcher;
 pub use terminator::TlsTerminator;
+pub use upstream::UpstreamConnector;
 
 /// Why certificates could not be loaded or watched. Messages name the file.
 #[derive(Debug, thiserror::Error)]
@@ -53,6 +57,12 @@ pub enum TlsError {
     KeyMismatch { cert: PathBuf, key: PathBuf },
     #[error("no TLS certificate configured")]
     NoSites,
+    #[error("`{name}` is not a valid TLS server name (proxy_ssl_name)")]
+    BadName { name: String },
+    #[error(
+        "the system's certificate store holds no usable CA ({ignored} unparsable); set proxy_ssl_trusted_certificate"
+    )]
+    NoSystemRoots { ignored: usize },
     #[error(transparent)]
     Watch(#[from] WatchError),
 }

@@ -102,7 +102,7 @@ mod tests {
         let pki = Pki::new();
         let first = pki.issue("a", &["a.test"]);
         let files = pki.files("a");
-        let terminator = TlsTerminator::new(vec![(vec![], files.clone())]).unwrap();
+        let terminator = TlsTerminator::new(vec![(vec![], files.clone())], false).unwrap();
         let _watcher = terminator.watch().unwrap();
         let (addr, _snis) = serve(terminator).await;
 

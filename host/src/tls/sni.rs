@@ -88,11 +88,14 @@ mod tests {
         pki.issue("default", &["default.test", "other.test"]);
         pki.issue("a", &["a.test"]);
         pki.issue("b", &["*.b.test"]);
-        let terminator = TlsTerminator::new(vec![
-            (vec!["default.test".into()], pki.files("default")),
-            (vec!["A.Test".into()], pki.files("a")),
-            (vec!["*.b.test".into()], pki.files("b")),
-        ])
+        let terminator = TlsTerminator::new(
+            vec![
+                (vec!["default.test".into()], pki.files("default")),
+                (vec!["A.Test".into()], pki.files("a")),
+                (vec!["*.b.test".into()], pki.files("b")),
+            ],
+            false,
+        )
         .unwrap();
         let (addr, mut snis) = serve(terminator).await;
 

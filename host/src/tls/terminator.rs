@@ -31,8 +31,9 @@ pub struct TlsTerminator {
 impl TlsTerminator {
     /// `sites`: for each server on the address, its server names (empty or
     /// `""` = any) and files. The first is the default certificate (no SNI,
-    /// or an SNI nothing matches). Fails on the first file that does not load.
-    pub fn new(sites: Vec<(Vec<String>, TlsFiles)>) -> Result<Arc<Self>, TlsError> {
+    /// or an SNI nothing matches). `http2`: offer `h2` by ALPN before
+    /// `http/1.1`. Fails on the first file that does not load.
+    pub fn new(sites: Vec<(Vec<String>, TlsFiles)>, http2: bool) -> Result<Arc<Self>, TlsError> {
         if sites.is_empty() {
             return Err(TlsError::NoSites);
         }
@@ -45,8 +46,12 @@ impl TlsTerminator {
             .expect("ring offers TLS 1.2 and 1.3 cipher suites")
             .with_no_client_auth()
             .with_cert_resolver(resolver.clone());
-        // A client that offers ALPN without http/1.1 (h2 only) is refused.
-        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        // The server's preference order. Without `http2`, a client that
+        // offers ALPN without http/1.1 (h2 only) is refused.
+        config.alpn_protocols = match http2 {
+            true => vec![b"h2".to_vec(), b"http/1.1".to_vec()],
+            false => vec![b"http/1.1".to_vec()],
+        };
         Ok(Arc::new(Self {
             files,
             provider,
@@ -119,7 +124,7 @@ mod tests {
     async fn handshake_round_trip_and_alpn() {
         let pki = Pki::new();
         pki.issue("a", &["a.test"]);
-        let terminator = TlsTerminator::new(vec![(vec![], pki.files("a"))]).unwrap();
+        let terminator = TlsTerminator::new(vec![(vec![], pki.files("a"))], false).unwrap();
         let (addr, mut snis) = serve(terminator).await;
 
         let mut client = pki.client();
@@ -141,7 +146,19 @@ mod tests {
 
         let mut h2_only = pki.client();
         h2_only.alpn_protocols = vec![b"h2".to_vec()];
-        assert!(connect(h2_only, addr, "a.test").await.is_err());
+        assert!(connect(h2_only.clone(), addr, "a.test").await.is_err());
+
+        // With `http2`, h2 is preferred and HTTP/1.1 still offered.
+        let terminator = TlsTerminator::new(vec![(vec![], pki.files("a"))], true).unwrap();
+        let (addr, _snis) = serve(terminator).await;
+        let mut both = pki.client();
+        both.alpn_protocols = vec![b"http/1.1".to_vec(), b"h2".to_vec()];
+        let tls = connect(both, addr, "a.test").await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
+        let tls = connect(pki.client(), addr, "a.test").await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+        let tls = connect(h2_only, addr, "a.test").await.unwrap();
+        assert_eq!(tls.get_ref().1.alpn_protocol(), Some(&b"h2"[..]));
     }
 
     /// A real TLS 1.1 ClientHello (rustls clients cannot speak 1.1): legacy
@@ -150,7 +167,7 @@ mod tests {
     async fn tls_1_1_client_is_refused() {
         let pki = Pki::new();
         pki.issue("a", &["a.test"]);
-        let terminator = TlsTerminator::new(vec![(vec![], pki.files("a"))]).unwrap();
+        let terminator = TlsTerminator::new(vec![(vec![], pki.files("a"))], false).unwrap();
 
         let mut hello = vec![0x03, 0x02]; // client_version TLS 1.1
         hello.extend([7; 32]); // random

@@ -128,7 +128,8 @@ impl Streak {
 /// Probes one peer; the error is the cause logged when the peer goes down.
 async fn probe(peer: &PeerState, check: &HealthCheck, timeout: Duration) -> Result<(), String> {
     let attempt = async {
-        let stream = super::connect_peer(peer, timeout)
+        let deadline = tokio::time::Instant::now() + timeout;
+        let stream = super::connect_tcp(peer, deadline)
             .await
             .map_err(connect_cause)?;
         if check.websocket {
@@ -149,7 +150,7 @@ fn connect_cause(error: ConnectError) -> String {
         }
         ConnectError::Failed(_, error) => format!("connect failed: {error}"),
         ConnectError::Timeout(_) => "timed out".into(),
-        ConnectError::NoPeer => error.to_string(),
+        ConnectError::Tls(..) | ConnectError::NoPeer => error.to_string(),
     }
 }
 
@@ -332,6 +333,7 @@ mod tests {
             next_upstream_tries: 0,
             servers: vec![],
             health: None,
+            keepalive: None,
         };
         Arc::new(UpstreamGroup::new(
             "app",

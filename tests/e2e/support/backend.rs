@@ -1,4 +1,5 @@
-//! A real upstream for the tests: HTTP/1.1 and WebSocket on one port.
+//! A real upstream for the tests: HTTP/1.1 and WebSocket on one port, over
+//! plain TCP or TLS; it counts the connections it accepted.
 //!
 //! Plain requests get a JSON report of what arrived (method, URI, headers).
 //! A WebSocket handshake is accepted; the first message the backend sends is
@@ -17,10 +18,12 @@ use serde_json::{Value, json};
 use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
+use tokio_rustls::TlsAcceptor;
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -32,7 +35,9 @@ pub struct Backend {
     pub addr: SocketAddr,
     pub name: String,
     healthy: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
     stop: watch::Sender<bool>,
+    close_http: watch::Sender<u64>,
     accepting: JoinHandle<()>,
 }
 
@@ -42,6 +47,7 @@ struct Control {
     name: String,
     healthy: Arc<AtomicBool>,
     stop: watch::Receiver<bool>,
+    close_http: watch::Receiver<u64>,
 }
 
 impl Control {
@@ -63,15 +69,28 @@ impl Backend {
 
     /// Starts a backend on `addr`, e.g. again where a stopped one was.
     pub async fn start_at(name: &str, addr: SocketAddr) -> Backend {
+        Backend::serve(name, addr, None).await
+    }
+
+    /// Starts a backend speaking TLS with `acceptor` on an ephemeral port.
+    pub async fn start_tls(name: &str, acceptor: TlsAcceptor) -> Backend {
+        Backend::serve(name, "127.0.0.1:0".parse().unwrap(), Some(acceptor)).await
+    }
+
+    async fn serve(name: &str, addr: SocketAddr, tls: Option<TlsAcceptor>) -> Backend {
         let listener = TcpListener::bind(addr).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (stop, stop_rx) = watch::channel(false);
+        let (close_http, close_http_rx) = watch::channel(0);
         let control = Control {
             name: name.to_string(),
             healthy: Arc::new(AtomicBool::new(true)),
             stop: stop_rx,
+            close_http: close_http_rx,
         };
         let healthy = control.healthy.clone();
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let counted = accepted.clone();
         let accepting = tokio::spawn(async move {
             loop {
                 let (stream, peer) = tokio::select! {
@@ -81,16 +100,16 @@ impl Backend {
                         Err(_) => return,
                     },
                 };
-                let control = control.clone();
+                counted.fetch_add(1, Ordering::SeqCst);
+                let (control, tls) = (control.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let serving = control.clone();
-                    let service = service_fn(move |req| serve(req, peer, serving.clone()));
-                    let connection = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .with_upgrades();
-                    tokio::select! {
-                        _ = control.stopped() => {}
-                        _ = connection => {}
+                    match tls {
+                        None => serve_connection(stream, peer, control).await,
+                        Some(tls) => {
+                            if let Ok(stream) = tls.accept(stream).await {
+                                serve_connection(stream, peer, control).await;
+                            }
+                        }
                     }
                 });
             }
@@ -99,7 +118,9 @@ impl Backend {
             addr,
             name: name.to_string(),
             healthy,
+            accepted,
             stop,
+            close_http,
             accepting,
         }
     }
@@ -111,9 +132,45 @@ impl Backend {
         let _ = self.accepting.await;
     }
 
+    /// Closes every HTTP connection it has (WebSockets stay), as a server
+    /// whose keepalive timeout ran out does.
+    pub fn close_http_connections(&self) {
+        self.close_http.send_modify(|generation| *generation += 1);
+    }
+
+    /// The connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+
     /// Makes `GET /health` answer 503 (false) or 200 (true).
     pub fn set_healthy(&self, healthy: bool) {
         self.healthy.store(healthy, Ordering::SeqCst);
+    }
+}
+
+/// One client connection, until it closes or the backend stops.
+async fn serve_connection<S>(stream: S, peer: SocketAddr, control: Control)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let serving = control.clone();
+    let service = service_fn(move |req| serve(req, peer, serving.clone()));
+    let connection = http1::Builder::new()
+        .serve_connection(TokioIo::new(stream), service)
+        .with_upgrades();
+    let mut close_http = control.close_http.clone();
+    close_http.mark_unchanged();
+    let told_to_close = async {
+        // A dropped handle (a test keeping only the address) never tells.
+        if close_http.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        _ = control.stopped() => {}
+        _ = told_to_close => {}
+        _ = connection => {}
     }
 }
 

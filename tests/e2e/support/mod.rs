@@ -3,6 +3,7 @@
 pub mod backend;
 pub mod config;
 pub mod nginx;
+pub mod pki;
 pub mod process;
 pub mod upstreams;
 

@@ -9,7 +9,7 @@ use toml::Spanned;
 use super::upstream::{host_port, implicit};
 use super::{Checker, Upstreams};
 use crate::config::raw::{RawLocation, StringList};
-use crate::config::{LocationAction, MatchKind, defaults};
+use crate::config::{LocationAction, MatchKind, TlsFiles, UpstreamTls, defaults};
 
 impl Checker<'_> {
     /// The location's one action among `proxy_pass`, `root` and `return`.
@@ -56,15 +56,28 @@ impl Checker<'_> {
             }
         }
 
+        if raw.proxy_pass.is_none() || !is_https(raw) {
+            self.tls_settings_need_https(raw);
+        }
         if let Some(proxy_pass) = &raw.proxy_pass {
             let (upstream, uri) = self.proxy_pass(proxy_pass, upstreams)?;
+            let tls = is_https(raw).then(|| self.upstream_tls(raw, &upstream));
+            if tls.is_some() && upstreams.all[&upstream].health.is_some() {
+                self.error(
+                    proxy_pass.span(),
+                    format!(
+                        "upstream `{upstream}` has health checks, which speak plain HTTP; \
+                         remove `health` or use proxy_pass http://"
+                    ),
+                );
+            }
             if uri.is_some() && matches!(kind, MatchKind::Regex | MatchKind::RegexNoCase) {
                 self.error(
                     proxy_pass.span(),
                     "proxy_pass cannot have a URI part in a regex location (nginx rule)",
                 );
             }
-            Some(LocationAction::Proxy { upstream, uri })
+            Some(LocationAction::Proxy { upstream, uri, tls })
         } else if let Some(root) = &raw.root {
             // nginx writes `index a b` and `try_files $uri /x`: split entries on spaces.
             let words = |list: &Option<Spanned<StringList>>| -> Option<Vec<String>> {
@@ -111,15 +124,14 @@ impl Checker<'_> {
         upstreams: &mut Upstreams,
     ) -> Option<(String, Option<String>)> {
         let text = proxy_pass.get_ref();
-        let rest = if text.starts_with("https://") {
-            self.error(proxy_pass.span(), "TLS to upstreams is not supported yet");
-            return None;
+        let (rest, default_port) = if let Some(rest) = text.strip_prefix("https://") {
+            (rest, defaults::UPSTREAM_TLS_PORT)
         } else if let Some(rest) = text.strip_prefix("http://") {
-            rest
+            (rest, defaults::UPSTREAM_PORT)
         } else {
             self.error(
                 proxy_pass.span(),
-                format!("proxy_pass must look like http://NAME[/uri], got `{text}`"),
+                format!("proxy_pass must look like http://NAME[/uri] or https://NAME[/uri], got `{text}`"),
             );
             return None;
         };
@@ -137,7 +149,8 @@ impl Checker<'_> {
                 return None;
             }
         };
-        // Like nginx, a host without a port means port 80; but a bare word
+        // Like nginx, a host without a port means port 80 (443 for https);
+        // but a bare word
         // such as `backend` is far more likely a misspelt upstream name.
         let looks_like_host = host.parse::<IpAddr>().is_ok()
             || host.starts_with('[')
@@ -145,7 +158,7 @@ impl Checker<'_> {
             || host.contains('.');
         let port = match port {
             Some(port) => port,
-            None if looks_like_host => defaults::UPSTREAM_PORT,
+            None if looks_like_host => default_port,
             None => {
                 self.error(
                     proxy_pass.span(),
@@ -163,4 +176,119 @@ impl Checker<'_> {
             .or_insert_with(|| implicit(name.clone()));
         Some((name, uri))
     }
+}
+
+fn is_https(raw: &RawLocation) -> bool {
+    raw.proxy_pass
+        .as_ref()
+        .is_some_and(|p| p.get_ref().starts_with("https://"))
+}
+
+impl Checker<'_> {
+    /// `proxy_ssl_*` on a location that does not proxy to https:// would do
+    /// nothing: refused.
+    fn tls_settings_need_https(&mut self, raw: &RawLocation) {
+        let spans = [
+            (
+                "proxy_ssl_verify",
+                raw.proxy_ssl_verify.as_ref().map(Spanned::span),
+            ),
+            (
+                "proxy_ssl_trusted_certificate",
+                raw.proxy_ssl_trusted_certificate
+                    .as_ref()
+                    .map(Spanned::span),
+            ),
+            (
+                "proxy_ssl_server_name",
+                raw.proxy_ssl_server_name.as_ref().map(Spanned::span),
+            ),
+            (
+                "proxy_ssl_name",
+                raw.proxy_ssl_name.as_ref().map(Spanned::span),
+            ),
+            (
+                "proxy_ssl_certificate",
+                raw.proxy_ssl_certificate.as_ref().map(Spanned::span),
+            ),
+            (
+                "proxy_ssl_certificate_key",
+                raw.proxy_ssl_certificate_key.as_ref().map(Spanned::span),
+            ),
+        ];
+        for (key, span) in spans {
+            if let Some(span) = span {
+                self.error(span, format!("{key} only applies with proxy_pass https://"));
+            }
+        }
+    }
+
+    /// The location's `proxy_ssl_*` settings, for an https:// `upstream`.
+    fn upstream_tls(&mut self, raw: &RawLocation, upstream: &str) -> UpstreamTls {
+        let name = match &raw.proxy_ssl_name {
+            Some(name) => {
+                let text = name.get_ref();
+                if text.is_empty()
+                    || text.contains(|c: char| c.is_whitespace() || "/@[]".contains(c))
+                {
+                    self.error(
+                        name.span(),
+                        "proxy_ssl_name must be a host name or an IP address, e.g. backend.example.com",
+                    );
+                }
+                text.clone()
+            }
+            None => default_ssl_name(upstream),
+        };
+        let client_certificate = match (&raw.proxy_ssl_certificate, &raw.proxy_ssl_certificate_key)
+        {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: self.non_empty_path(cert.clone(), "proxy_ssl_certificate"),
+                key: self.non_empty_path(key.clone(), "proxy_ssl_certificate_key"),
+            }),
+            (Some(cert), None) => {
+                self.error(
+                    cert.span(),
+                    "proxy_ssl_certificate needs proxy_ssl_certificate_key",
+                );
+                None
+            }
+            (None, Some(key)) => {
+                self.error(
+                    key.span(),
+                    "proxy_ssl_certificate_key needs proxy_ssl_certificate",
+                );
+                None
+            }
+            (None, None) => None,
+        };
+        UpstreamTls {
+            verify: raw
+                .proxy_ssl_verify
+                .as_ref()
+                .map_or(defaults::PROXY_SSL_VERIFY, |v| *v.get_ref()),
+            trusted_certificate: self.path(
+                raw.proxy_ssl_trusted_certificate.clone(),
+                "proxy_ssl_trusted_certificate",
+            ),
+            server_name: raw
+                .proxy_ssl_server_name
+                .as_ref()
+                .map_or(defaults::PROXY_SSL_SERVER_NAME, |v| *v.get_ref()),
+            name,
+            client_certificate,
+        }
+    }
+}
+
+/// nginx's `$proxy_host` without its port: an upstream's name, or the host
+/// of `host:port`; an IPv6 address loses its brackets.
+fn default_ssl_name(upstream: &str) -> String {
+    let host = match host_port(upstream) {
+        Ok((host, _)) => host,
+        Err(_) => upstream,
+    };
+    host.trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned()
 }

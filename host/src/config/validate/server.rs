@@ -19,6 +19,7 @@ use crate::config::{AccessLog, Server, TlsFiles, defaults};
 pub(super) struct ConnectionLevel {
     tls: bool,
     redirect_http: bool,
+    http2: bool,
     client_header_timeout: Duration,
     max_header_size: usize,
 }
@@ -37,6 +38,12 @@ impl Checker<'_> {
         let level = ConnectionLevel {
             tls: raw.tls.is_some(),
             redirect_http: raw.redirect_http.as_ref().is_some_and(|r| *r.get_ref()),
+            // As browsers speak HTTP/2 only over TLS, h2c is for clients that
+            // know the server speaks it (gRPC-style, tests): opt-in.
+            http2: raw
+                .http2
+                .as_ref()
+                .map_or(raw.tls.is_some(), |h| *h.get_ref()),
             client_header_timeout: raw
                 .client_header_timeout
                 .as_ref()
@@ -110,6 +117,7 @@ impl Checker<'_> {
             server_names,
             tls,
             redirect_http: level.redirect_http,
+            http2: level.http2,
             client_header_timeout: level.client_header_timeout,
             client_max_body_size: raw
                 .client_max_body_size
@@ -152,6 +160,11 @@ impl Checker<'_> {
             && let Some(set) = &raw.redirect_http
         {
             self.error(set.span(), why("redirect_http"));
+        }
+        if first.http2 != this.http2
+            && let Some(set) = &raw.http2
+        {
+            self.error(set.span(), why("http2"));
         }
         if first.client_header_timeout != this.client_header_timeout
             && let Some(set) = &raw.client_header_timeout

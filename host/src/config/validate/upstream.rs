@@ -5,7 +5,7 @@ use toml::Spanned;
 
 use super::{Checker, dur};
 use crate::config::raw::{RawHealth, RawUpstream, RawUpstreamServer, Shorthand};
-use crate::config::{Balance, HealthCheck, Upstream, UpstreamServer, defaults};
+use crate::config::{Balance, HealthCheck, Keepalive, Upstream, UpstreamServer, defaults};
 
 impl Checker<'_> {
     pub(super) fn upstream(&mut self, name: &Spanned<String>, raw: RawUpstream) -> Upstream {
@@ -53,6 +53,7 @@ impl Checker<'_> {
                 "consistent only applies with balance = \"hash\"",
             );
         }
+        let keepalive = self.keepalive(&raw);
         if raw.servers.get_ref().is_empty() {
             self.error(
                 raw.servers.span(),
@@ -66,6 +67,7 @@ impl Checker<'_> {
             .filter_map(|server| self.upstream_server(server, balance))
             .collect();
         Upstream {
+            keepalive,
             balance,
             hash_key: raw.hash_key.map(|key| self.variables(key)),
             consistent: raw.consistent.is_some_and(Spanned::into_inner),
@@ -115,6 +117,40 @@ impl Checker<'_> {
         })
     }
 
+    /// `keepalive`, and the two settings that only apply with it.
+    fn keepalive(&mut self, raw: &RawUpstream) -> Option<Keepalive> {
+        let Some(connections) = &raw.keepalive else {
+            if let Some(timeout) = &raw.keepalive_timeout {
+                self.error(
+                    timeout.span(),
+                    "keepalive_timeout only applies with keepalive",
+                );
+            }
+            if let Some(requests) = &raw.keepalive_requests {
+                self.error(
+                    requests.span(),
+                    "keepalive_requests only applies with keepalive",
+                );
+            }
+            return None;
+        };
+        self.at_least_one(connections, "keepalive");
+        if let Some(requests) = &raw.keepalive_requests {
+            self.at_least_one(requests, "keepalive_requests");
+        }
+        Some(Keepalive {
+            connections: *connections.get_ref(),
+            timeout: raw
+                .keepalive_timeout
+                .as_ref()
+                .map_or(defaults::KEEPALIVE_TIMEOUT, |t| t.get_ref().0),
+            requests: raw
+                .keepalive_requests
+                .as_ref()
+                .map_or(defaults::KEEPALIVE_REQUESTS, |r| *r.get_ref()),
+        })
+    }
+
     fn health(&mut self, raw: RawHealth) -> HealthCheck {
         if !raw.path.get_ref().starts_with('/') {
             self.error(raw.path.span(), "health check path must start with `/`");
@@ -149,6 +185,7 @@ pub(super) fn implicit(address: String) -> Upstream {
             down: false,
         }],
         health: None,
+        keepalive: None,
     }
 }
 
