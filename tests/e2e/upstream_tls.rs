@@ -86,3 +86,80 @@ async fn websockets_reach_an_https_upstream_through_tunnel_and_filters() {
     }
     proxy.shutdown().await;
 }
+
+/// As over plain TCP: on shutdown, a tunnel over TLS sends each side a 1001
+/// close frame, between two frames, and a large message in flight arrives
+/// whole first.
+#[tokio::test]
+async fn shutdown_closes_a_tls_tunnel_with_1001_on_both_sides() {
+    let pki = Pki::new("upstream-tls-shutdown");
+    pki.issue("backend.test");
+    let (upstream_addr, upstream_saw) =
+        tls_echo_upstream_reporting_close(pki.acceptor("backend.test")).await;
+    let config = ConfigBuilder::new()
+        .set("shutdown_grace", "300ms")
+        .location("/ws/", |l| {
+            l.set("proxy_pass", format!("https://{upstream_addr}"))
+                .set(
+                    "proxy_ssl_trusted_certificate",
+                    pki.ca_file().display().to_string(),
+                )
+                .set("proxy_ssl_name", "backend.test")
+        })
+        .build();
+    let (proxy, addr) = start_proxy(&config).await;
+    let (mut ws, _) = timeout(WAIT, connect_async(format!("ws://{addr}/ws/")))
+        .await
+        .unwrap()
+        .unwrap();
+    let big = Message::binary(vec![5u8; 300_000]);
+    ws.send(big.clone()).await.unwrap();
+    let stopping = tokio::spawn(proxy.shutdown());
+    assert_eq!(
+        timeout(WAIT, ws.next()).await.unwrap().unwrap().unwrap(),
+        big
+    );
+    match timeout(WAIT, ws.next()).await.unwrap() {
+        Some(Ok(Message::Close(Some(frame)))) => {
+            assert_eq!(
+                (u16::from(frame.code), &*frame.reason),
+                (1001, "server shutting down")
+            );
+        }
+        other => panic!("expected a 1001 close, got {other:?}"),
+    }
+    let seen = timeout(WAIT, upstream_saw).await.unwrap().unwrap();
+    assert_eq!(seen, Some(1001), "the upstream's view of the end");
+    timeout(WAIT, stopping).await.unwrap().unwrap();
+}
+
+/// A WebSocket upstream over TLS that echoes every data message and reports
+/// the close code it received (`None`: the connection ended without one).
+async fn tls_echo_upstream_reporting_close(
+    acceptor: tokio_rustls::TlsAcceptor,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Receiver<Option<u16>>,
+) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (report, reported) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let tls = acceptor.accept(tcp).await.unwrap();
+        let mut ws = tokio_tungstenite::accept_async(tls).await.unwrap();
+        let mut code = None;
+        while let Some(Ok(message)) = ws.next().await {
+            match message {
+                Message::Close(frame) => {
+                    code = frame.map(|f| u16::from(f.code));
+                    break;
+                }
+                Message::Text(_) | Message::Binary(_) => ws.send(message).await.unwrap(),
+                _ => {}
+            }
+        }
+        let _ = report.send(code);
+    });
+    (addr, reported)
+}

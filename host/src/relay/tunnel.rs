@@ -1,26 +1,28 @@
-//! The raw WebSocket tunnel: bytes copied both ways between two TCP sockets,
-//! no frame parsing — what nginx does once the upstream answered 101.
+//! The raw WebSocket tunnel: bytes copied both ways between two sockets
+//! (plain TCP, TLS or an HTTP/2 stream), no frame parsing beyond finding
+//! frame boundaries — what nginx does once the upstream answered 101.
 //!
-//! Written on socket readiness rather than `copy_bidirectional` so that an
-//! idle tunnel holds no buffer at all: data is read into a per-thread
-//! scratch buffer and written straight through; only when the other side
-//! cannot take it all does the rest move to a per-direction heap buffer,
-//! which also stops reading that side (backpressure) until it drains. At
-//! ten thousand idle WebSockets, 2 × 8 KiB per tunnel would be 160 MiB.
+//! Written by hand rather than on `copy_bidirectional` so that an idle
+//! tunnel holds no buffer at all, and so that shutdown can insert a close
+//! frame between two frames: data is read into a per-thread scratch buffer
+//! and written straight through; only when the other side cannot take it
+//! all does the rest move to a per-direction heap buffer, which also stops
+//! reading that side (backpressure) until it drains. At ten thousand idle
+//! WebSockets, 2 × 8 KiB per tunnel would be 160 MiB.
 
 use crate::clock::{self, coarse_millis};
 use crate::direction::Direction;
 use crate::metrics::LocationCounters;
+use crate::relay::endpoint::{Endpoint, Stream};
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
-use socket2::SockRef;
 use std::cell::RefCell;
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::{Pin, pin};
-use std::task::{Context, Poll};
+use std::pin::pin;
+use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, Interest, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
@@ -67,11 +69,15 @@ struct Flow {
     bytes: u64,
     /// Where the bytes read so far stand in WebSocket framing.
     cursor: FrameCursor,
-    /// A shutdown close frame went to the sink: relay nothing more this way.
+    /// A shutdown close frame was queued for the sink: relay nothing more
+    /// this way.
     close_sent: bool,
-    /// While `pending` is not empty: when the sink last took some of it (or
-    /// it began to wait), by `coarse_millis`.
+    /// While the sink holds back (bytes pending, or a push that waits): when
+    /// it began to, by `coarse_millis`.
     stalled: Option<u64>,
+    /// The sink accepted bytes it may still hold (a TLS record): push them
+    /// before reading more.
+    unpushed: bool,
 }
 
 impl Flow {
@@ -90,10 +96,9 @@ impl Flow {
         self.pending.is_empty() && self.cursor.at_boundary()
     }
 
-    /// Sends `frame` (a close frame) to the sink, keeping what it refuses.
-    fn send_close(&mut self, frame: &[u8], to: &TcpStream) {
-        let written = to.try_write(frame).unwrap_or(0);
-        self.pending.extend_from_slice(&frame[written..]);
+    /// Queues `frame` (a close frame) for the sink.
+    fn send_close(&mut self, frame: &[u8]) {
+        self.pending.extend_from_slice(frame);
         self.close_sent = true;
     }
 
@@ -105,79 +110,74 @@ impl Flow {
         self.source_done && self.pending.is_empty()
     }
 
-    /// Reads what `from` has and passes it to `to`; keeps what `to` refused.
-    fn pump(
-        &mut self,
-        from: &TcpStream,
-        to: &TcpStream,
-        traffic: &LocationCounters,
-        dir: Direction,
-        chunk: usize,
-    ) -> io::Result<bool> {
-        SCRATCH_BUF.with(|scratch| {
-            let mut scratch = scratch.borrow_mut();
-            let n = match read_all_there(from, &mut scratch[..chunk]) {
-                Ok(0) => {
-                    self.source_done = true;
-                    return Ok(true);
-                }
-                Ok(n) => n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(false),
-                Err(e) => return Err(e),
-            };
-            self.bytes += n as u64;
-            self.cursor.advance(&scratch[..n]);
-            traffic.bytes(dir, n as u64);
-            let written = match to.try_write(&scratch[..n]) {
-                Ok(written) => written,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => 0,
-                Err(e) => return Err(e),
-            };
-            self.pending.extend_from_slice(&scratch[written..n]);
-            if !self.pending.is_empty() {
-                self.stalled = Some(coarse_millis());
-            }
-            Ok(true)
-        })
+    fn flushed(&self) -> bool {
+        self.pending.is_empty() && !self.unpushed
     }
 
-    /// Moves what is ready in this direction: reads `from` into `to` when
-    /// nothing is pending, else writes the pending bytes. `Ready(Ok(true))`
-    /// when bytes moved (or the source ended).
+    /// Moves what is ready in this direction: the pending bytes first, then
+    /// what the sink still holds, then a read from `from` written straight
+    /// to `to`. `Ready(Ok(true))` when bytes moved, the source ended or the
+    /// sink began to hold back.
     fn poll_move(
         &mut self,
         cx: &mut Context<'_>,
-        from: &TcpStream,
-        to: &TcpStream,
+        from: &mut impl Endpoint,
+        to: &mut impl Endpoint,
         traffic: &LocationCounters,
         dir: Direction,
         chunk: usize,
     ) -> Poll<io::Result<bool>> {
-        if self.may_read() {
-            from.poll_read_ready(cx)
-                .map(|ready| ready.and_then(|()| self.pump(from, to, traffic, dir, chunk)))
-        } else if !self.pending.is_empty() {
-            to.poll_write_ready(cx)
-                .map(|ready| ready.and_then(|()| self.drain(to)))
-        } else {
-            Poll::Pending
-        }
-    }
-
-    /// Writes pending bytes; frees the buffer once empty.
-    fn drain(&mut self, to: &TcpStream) -> io::Result<bool> {
-        match to.try_write(&self.pending) {
-            Ok(n) => {
-                self.pending.drain(..n);
-                if self.pending.is_empty() {
-                    self.pending = Vec::new();
-                }
-                self.stalled = (!self.pending.is_empty()).then(coarse_millis);
-                Ok(true)
+        if !self.pending.is_empty() {
+            let n = ready!(to.poll_give(cx, &self.pending))?;
+            self.pending.drain(..n);
+            if self.pending.is_empty() {
+                self.pending = Vec::new();
             }
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
-            Err(e) => Err(e),
+            self.stalled = (!self.pending.is_empty()).then(coarse_millis);
+            self.unpushed = true;
+            return Poll::Ready(Ok(true));
         }
+        if self.unpushed {
+            match to.poll_push(cx) {
+                Poll::Ready(result) => {
+                    result?;
+                    self.unpushed = false;
+                    self.stalled = None;
+                }
+                Poll::Pending if self.stalled.is_none() => {
+                    self.stalled = Some(coarse_millis());
+                    return Poll::Ready(Ok(true));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        if !self.may_read() {
+            return Poll::Pending;
+        }
+        SCRATCH_BUF.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let n = match ready!(from.poll_take(cx, &mut scratch[..chunk]))? {
+                0 => {
+                    self.source_done = true;
+                    return Poll::Ready(Ok(true));
+                }
+                n => n,
+            };
+            self.bytes += n as u64;
+            self.cursor.advance(&scratch[..n]);
+            traffic.bytes(dir, n as u64);
+            let written = match to.poll_give(cx, &scratch[..n]) {
+                Poll::Ready(written) => written?,
+                Poll::Pending => 0,
+            };
+            self.pending.extend_from_slice(&scratch[written..n]);
+            if self.pending.is_empty() {
+                self.unpushed = true;
+            } else {
+                self.stalled = Some(coarse_millis());
+            }
+            Poll::Ready(Ok(true))
+        })
     }
 }
 
@@ -193,31 +193,60 @@ pub struct TunnelConfig {
     pub send_timeout: Duration,
 }
 
-/// Reads what `from` holds. A read shorter than `buf` emptied the socket's
-/// receive queue, so its readiness is cleared at once: the next wait goes
-/// straight to the reactor instead of first paying a read that would return
-/// `EAGAIN` (nginx does the same). tokio clears readiness only if no newer
-/// event arrived since it was observed, and never clears read-closed, so no
-/// data or end of stream can be missed.
-fn read_all_there(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
-    let mut read = 0;
-    let result = from.try_io(Interest::READABLE, || {
-        read = from.try_read(buf)?;
-        if read > 0 && read < buf.len() {
-            // Reported as WouldBlock only to make `try_io` clear readiness.
-            return Err(io::ErrorKind::WouldBlock.into());
-        }
-        Ok(read)
-    });
-    match result {
-        Err(e) if e.kind() == io::ErrorKind::WouldBlock && read > 0 => Ok(read),
-        other => other,
-    }
+/// Relays between two TCP sockets until one side closed and what it sent
+/// was delivered, an error, `idle` without traffic, a side that takes
+/// nothing for the send timeout, or shutdown. `*_prefix` are bytes already
+/// read past the HTTP heads. On shutdown each side gets a 1001 close frame,
+/// sent between two frames.
+pub async fn run(
+    client: TcpStream,
+    client_prefix: Bytes,
+    upstream: TcpStream,
+    upstream_prefix: Bytes,
+    config: TunnelConfig,
+    traffic: &LocationCounters,
+    shutdown: Shutdown,
+) -> TunnelStats {
+    relay(
+        client,
+        client_prefix,
+        upstream,
+        upstream_prefix,
+        config,
+        traffic,
+        shutdown,
+    )
+    .await
 }
 
-/// Relays until both sides are closed, an error, `idle` without traffic, or
-/// shutdown. `*_prefix` are bytes already read past the HTTP heads. On
-/// shutdown each side gets a 1001 close frame, sent between two frames.
+/// [`run`] for streams without socket readiness (TLS, an HTTP/2 stream),
+/// with the same ends, limits and shutdown close frames.
+pub async fn run_streams<C, U>(
+    client: C,
+    client_prefix: Bytes,
+    upstream: U,
+    upstream_prefix: Bytes,
+    config: TunnelConfig,
+    traffic: &LocationCounters,
+    shutdown: Shutdown,
+) -> TunnelStats
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+    U: AsyncRead + AsyncWrite + Unpin,
+{
+    relay(
+        Stream(client),
+        client_prefix,
+        Stream(upstream),
+        upstream_prefix,
+        config,
+        traffic,
+        shutdown,
+    )
+    .await
+}
+
+/// The loop behind [`run`] and [`run_streams`].
 ///
 /// One hand-written poll serves both directions, the idle timer and the
 /// shutdown signal: each wake-up moves whatever is ready both ways, and the
@@ -225,10 +254,10 @@ fn read_all_there(from: &TcpStream, buf: &mut [u8]) -> io::Result<usize> {
 /// `select!` in the loop re-armed a timer-wheel entry on every message).
 /// The timer and the signal are checked first on every event, so traffic
 /// that never pauses cannot starve them.
-pub async fn run(
-    client: TcpStream,
+async fn relay(
+    mut client: impl Endpoint,
     client_prefix: Bytes,
-    upstream: TcpStream,
+    mut upstream: impl Endpoint,
     upstream_prefix: Bytes,
     config: TunnelConfig,
     traffic: &LocationCounters,
@@ -251,20 +280,17 @@ pub async fn run(
         // delivered, the tunnel ends (a client that keeps its socket after
         // the close handshake must not hold a slot until the idle timeout).
         if up.done() || down.done() {
-            for socket in [&upstream, &client] {
-                let _ = SockRef::from(socket).shutdown(std::net::Shutdown::Write);
-            }
             break TunnelEnd::Closed;
         }
         if let Some(give_up) = closing {
             // Each side gets its close frame once its stream is between frames.
             if !down.close_sent && down.sink_at_boundary() {
-                down.send_close(&shutdown_close_frame(false), &client);
+                down.send_close(&shutdown_close_frame(false));
             }
             if !up.close_sent && up.sink_at_boundary() {
-                up.send_close(&shutdown_close_frame(true), &upstream);
+                up.send_close(&shutdown_close_frame(true));
             }
-            let flushed = up.pending.is_empty() && down.pending.is_empty();
+            let flushed = up.flushed() && down.flushed();
             if (up.close_sent && down.close_sent && flushed) || Instant::now() >= give_up {
                 break TunnelEnd::Shutdown;
             }
@@ -279,16 +305,16 @@ pub async fn run(
             let moved = [
                 up.poll_move(
                     cx,
-                    &client,
-                    &upstream,
+                    &mut client,
+                    &mut upstream,
                     traffic,
                     Direction::ClientToUpstream,
                     chunk,
                 ),
                 down.poll_move(
                     cx,
-                    &upstream,
-                    &client,
+                    &mut upstream,
+                    &mut client,
                     traffic,
                     Direction::UpstreamToClient,
                     chunk,
@@ -355,6 +381,15 @@ pub async fn run(
             }
         }
     };
+    if matches!(end, TunnelEnd::Closed | TunnelEnd::Shutdown) {
+        // Half-close both ways (TLS: close_notify), bounded: a peer that
+        // reads nothing must not hold the tunnel.
+        let _ = tokio::time::timeout(CLOSE_GRACE, async {
+            upstream.finish().await;
+            client.finish().await;
+        })
+        .await;
+    }
     TunnelStats {
         upstream_bytes: up.bytes,
         client_bytes: down.bytes,
@@ -444,175 +479,6 @@ impl FrameCursor {
                 .iter()
                 .fold(0, |n, b| n << 8 | u64::from(*b))
         }))
-    }
-}
-
-/// The tunnel for streams without socket readiness (TLS): tokio's
-/// `copy_bidirectional` with the same idle timeout and shutdown. Its two
-/// buffers live as long as the tunnel; TLS already keeps buffers per
-/// connection, so the zero-idle-memory path above is for plain TCP.
-pub async fn run_streams<C, U>(
-    mut client: C,
-    client_prefix: Bytes,
-    mut upstream: U,
-    upstream_prefix: Bytes,
-    config: TunnelConfig,
-    traffic: &LocationCounters,
-    mut shutdown: Shutdown,
-) -> TunnelStats
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    let idle = config.idle;
-    let failed = |end| TunnelStats {
-        upstream_bytes: 0,
-        client_bytes: 0,
-        end,
-    };
-    if upstream.write_all(&client_prefix).await.is_err()
-        || client.write_all(&upstream_prefix).await.is_err()
-    {
-        return failed(TunnelEnd::Error);
-    }
-    let activity = Activity::default();
-    let mut client = Stamped {
-        inner: client,
-        activity: &activity,
-        traffic,
-        dir: Direction::ClientToUpstream,
-    };
-    let mut upstream = Stamped {
-        inner: upstream,
-        activity: &activity,
-        traffic,
-        dir: Direction::UpstreamToClient,
-    };
-    let copy = tokio::io::copy_bidirectional_with_sizes(
-        &mut client,
-        &mut upstream,
-        config.buffer,
-        config.buffer,
-    );
-    tokio::pin!(copy);
-    let mut deadline = Instant::now() + idle;
-    loop {
-        tokio::select! {
-            result = &mut copy => {
-                return match result {
-                    Ok((up, down)) => TunnelStats { upstream_bytes: up, client_bytes: down, end: TunnelEnd::Closed },
-                    Err(_) => failed(TunnelEnd::Error),
-                };
-            }
-            () = sleep_until(deadline) => {
-                let now = Instant::now();
-                let last = activity.last();
-                if last + idle <= now {
-                    return failed(TunnelEnd::Idle);
-                }
-                let blocked = activity.blocked_since();
-                if blocked.is_some_and(|since| since + config.send_timeout <= now) {
-                    return failed(TunnelEnd::SendTimeout);
-                }
-                // A write that begins to wait does not wake this loop, so it
-                // looks at least every `send_timeout`: a side that takes
-                // nothing is cut after one to two of them.
-                deadline = (last + idle)
-                    .min(blocked.map_or(now + config.send_timeout, |since| since + config.send_timeout));
-            }
-            () = shutdown.signalled() => return failed(TunnelEnd::Shutdown),
-        }
-    }
-}
-
-/// When bytes last moved, stamped by [`Stamped`] reads; since when a write
-/// to each side has been waiting, by [`Stamped`] writes.
-struct Activity {
-    last: std::sync::Mutex<Instant>,
-    blocked: std::sync::Mutex<[Option<Instant>; 2]>,
-}
-
-impl Default for Activity {
-    fn default() -> Self {
-        Activity {
-            last: std::sync::Mutex::new(Instant::now()),
-            blocked: std::sync::Mutex::new([None; 2]),
-        }
-    }
-}
-
-impl Activity {
-    fn touch(&self) {
-        *self.last.lock().unwrap() = Instant::now();
-    }
-
-    fn last(&self) -> Instant {
-        *self.last.lock().unwrap()
-    }
-
-    /// A write to the side reading `dir`'s bytes went through (`false`) or
-    /// must wait (`true`).
-    fn write_waits(&self, dir: Direction, waits: bool) {
-        let mut blocked = self.blocked.lock().unwrap();
-        let since = &mut blocked[dir.index()];
-        match (waits, *since) {
-            (true, None) => *since = Some(Instant::now()),
-            (false, Some(_)) => *since = None,
-            _ => {}
-        }
-    }
-
-    /// Since when the longest-waiting write has waited.
-    fn blocked_since(&self) -> Option<Instant> {
-        self.blocked.lock().unwrap().iter().flatten().min().copied()
-    }
-}
-
-/// A stream that stamps [`Activity`] and counts bytes whenever a read
-/// returns data (`dir`: where what it reads goes).
-struct Stamped<'a, S> {
-    inner: S,
-    activity: &'a Activity,
-    traffic: &'a LocationCounters,
-    dir: Direction,
-}
-
-impl<S: AsyncRead + Unpin> AsyncRead for Stamped<'_, S> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        let before = buf.filled().len();
-        let polled = Pin::new(&mut self.inner).poll_read(cx, buf);
-        let read = buf.filled().len() - before;
-        if read > 0 {
-            self.activity.touch();
-            self.traffic.bytes(self.dir, read as u64);
-        }
-        polled
-    }
-}
-
-impl<S: AsyncWrite + Unpin> AsyncWrite for Stamped<'_, S> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        let polled = Pin::new(&mut self.inner).poll_write(cx, buf);
-        // What is written here travels the other way from what is read.
-        self.activity
-            .write_waits(self.dir.reverse(), polled.is_pending());
-        polled
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
