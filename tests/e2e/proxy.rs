@@ -385,14 +385,27 @@ async fn shutdown_closes_open_websockets_with_1001_after_the_grace_period() {
 async fn ipv6_and_ipv4_wildcards_share_a_port() {
     // nginx's `listen [::]:80` is IPv6-only, so `listen 80` beside it binds too.
     let backend = Backend::start("b").await;
-    let port = crate::support::free_addr().port();
-    let config = format!(
-        "[[server]]\nlisten = [\"[::]:{port}\", \"0.0.0.0:{port}\"]\n\
-         [[server.location]]\npath = \"/\"\nproxy_pass = \"http://{}\"\n\
-         set_headers = {{ X-Real-IP = \"$remote_addr\" }}\n",
-        backend.addr
-    );
-    let (_proxy, _) = start_proxy(&config).await;
+    // The port is picked free, then bound by the proxy: another test may
+    // take it in between, so a few ports are tried.
+    let mut attempts = 0;
+    let (_proxy, port) = loop {
+        let port = crate::support::free_addr().port();
+        let config = format!(
+            "[[server]]\nlisten = [\"[::]:{port}\", \"0.0.0.0:{port}\"]\n\
+             [[server.location]]\npath = \"/\"\nproxy_pass = \"http://{}\"\n\
+             set_headers = {{ X-Real-IP = \"$remote_addr\" }}\n",
+            backend.addr
+        );
+        let config = wasp::config::Config::parse(&config, "test.toml").unwrap();
+        match wasp::proxy::Proxy::start(config).await {
+            Ok(proxy) => break (proxy, port),
+            Err(error) if attempts < 5 => {
+                attempts += 1;
+                eprintln!("port {port}: {error}; another");
+            }
+            Err(error) => panic!("proxy starts: {error}"),
+        }
+    };
     for (client, expected_ip) in [
         (format!("[::1]:{port}"), "::1"),
         (format!("127.0.0.1:{port}"), "127.0.0.1"),
