@@ -9,12 +9,12 @@ use crate::support::config::ConfigBuilder;
 use crate::support::start_proxy;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use std::net::SocketAddr;
-use wasp::proxy::Proxy;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
+use wasp::proxy::Proxy;
 
 const WAIT: Duration = Duration::from_secs(10);
 const TAIL: [u8; 4] = [0, 0, 0xff, 0xff];
@@ -162,7 +162,11 @@ impl Peer {
         let compressed = bytes[0] & 0x40 != 0;
         let opcode = bytes[0] & 0x0f;
         self.read.drain(..at + len);
-        let payload = if compressed { inflate(&payload) } else { payload };
+        let payload = if compressed {
+            inflate(&payload)
+        } else {
+            payload
+        };
         Some(Received {
             opcode,
             compressed,
@@ -181,7 +185,11 @@ async fn read_head(stream: &mut TcpStream) -> (String, Vec<u8>) {
         }
         let mut buf = [0u8; 4096];
         let read = timeout(WAIT, stream.read(&mut buf)).await.unwrap().unwrap();
-        assert!(read > 0, "head cut short: {}", String::from_utf8_lossy(&bytes));
+        assert!(
+            read > 0,
+            "head cut short: {}",
+            String::from_utf8_lossy(&bytes)
+        );
         bytes.extend_from_slice(&buf[..read]);
     }
 }
@@ -232,7 +240,11 @@ async fn upstream(deflate: bool) -> SocketAddr {
                         peer.send(CLOSE, &message.payload, false).await;
                         return;
                     }
-                    let how = if message.compressed { "deflated" } else { "plain" };
+                    let how = if message.compressed {
+                        "deflated"
+                    } else {
+                        "plain"
+                    };
                     let echo = format!("{how} {}", message.text());
                     peer.send_text(&echo, accepted).await;
                 }
@@ -271,7 +283,11 @@ const BROWSER_OFFER: &str = "permessage-deflate; client_max_window_bits";
 /// wasp's answer to it: no context takeover from the client.
 const WASP_ANSWER: &str = "permessage-deflate; client_no_context_takeover";
 
-async fn proxy_to(upstream: SocketAddr, filters: &str, settings: &[(&str, &str)]) -> (Proxy, SocketAddr) {
+async fn proxy_to(
+    upstream: SocketAddr,
+    filters: &str,
+    settings: &[(&str, &str)],
+) -> (Proxy, SocketAddr) {
     let config = ConfigBuilder::new()
         .location("/ws", |l| {
             settings.iter().fold(
@@ -326,7 +342,12 @@ async fn the_filter_sees_plain_text_and_its_replacement_is_compressed() {
 
 #[tokio::test]
 async fn a_message_inflating_past_max_message_size_closes_with_1009() {
-    let (_proxy, addr) = proxy_to(upstream(true).await, FORWARD_ALL, &[("max_message_size", r#""64k""#)]).await;
+    let (_proxy, addr) = proxy_to(
+        upstream(true).await,
+        FORWARD_ALL,
+        &[("max_message_size", r#""64k""#)],
+    )
+    .await;
     let (mut ws, _) = client(addr, "/ws", Some(BROWSER_OFFER)).await;
     recv(&mut ws).await;
     // 1 MiB of zeros deflates to about 1 KiB: far under the limit on the wire.
@@ -375,7 +396,12 @@ async fn a_client_with_deflate_talks_to_an_upstream_without_it() {
 
 #[tokio::test]
 async fn websocket_deflate_false_negotiates_nothing_on_either_leg() {
-    let (_proxy, addr) = proxy_to(upstream(true).await, FORWARD_ALL, &[("websocket_deflate", "false")]).await;
+    let (_proxy, addr) = proxy_to(
+        upstream(true).await,
+        FORWARD_ALL,
+        &[("websocket_deflate", "false")],
+    )
+    .await;
     let (mut ws, answer) = client(addr, "/ws", Some(BROWSER_OFFER)).await;
     assert_eq!(answer, None);
     let report = recv(&mut ws).await;

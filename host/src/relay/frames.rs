@@ -589,7 +589,14 @@ impl<I: Inspector> Relay<I> {
                 }
                 let message = fragments.take().expect("matched above");
                 let (text, compressed) = (message.text, message.compressed);
-                return self.message(dir, text, compressed, &message.payload, &message.frames, out);
+                return self.message(
+                    dir,
+                    text,
+                    compressed,
+                    &message.payload,
+                    &message.frames,
+                    out,
+                );
             }
             OpCode::Data(Data::Text) => true,
             OpCode::Data(_) => false,
@@ -629,7 +636,8 @@ impl<I: Inspector> Relay<I> {
     ) -> Result<(), End> {
         let inflated;
         let payload = if compressed {
-            inflated = self.deflate
+            inflated = self
+                .deflate
                 .inflate(payload, self.max_message)
                 .map_err(|v| violated(dir, v))?;
             &inflated[..]
@@ -652,10 +660,12 @@ impl<I: Inspector> Relay<I> {
             }
             Verdict::Forward => out.extend_from_slice(frames),
             Verdict::Replace(Replacement::Text(text)) => {
-                self.deflate.encode(dir, OpCode::Data(Data::Text), text.as_bytes(), out);
+                self.deflate
+                    .encode(dir, OpCode::Data(Data::Text), text.as_bytes(), out);
             }
             Verdict::Replace(Replacement::Binary(data)) => {
-                self.deflate.encode(dir, OpCode::Data(Data::Binary), &data, out);
+                self.deflate
+                    .encode(dir, OpCode::Data(Data::Binary), &data, out);
             }
             Verdict::Drop => {}
             Verdict::Close(frame) => return Err(sendable_close(&frame)),

@@ -86,7 +86,8 @@ impl Negotiated {
     pub fn inflate(&self, compressed: &[u8], max: usize) -> Result<Vec<u8>, Violation> {
         INFLATE.with_borrow_mut(|inflater| {
             inflater.reset(false);
-            let mut out = Vec::with_capacity(compressed.len().saturating_mul(2).max(64).min(max + 1));
+            let mut out =
+                Vec::with_capacity(compressed.len().saturating_mul(2).max(64).min(max + 1));
             for input in [compressed, &TAIL[..]] {
                 if inflate_into(inflater, input, &mut out, max)? == Status::StreamEnd {
                     break;
@@ -261,7 +262,9 @@ mod tests {
         // §7.2.3.1 and §7.2.3.3: "Hello" compressed, and in stored blocks.
         let hello = [0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
         assert_eq!(BOTH.inflate(&hello, 5).unwrap(), b"Hello");
-        let stored = [0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00];
+        let stored = [
+            0x00, 0x05, 0x00, 0xfa, 0xff, 0x48, 0x65, 0x6c, 0x6c, 0x6f, 0x00,
+        ];
         assert_eq!(BOTH.inflate(&stored, 100).unwrap(), b"Hello");
         // §7.2.3.4: a final block; what follows it is not read.
         let bfinal = [0xf3, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
@@ -288,17 +291,35 @@ mod tests {
             relay_window: 10,
         };
         let mut out = Vec::new();
-        BOTH.forward(Direction::UpstreamToClient, text, b"hi", b"FRAMES", &mut out);
+        BOTH.forward(
+            Direction::UpstreamToClient,
+            text,
+            b"hi",
+            b"FRAMES",
+            &mut out,
+        );
         assert_eq!(out, b"FRAMES");
         let narrow_client = Negotiated {
             client: Some(small),
             ..BOTH
         };
         out.clear();
-        narrow_client.forward(Direction::ClientToUpstream, text, b"hi", b"FRAMES", &mut out);
+        narrow_client.forward(
+            Direction::ClientToUpstream,
+            text,
+            b"hi",
+            b"FRAMES",
+            &mut out,
+        );
         assert_eq!(out, b"FRAMES", "10 bits into 15");
         out.clear();
-        narrow_client.forward(Direction::UpstreamToClient, text, b"hi", b"FRAMES", &mut out);
+        narrow_client.forward(
+            Direction::UpstreamToClient,
+            text,
+            b"hi",
+            b"FRAMES",
+            &mut out,
+        );
         assert_ne!(out, b"FRAMES", "15 bits into 10");
         let frame = wire::parse(&out, false, 100).unwrap_err();
         assert_eq!(frame, Violation::Protocol("reserved bits set"));
@@ -307,7 +328,13 @@ mod tests {
             ..BOTH
         };
         out.clear();
-        plain_client.forward(Direction::UpstreamToClient, text, b"hi", b"FRAMES", &mut out);
+        plain_client.forward(
+            Direction::UpstreamToClient,
+            text,
+            b"hi",
+            b"FRAMES",
+            &mut out,
+        );
         assert_eq!(out, [0x81, 2, b'h', b'i']);
     }
 }

@@ -22,7 +22,9 @@ pub fn upstream_offer() -> &'static str {
 /// client for `client_no_context_takeover` (§7.1.1.2 lets a server ask),
 /// and accepts `server_no_context_takeover` and `server_max_window_bits`
 /// (wasp never takes its context over and can deflate with any window).
-pub fn answer_client<'a>(values: impl IntoIterator<Item = &'a str>) -> Option<(LegDeflate, String)> {
+pub fn answer_client<'a>(
+    values: impl IntoIterator<Item = &'a str>,
+) -> Option<(LegDeflate, String)> {
     values
         .into_iter()
         .flat_map(|value| value.split(','))
@@ -109,7 +111,9 @@ fn parse(element: &str) -> Option<Result<Params, &'static str>> {
                 Some(bits) => params.server_max_window_bits.replace(bits).is_none(),
                 None => return Some(Err("server_max_window_bits out of 8..15")),
             },
-            ("client_max_window_bits", None) => params.client_max_window_bits.replace(None).is_none(),
+            ("client_max_window_bits", None) => {
+                params.client_max_window_bits.replace(None).is_none()
+            }
             ("client_max_window_bits", Some(_)) => match bits() {
                 Some(bits) => params.client_max_window_bits.replace(Some(bits)).is_none(),
                 None => return Some(Err("client_max_window_bits out of 8..15")),
@@ -164,10 +168,15 @@ mod tests {
         ];
         assert_eq!(answer_client(offers).unwrap().0, leg(15, 12));
         assert_eq!(
-            answer_client(["permessage-deflate; server_no_context_takeover; server_no_context_takeover"]),
+            answer_client([
+                "permessage-deflate; server_no_context_takeover; server_no_context_takeover"
+            ]),
             None
         );
-        assert_eq!(answer_client(["permessage-deflate; client_max_window_bits=7"]), None);
+        assert_eq!(
+            answer_client(["permessage-deflate; client_max_window_bits=7"]),
+            None
+        );
         assert_eq!(answer_client([]), None);
     }
 
@@ -175,7 +184,9 @@ mod tests {
     fn the_upstream_answer_is_checked() {
         assert_eq!(upstream_answer([]), Ok(None));
         assert_eq!(
-            upstream_answer(["permessage-deflate; server_no_context_takeover; client_no_context_takeover"]),
+            upstream_answer([
+                "permessage-deflate; server_no_context_takeover; client_no_context_takeover"
+            ]),
             Ok(Some(leg(15, 15)))
         );
         assert_eq!(
@@ -186,7 +197,9 @@ mod tests {
         );
         assert!(upstream_answer(["permessage-deflate"]).is_err());
         assert!(upstream_answer(["x-other"]).is_err());
-        assert!(upstream_answer(["permessage-deflate; server_no_context_takeover; bogus"]).is_err());
+        assert!(
+            upstream_answer(["permessage-deflate; server_no_context_takeover; bogus"]).is_err()
+        );
         assert!(
             upstream_answer([
                 "permessage-deflate; server_no_context_takeover, permessage-deflate; server_no_context_takeover"
