@@ -5,6 +5,8 @@
 //                  filter); 0 when the proxy in front does not filter (e.g. plain nginx)
 //   ARTIFACTS_DIR  where chat.png goes (default: artifacts/ beside this file)
 //   CHROMIUM       browser binary (default /usr/bin/chromium; apt-get install -y chromium)
+//   EXPECT_DEFLATE 1 (default): the chat's WebSocket must negotiate permessage-deflate with
+//                  wasp (read from Chromium's DevTools protocol); 0 for another proxy
 //
 // Exits 0 when every step passed, 1 with a message saying which step failed.
 
@@ -16,6 +18,7 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHAT_URL = process.env.CHAT_URL || 'http://127.0.0.1:8000/';
 const EXPECT_REDACT = (process.env.EXPECT_REDACT ?? '1') !== '0';
+const EXPECT_DEFLATE = (process.env.EXPECT_DEFLATE ?? '1') !== '0';
 const ARTIFACTS_DIR = process.env.ARTIFACTS_DIR || path.join(here, 'artifacts');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT_MS = 10_000;
@@ -73,8 +76,25 @@ async function main() {
       page.on('pageerror', (err) => console.error(`  page error: ${err.message}`));
     }
 
+    // The WebSocket handshake's answer as Chromium got it (DevTools protocol).
+    const extensions = [];
+    const cdp = await ann.context().newCDPSession(ann);
+    await cdp.send('Network.enable');
+    cdp.on('Network.webSocketHandshakeResponseReceived', ({ response }) => {
+      const headers = Object.fromEntries(
+        Object.entries(response.headers).map(([name, value]) => [name.toLowerCase(), value]));
+      extensions.push(headers['sec-websocket-extensions'] ?? '');
+    });
+
     step(`ann joins #${room} at ${CHAT_URL}`);
     await joinRoom(ann, 'ann', room);
+    if (EXPECT_DEFLATE) {
+      step('ann\'s WebSocket negotiated permessage-deflate with wasp (EXPECT_DEFLATE=0 skips this)');
+      const want = 'permessage-deflate; client_no_context_takeover';
+      if (extensions.length === 0 || !extensions.every((value) => value === want)) {
+        throw new Error(`Sec-WebSocket-Extensions answered: ${JSON.stringify(extensions)}, want ${want}`);
+      }
+    }
     await expectMembers(ann, ['ann']);
 
     step('bob joins the same room; both see both members');
