@@ -10,12 +10,14 @@ root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$root"
 step() { printf '\n==> %s\n' "$*"; }
 
-step "test peers (apt: redis-server chromium nginx; npm: playwright-core)"
+step "test peers (apt: redis-server chromium nginx openssl; npm: playwright-core)"
 need=()
 command -v redis-server >/dev/null || need+=(redis-server)
 command -v chromium >/dev/null || need+=(chromium)
 # nginx is in /usr/sbin, which a non-root PATH may lack.
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null || need+=(nginx)
+# The browser test's test CA.
+command -v openssl >/dev/null || need+=(openssl)
 if [ ${#need[@]} -gt 0 ]; then
   sudo_cmd=""
   [ "$(id -u)" -eq 0 ] || sudo_cmd="sudo"

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Runs the Autobahn fuzzingclient against one WebSocket URL and prints the summary.
-# usage: tests/autobahn/run.sh URL OUTDIR [quick|full]
-#   quick (default) leaves out 9.* (performance), 12.* and 13.* (compression): about 30 s; full: about 20 min.
+# usage: tests/autobahn/run.sh URL OUTDIR [quick|full|limits|compression]
+#   quick (default) leaves out 9.* (performance), 12.* and 13.* (compression): about 30 s; full: about 20 min;
+#   compression: only 12.* and 13.*. AUTOBAHN_EXCLUDE (a JSON list of case patterns) replaces the mode's
+#   exclusions (patterns: `*` is any text, matched at the start of a case id).
 #   The report is OUTDIR/index.html and OUTDIR/index.json; exit status 0 when wstest ran.
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
@@ -11,13 +13,15 @@ mkdir -p "$out"; out=$(cd "$out" && pwd)
 case "$mode" in
   quick) exclude='["9.*", "12.*", "13.*"]' ;;
   full)  exclude='[]' ;;
-  limits) exclude='[]' ;;
-  *) echo "mode must be quick, full or limits" >&2; exit 2 ;;
+  limits|compression) exclude='[]' ;;
+  *) echo "mode must be quick, full, limits or compression" >&2; exit 2 ;;
 esac
+exclude=${AUTOBAHN_EXCLUDE:-$exclude}
 cases='["*"]'
 # limits: only the performance cases (9.*: messages up to 16 MiB, in frames
 # down to 64 bytes), which test size limits and per-call deadlines.
 [ "$mode" = limits ] && cases='["9.*"]'
+[ "$mode" = compression ] && cases='["12.*", "13.*"]'
 cat >"$out/spec.json" <<JSON
 { "outdir": "$out", "servers": [ { "agent": "target", "url": "$url" } ],
   "cases": $cases, "exclude-cases": $exclude, "exclude-agent-cases": {} }

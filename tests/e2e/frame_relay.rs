@@ -62,6 +62,7 @@ fn slot(name: &str, pool: Arc<FilterPool>, fail_open: bool) -> FilterSlot {
 fn config() -> FrameRelayConfig {
     FrameRelayConfig {
         max_message_size: 1 << 20,
+        deflate: Default::default(),
         idle_timeout: Duration::from_secs(60),
         send_timeout: Duration::from_secs(60),
         traffic: wasp::metrics::Metrics::new().location("test"),
@@ -470,6 +471,7 @@ async fn a_message_over_the_limit_closes_with_1009() {
     let (up, mut seen_up) = upstream().await;
     let config = FrameRelayConfig {
         max_message_size: 1024,
+        deflate: Default::default(),
         ..config()
     };
     let mut proxy = proxy(up, vec![slot("probe", probe_pool("a"), false)], config).await;

@@ -326,6 +326,7 @@ async fn check(items: Vec<Item>, from_client: bool, chunks: Vec<usize>, read_buf
     let (_shutdown, signal) = watch::channel(false);
     let config = FrameRelayConfig {
         max_message_size: MAX_MESSAGE,
+        deflate: Default::default(),
         idle_timeout: Duration::from_secs(60),
         send_timeout: Duration::from_secs(60),
         traffic: wasp::metrics::Metrics::new().location("framing"),

@@ -351,7 +351,9 @@ async fn websockets_over_h2_share_one_connection_through_tunnel_and_filters() {
 #[tokio::test]
 async fn websocket_over_h2c_and_connect_without_websocket_is_refused() {
     let backend = Backend::start("chat").await;
+    let log = temp_dir("h2c-websocket").join("access.log");
     let config = ConfigBuilder::new()
+        .set("access_log", log.display().to_string())
         .server(|s| {
             s.set("http2", true)
                 .location("/ws/", |l| l.proxy_pass(backend.addr))
@@ -392,4 +394,14 @@ async fn websocket_over_h2c_and_connect_without_websocket_is_refused() {
     while let Some(Ok(_)) = timeout(WAIT, ws.next()).await.unwrap() {}
     drop((ws, sender));
     proxy.shutdown().await;
+    // The client got 200 for its extended CONNECT, and the log says so.
+    let lines = std::fs::read_to_string(&log).unwrap();
+    // ... "CONNECT /ws/ HTTP/2.0" 200 ...
+    let statuses: Vec<&str> = lines
+        .lines()
+        .filter(|line| line.contains(" /ws/ "))
+        .filter_map(|line| line.split('"').nth(2)?.split_whitespace().next())
+        .collect();
+    assert!(statuses.contains(&"200"), "{lines}");
+    assert!(!statuses.contains(&"101"), "{lines}");
 }

@@ -5,6 +5,12 @@
 //                  filter); 0 when the proxy in front does not filter (e.g. plain nginx)
 //   ARTIFACTS_DIR  where chat.png goes (default: artifacts/ beside this file)
 //   CHROMIUM       browser binary (default /usr/bin/chromium; apt-get install -y chromium)
+//   CHROMIUM_ARGS  extra command-line flags, space-separated (e.g. the test CA's
+//                  --ignore-certificate-errors-spki-list=HASH for https://)
+//   EXPECT_H2      1: the page must come over HTTP/2 and, per wasp's metrics at METRICS_URL
+//                  (its admin /metrics), the chat's WebSocket over the page's connection (default 0)
+//   EXPECT_DEFLATE 1 (default): the chat's WebSocket must negotiate permessage-deflate with
+//                  wasp (read from Chromium's DevTools protocol); 0 for another proxy
 //
 // Exits 0 when every step passed, 1 with a message saying which step failed.
 
@@ -16,6 +22,10 @@ import { fileURLToPath } from 'node:url';
 const here = path.dirname(fileURLToPath(import.meta.url));
 const CHAT_URL = process.env.CHAT_URL || 'http://127.0.0.1:8000/';
 const EXPECT_REDACT = (process.env.EXPECT_REDACT ?? '1') !== '0';
+const EXPECT_DEFLATE = (process.env.EXPECT_DEFLATE ?? '1') !== '0';
+const EXPECT_H2 = process.env.EXPECT_H2 === '1';
+const METRICS_URL = process.env.METRICS_URL || 'http://127.0.0.1:8001/metrics';
+const CHROMIUM_ARGS = (process.env.CHROMIUM_ARGS || '').split(' ').filter(Boolean);
 const ARTIFACTS_DIR = process.env.ARTIFACTS_DIR || path.join(here, 'artifacts');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 const TIMEOUT_MS = 10_000;
@@ -63,6 +73,7 @@ async function main() {
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-background-networking',
       '--disable-component-update', '--disable-sync', '--no-first-run',
+      ...CHROMIUM_ARGS,
     ],
   });
   try {
@@ -73,8 +84,41 @@ async function main() {
       page.on('pageerror', (err) => console.error(`  page error: ${err.message}`));
     }
 
+    // The WebSocket handshake's answer as Chromium got it (DevTools protocol).
+    const extensions = [];
+    const cdp = await ann.context().newCDPSession(ann);
+    await cdp.send('Network.enable');
+    cdp.on('Network.webSocketHandshakeResponseReceived', ({ response }) => {
+      const headers = Object.fromEntries(
+        Object.entries(response.headers).map(([name, value]) => [name.toLowerCase(), value]));
+      extensions.push(headers['sec-websocket-extensions'] ?? '');
+    });
+
     step(`ann joins #${room} at ${CHAT_URL}`);
     await joinRoom(ann, 'ann', room);
+    if (EXPECT_H2) {
+      step('the page came over HTTP/2');
+      const protocol = await ann.evaluate(() => performance.getEntriesByType('navigation')[0].nextHopProtocol);
+      if (protocol !== 'h2') throw new Error(`the page came over ${protocol}`);
+      step('ann\'s WebSocket went over that connection (RFC 8441): one connection in all, one WebSocket');
+      const metrics = await (await fetch(METRICS_URL)).text();
+      const sample = (series, label = '') => metrics.split('\n')
+        .filter((line) => line.startsWith(series) && line.includes(label))
+        .reduce((sum, line) => sum + Number(line.split(' ').pop()), 0);
+      const connections = sample('wasp_client_connections_by_protocol_total{');
+      const h2 = sample('wasp_client_connections_by_protocol_total{', 'protocol="h2"');
+      const websockets = sample('wasp_websockets{location="/ws/"}');
+      if (connections !== 1 || h2 !== 1 || websockets !== 1) {
+        throw new Error(`connections ${connections} (h2: ${h2}), open WebSockets ${websockets}: want 1, 1, 1`);
+      }
+    }
+    if (EXPECT_DEFLATE) {
+      step('ann\'s WebSocket negotiated permessage-deflate with wasp (EXPECT_DEFLATE=0 skips this)');
+      const want = 'permessage-deflate; client_no_context_takeover';
+      if (extensions.length === 0 || !extensions.every((value) => value === want)) {
+        throw new Error(`Sec-WebSocket-Extensions answered: ${JSON.stringify(extensions)}, want ${want}`);
+      }
+    }
     await expectMembers(ann, ['ann']);
 
     step('bob joins the same room; both see both members');

@@ -101,5 +101,9 @@ pub const ALLOW_MISSING_ORIGIN: bool = true;
 /// Largest relayed WebSocket message. wasp's own, the same 1 MiB as
 /// `client_max_body_size`.
 pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
+/// permessage-deflate negotiated on filtered WebSockets, as browsers offer
+/// it and nginx passes it through (costing nothing per connection: see
+/// `relay::deflate`).
+pub const WEBSOCKET_DEFLATE: bool = true;
 /// nginx `index index.html`.
 pub const INDEX: &str = "index.html";

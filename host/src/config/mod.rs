@@ -265,6 +265,10 @@ pub struct Location {
     pub filters: Vec<FilterSpec>,
     /// Largest relayed WebSocket message in bytes; 1009 above (default 1 MiB).
     pub max_message_size: usize,
+    /// permessage-deflate (RFC 7692): on a filtered location negotiated by
+    /// wasp with each peer; on a tunnel passed through. Off: the
+    /// `Sec-WebSocket-Extensions` offer is removed (default on).
+    pub websocket_deflate: bool,
 }
 
 /// What a location does.

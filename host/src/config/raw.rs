@@ -154,6 +154,7 @@ pub struct RawLocation {
     pub allow_missing_origin: Option<bool>,
     pub filters: Option<Vec<Spanned<Shorthand<RawFilter>>>>,
     pub max_message_size: Option<Size>,
+    pub websocket_deflate: Option<bool>,
     pub proxy_ssl_verify: Option<Spanned<bool>>,
     pub proxy_ssl_trusted_certificate: Option<Spanned<String>>,
     pub proxy_ssl_server_name: Option<Spanned<bool>>,

@@ -238,6 +238,11 @@ impl Config {
                     "max_message_size",
                     &size(location.max_message_size as u64),
                 );
+                line(
+                    &mut out,
+                    "websocket_deflate",
+                    &location.websocket_deflate.to_string(),
+                );
             }
         }
         out

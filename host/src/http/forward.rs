@@ -39,8 +39,9 @@ pub fn upstream<'s>(site: &'s Site, target: &ProxyTo) -> Result<&'s UpstreamGrou
 }
 
 /// Phase 6: the headers the upstream gets: the client's end-to-end ones,
-/// the location's `set_headers`, then the router's. A filtered WebSocket
-/// may not negotiate extensions. Towards an upstream with `keepalive`, a
+/// the location's `set_headers`, then the router's. A filtered WebSocket's
+/// extensions are wasp's to negotiate (`websocket::deflate_offer`); with
+/// `websocket_deflate = false` no WebSocket negotiates any. Towards an upstream with `keepalive`, a
 /// plain request carries no `Connection: close` unless the location sets
 /// `Connection` itself (nginx needs `proxy_set_header Connection ""` for
 /// that; wasp's default `$connection_upgrade` would close every connection).
@@ -55,8 +56,11 @@ pub fn upstream_headers(
         &ctx.location.set_headers,
         &target.set_headers,
         vars,
-        !ctx.location.filters.is_empty(),
+        !ctx.location.filters.is_empty() || !ctx.location.config.websocket_deflate,
     );
+    if ctx.websocket {
+        super::websocket::deflate_offer(ctx, &mut headers);
+    }
     let sets_connection = || {
         ctx.location
             .config

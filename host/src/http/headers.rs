@@ -63,8 +63,8 @@ pub fn upstream_request(
     let mut headers = client.clone();
     strip_hop_by_hop(&mut headers);
     if drop_extensions {
-        // A filtered WebSocket is re-framed by wasp, which does not speak
-        // permessage-deflate: neither leg may negotiate it.
+        // A filtered WebSocket is re-framed by wasp, which negotiates
+        // permessage-deflate with each leg itself (or none may).
         headers.remove(header::SEC_WEBSOCKET_EXTENSIONS);
     }
     for (name, template) in set {

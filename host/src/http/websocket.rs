@@ -14,14 +14,15 @@ use crate::filter_chain::{self, FilterChain};
 use crate::limits::ConnectionSlot;
 use crate::metrics::Metrics;
 use crate::plugins::RequestHead;
+use crate::relay::deflate::{self, Negotiated};
 use crate::relay::frames::{self, FrameRelayConfig};
 use crate::relay::tunnel::{self, TunnelConfig, TunnelStats};
 use crate::shutdown::Shutdown;
 use crate::site::{LocationRuntime, Site};
 use crate::upstream::{PeerGuard, UpstreamStream};
 use bytes::Bytes;
-use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, UPGRADE};
-use http::{Response, StatusCode, Version};
+use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
+use http::{HeaderMap, HeaderValue, Response, StatusCode, Version};
 use hyper::body::Incoming;
 use hyper::upgrade::{OnUpgrade, Upgraded};
 use hyper_util::rt::TokioIo;
@@ -90,6 +91,52 @@ pub fn check_filters(ctx: &RequestContext<'_>) -> Result<(), Refusal> {
     }
 }
 
+/// Part of phase 6 for a handshake to a filtered location with
+/// `websocket_deflate`: wasp's own permessage-deflate offer replaces the
+/// client's (each leg is negotiated on its own, see `relay::deflate`).
+pub fn deflate_offer(ctx: &RequestContext<'_>, headers: &mut HeaderMap) {
+    if !ctx.location.filters.is_empty() && ctx.location.config.websocket_deflate {
+        let offer = HeaderValue::from_static(deflate::upstream_offer());
+        headers.insert(SEC_WEBSOCKET_EXTENSIONS, offer);
+    }
+}
+
+/// On a filtered location, what each leg negotiated: the upstream's answer
+/// to [`deflate_offer`] (an answer to an offer wasp did not make fails the
+/// handshake), and wasp's answer to the client's offer, which replaces the
+/// upstream's in `headers` (the 101 the client gets).
+fn negotiate_deflate(
+    ctx: &RequestContext<'_>,
+    headers: &mut HeaderMap,
+) -> Result<Negotiated, &'static str> {
+    if ctx.location.filters.is_empty() {
+        return Ok(Negotiated::default());
+    }
+    let values = |headers: &HeaderMap| -> Vec<String> {
+        headers
+            .get_all(SEC_WEBSOCKET_EXTENSIONS)
+            .iter()
+            .filter_map(|value| value.to_str().ok().map(str::to_owned))
+            .collect()
+    };
+    let answer = values(headers);
+    let upstream = deflate::upstream_answer(answer.iter().map(String::as_str))?;
+    if upstream.is_some() && !ctx.location.config.websocket_deflate {
+        return Err("the upstream accepted an extension wasp did not offer");
+    }
+    headers.remove(SEC_WEBSOCKET_EXTENSIONS);
+    let mut client = None;
+    if ctx.location.config.websocket_deflate {
+        let offers = values(&ctx.parts.headers);
+        if let Some((leg, answer)) = deflate::answer_client(offers.iter().map(String::as_str)) {
+            let answer = HeaderValue::from_str(&answer).expect("made of header characters");
+            headers.insert(SEC_WEBSOCKET_EXTENSIONS, answer);
+            client = Some(leg);
+        }
+    }
+    Ok(Negotiated { client, upstream })
+}
+
 /// Phase 8 for a handshake: sends it on a fresh connection, driving the
 /// connection in this task instead of a spawned one: on 101 hyper hands the
 /// socket to the upgrade and the connection ends at once, which saves a task
@@ -147,9 +194,23 @@ pub fn upgrade(
         ctx.count_handshake(502);
         return ctx.refuse(Refusal::new(502, ""));
     };
-    ctx.count_handshake(101);
     let upstream_upgrade = hyper::upgrade::on(&mut response);
-    let (response_parts, _) = response.into_parts();
+    let (mut response_parts, _) = response.into_parts();
+    let deflate = match negotiate_deflate(&ctx, &mut response_parts.headers) {
+        Ok(deflate) => deflate,
+        Err(reason) => {
+            tracing::error!(upstream = %peer.upstream.name, reason, "upstream's permessage-deflate answer refused");
+            ctx.count_handshake(502);
+            return ctx.refuse(Refusal::new(502, ""));
+        }
+    };
+    ctx.count_handshake(101);
+    // RFC 8441 streams are accepted with 200 (below): the access log says so.
+    let status = if ctx.parts.version == Version::HTTP_2 {
+        200
+    } else {
+        101
+    };
     let shared = ctx.shared;
     let session = WebSocketSession {
         conn_id: shared.conn_id(),
@@ -164,6 +225,8 @@ pub fn upgrade(
         upstream: peer.upstream.name.clone(),
         shutdown: shared.close_websockets.clone(),
         cpu_bans: shared.cpu_bans.clone(),
+        deflate,
+        status,
     };
     shared
         .tasks
@@ -220,6 +283,11 @@ struct WebSocketSession {
     cpu_bans: Arc<CpuBans>,
     metrics: Arc<Metrics>,
     upstream: String,
+    /// permessage-deflate as each leg negotiated it (filtered locations).
+    deflate: Negotiated,
+    /// The status the client got and the access log shows: 101, or 200 for
+    /// an HTTP/2 stream (RFC 8441).
+    status: u16,
 }
 
 impl WebSocketSession {
@@ -228,7 +296,7 @@ impl WebSocketSession {
             Ok(both) => both,
             Err(error) => {
                 tracing::warn!(%error, "WebSocket upgrade did not complete");
-                self.entry.log(101, 0, Some(&WebSocketEnd::Failed));
+                self.entry.log(self.status, 0, Some(&WebSocketEnd::Failed));
                 return;
             }
         };
@@ -292,7 +360,7 @@ impl WebSocketSession {
             self.shutdown,
         )
         .await;
-        log_tunnel(&self.entry, &stats, peer);
+        log_tunnel(&self.entry, self.status, &stats, peer);
     }
 
     /// Any other pair of streams: through the frame relay when the location
@@ -319,7 +387,7 @@ impl WebSocketSession {
                 self.shutdown,
             )
             .await;
-            log_tunnel(&self.entry, &stats, peer);
+            log_tunnel(&self.entry, self.status, &stats, peer);
             return;
         }
         let config = FrameRelayConfig {
@@ -328,6 +396,7 @@ impl WebSocketSession {
             send_timeout: location.config.send_timeout,
             traffic: location.counters.clone(),
             read_buffer: location.config.buffer_size,
+            deflate: self.deflate,
         };
         let chain = FilterChain::new(self.conn_id, self.head, &location.filters)
             .reporting_overruns(&self.cpu_bans, self.conn.client.ip());
@@ -352,7 +421,7 @@ impl WebSocketSession {
             close,
             peer: peer.clone(),
         };
-        self.entry.log(101, stats.bytes[1], Some(&end));
+        self.entry.log(self.status, stats.bytes[1], Some(&end));
     }
 }
 
@@ -364,13 +433,13 @@ fn tunnel_config(location: &LocationRuntime) -> TunnelConfig {
     }
 }
 
-fn log_tunnel(entry: &AccessEntry, stats: &TunnelStats, peer: &str) {
+fn log_tunnel(entry: &AccessEntry, status: u16, stats: &TunnelStats, peer: &str) {
     let end = WebSocketEnd::Tunnel {
         up_bytes: stats.upstream_bytes,
         end: format!("{:?}", stats.end),
         peer: peer.to_owned(),
     };
-    entry.log(101, stats.client_bytes, Some(&end));
+    entry.log(status, stats.client_bytes, Some(&end));
 }
 
 /// The client's connection under an HTTP/1.1 upgrade, with the bytes hyper

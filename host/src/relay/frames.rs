@@ -44,14 +44,17 @@
 //!
 //! Handshake: the relay starts after the proxy relayed the upgrade, so the
 //! subprotocol negotiated by the peers passes through untouched. Extensions
-//! cannot (a compressed frame has RSV1 set and is a 1002 here), so the proxy
-//! removes `Sec-WebSocket-Extensions` from the upgrade request of a
-//! filtered location.
+//! cannot: the proxy negotiates permessage-deflate with each peer on its own
+//! (`super::deflate`), or removes `Sec-WebSocket-Extensions`. A compressed
+//! message is inflated before the inspector (1009 when it inflates past
+//! `max_message_size`) and leaves as it came or deflated again for the other
+//! peer (`deflate::Negotiated::forward`).
 //!
 //! The relay knows nothing of plugins: it hands every data message to an
 //! [`Inspector`] (the location's filter chain, `crate::filter_chain`) and
 //! carries out its [`Verdict`].
 
+use super::deflate::Negotiated;
 use super::wire::{self, Violation};
 use crate::clock;
 use crate::direction::Direction;
@@ -130,6 +133,8 @@ pub struct FrameRelayConfig {
     /// as nginx's `proxy_buffer_size` sizes its reads for upgraded
     /// connections). Read into the thread's scratch buffer, not held.
     pub read_buffer: usize,
+    /// permessage-deflate as each leg negotiated it.
+    pub deflate: Negotiated,
 }
 
 /// What went through one connection.
@@ -208,6 +213,7 @@ where
         stall_began: false,
         stats: RelayStats::default(),
         traffic: config.traffic,
+        deflate: config.deflate,
     };
     let end = match relay.inspector.open() {
         Err(frame) => sendable_close(&frame),
@@ -269,6 +275,8 @@ impl Flow {
 /// A fragmented data message so far.
 struct Fragments {
     text: bool,
+    /// The first frame had RSV1: the payload is deflated.
+    compressed: bool,
     /// Unmasked payload.
     payload: Vec<u8>,
     /// The frames as they came, sent on if every filter forwards the message.
@@ -290,6 +298,7 @@ struct Relay<I> {
     stall_began: bool,
     stats: RelayStats,
     traffic: LocationCounters,
+    deflate: Negotiated,
 }
 
 /// What one wake-up of the relay found.
@@ -525,7 +534,8 @@ impl<I: Inspector> Relay<I> {
         let mut used = 0;
         loop {
             let rest = &bytes[used..];
-            let frame = match wire::parse(rest, dir == CLIENT, self.max_message) {
+            let rsv1 = self.deflate.compressed_from(dir);
+            let frame = match wire::parse_rsv1(rest, dir == CLIENT, self.max_message, rsv1) {
                 Ok(Some(frame)) => frame,
                 Ok(None) => return (used, Ok(())),
                 Err(violation) => return (used, Err(violated(dir, violation))),
@@ -578,7 +588,15 @@ impl<I: Inspector> Relay<I> {
                     return Ok(());
                 }
                 let message = fragments.take().expect("matched above");
-                return self.message(dir, message.text, &message.payload, &message.frames, out);
+                let (text, compressed) = (message.text, message.compressed);
+                return self.message(
+                    dir,
+                    text,
+                    compressed,
+                    &message.payload,
+                    &message.frames,
+                    out,
+                );
             }
             OpCode::Data(Data::Text) => true,
             OpCode::Data(_) => false,
@@ -592,6 +610,7 @@ impl<I: Inspector> Relay<I> {
         if !frame.header.is_final {
             let mut message = Fragments {
                 text,
+                compressed: frame.header.rsv1,
                 payload: Vec::new(),
                 frames: bytes.to_vec(),
             };
@@ -601,7 +620,7 @@ impl<I: Inspector> Relay<I> {
         }
         payload.clear();
         frame.unmask_into(bytes, payload);
-        self.message(dir, text, payload, bytes, out)
+        self.message(dir, text, frame.header.rsv1, payload, bytes, out)
     }
 
     /// Hands a whole data message to the inspector and carries out its
@@ -610,10 +629,21 @@ impl<I: Inspector> Relay<I> {
         &mut self,
         dir: Direction,
         text: bool,
+        compressed: bool,
         payload: &[u8],
         frames: &[u8],
         out: &mut Vec<u8>,
     ) -> Result<(), End> {
+        let inflated;
+        let payload = if compressed {
+            inflated = self
+                .deflate
+                .inflate(payload, self.max_message)
+                .map_err(|v| violated(dir, v))?;
+            &inflated[..]
+        } else {
+            payload
+        };
         let message = if text {
             let text = std::str::from_utf8(payload).map_err(|_| violated(dir, Violation::Utf8))?;
             Payload::Text(text)
@@ -623,14 +653,19 @@ impl<I: Inspector> Relay<I> {
         self.stats.messages[dir.index()] += 1;
         self.stats.bytes[dir.index()] += payload.len() as u64;
         self.traffic.message(dir, payload.len());
-        let to_server = dir == CLIENT;
+        let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
         match self.inspector.inspect(dir, message) {
+            Verdict::Forward if compressed => {
+                self.deflate.forward(dir, opcode, payload, frames, out);
+            }
             Verdict::Forward => out.extend_from_slice(frames),
             Verdict::Replace(Replacement::Text(text)) => {
-                wire::encode(out, OpCode::Data(Data::Text), text.as_bytes(), to_server);
+                self.deflate
+                    .encode(dir, OpCode::Data(Data::Text), text.as_bytes(), out);
             }
             Verdict::Replace(Replacement::Binary(data)) => {
-                wire::encode(out, OpCode::Data(Data::Binary), &data, to_server);
+                self.deflate
+                    .encode(dir, OpCode::Data(Data::Binary), &data, out);
             }
             Verdict::Drop => {}
             Verdict::Close(frame) => return Err(sendable_close(&frame)),

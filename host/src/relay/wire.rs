@@ -11,7 +11,7 @@
 use std::io::Cursor;
 use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::FrameHeader;
-use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Control, Data, OpCode};
 
 /// Largest payload of a control frame (§5.5).
 const MAX_CONTROL_PAYLOAD: usize = 125;
@@ -63,6 +63,18 @@ pub enum Violation {
 /// must, a server's must not, §5.1). A payload over `max_payload` is refused
 /// as soon as its header arrives.
 pub fn parse(bytes: &[u8], masked: bool, max_payload: usize) -> Result<Option<Frame>, Violation> {
+    parse_rsv1(bytes, masked, max_payload, false)
+}
+
+/// [`parse`], with RSV1 (permessage-deflate's "compressed", RFC 7692 §6)
+/// allowed on the first frame of a data message when `rsv1` (the peer
+/// negotiated compression).
+pub fn parse_rsv1(
+    bytes: &[u8],
+    masked: bool,
+    max_payload: usize,
+    rsv1: bool,
+) -> Result<Option<Frame>, Violation> {
     let mut cursor = Cursor::new(bytes);
     let (header, length) = match FrameHeader::parse(&mut cursor) {
         Ok(Some(parsed)) => parsed,
@@ -72,7 +84,8 @@ pub fn parse(bytes: &[u8], masked: bool, max_payload: usize) -> Result<Option<Fr
         }
         Err(_) => return Err(Violation::Protocol("malformed frame header")),
     };
-    if header.rsv1 || header.rsv2 || header.rsv3 {
+    let first_data = matches!(header.opcode, OpCode::Data(Data::Text | Data::Binary));
+    if (header.rsv1 && !(rsv1 && first_data)) || header.rsv2 || header.rsv3 {
         return Err(Violation::Protocol("reserved bits set"));
     }
     if header.mask.is_some() != masked {
@@ -150,6 +163,13 @@ pub fn encode(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], masked: bool) {
     }
 }
 
+/// [`encode`] for a payload compressed by permessage-deflate: RSV1 set.
+pub fn encode_compressed(out: &mut Vec<u8>, opcode: OpCode, payload: &[u8], masked: bool) {
+    let start = out.len();
+    encode(out, opcode, payload, masked);
+    out[start] |= 0x40;
+}
+
 /// XORs `bytes` with the repeated 4-byte `key` (§5.3), eight bytes at a
 /// time (the compiler vectorizes it further).
 pub fn apply_mask(bytes: &mut [u8], key: [u8; 4]) {
@@ -169,7 +189,6 @@ pub fn apply_mask(bytes: &mut [u8], key: [u8; 4]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::Data;
 
     #[test]
     fn masking_twice_restores_the_bytes_at_every_length_and_offset() {

@@ -120,6 +120,7 @@ impl Checker<'_> {
                 .unwrap_or(defaults::ALLOW_MISSING_ORIGIN),
             filters,
             max_message_size: size(raw.max_message_size, defaults::MAX_MESSAGE_SIZE),
+            websocket_deflate: raw.websocket_deflate.unwrap_or(defaults::WEBSOCKET_DEFLATE),
         })
     }
 
