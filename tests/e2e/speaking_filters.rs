@@ -19,6 +19,10 @@ use tokio::net::TcpStream;
 use tokio::time::timeout;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
+use wasp::plugins::{
+    Direction, FilterPool, Limits, Message as WitMessage, Opened, Outgoing, RequestHead, Runtime,
+    SendLimits, Speech, TimerRequest,
+};
 
 mod example_heartbeat {
     include!(concat!(env!("OUT_DIR"), "/example_heartbeat.rs"));
@@ -163,4 +167,74 @@ async fn a_notice_set_on_the_admin_location_reaches_every_open_websocket() {
         client.send(Message::text("hi")).await.unwrap();
         assert_eq!(next_text(client).await, "hi");
     }
+}
+
+/// The heartbeat's handshake.
+fn ws_head() -> RequestHead {
+    RequestHead {
+        method: "GET".into(),
+        path: "/ws".into(),
+        query: String::new(),
+        headers: String::new(),
+        client_ip: "127.0.0.1".into(),
+        client_port: 40000,
+        listener: "127.0.0.1:8000".into(),
+        tls: false,
+        sni: None,
+    }
+}
+
+/// The host's side of `send` and `set-timer`, under the frame relay: the
+/// heartbeat component, its `on-timer` called through the runtime with the
+/// limits the relay would give it.
+#[test]
+fn the_host_refuses_sends_past_a_peers_room_or_the_message_size() {
+    let runtime = Runtime::new(Limits::default(), None, None).expect("engine");
+    let (_, bytes) = example_heartbeat::PLUGINS[0];
+    let plugin = runtime.load("heartbeat", bytes).expect("heartbeat loads");
+    let config = r#"{"interval_ms": 1, "timeout_ms": 5, "ping": "ping"}"#;
+    let pool = FilterPool::new(plugin, config.into()).expect("configures");
+    let head = ws_head();
+    let roomy = SendLimits {
+        max_message: 1 << 20,
+        room: [1 << 20; 2],
+    };
+    let ping = Outgoing {
+        dir: Direction::UpstreamToClient,
+        message: WitMessage::Text("ping".into()),
+    };
+
+    // The timer asked for in `on-open` comes back with the speech.
+    let mut opened = [(); 3].map(|()| Opened::default());
+    let mut speech = Speech::new(roomy);
+    for (conn, opened) in (2..).zip(&mut opened) {
+        pool.open_speaking(opened, conn, &head, &mut speech).unwrap();
+        assert_eq!(speech.timer.take(), Some(TimerRequest::After(1)));
+    }
+    // The clients are idle for the interval (1 ms, by the wall clock).
+    std::thread::sleep(Duration::from_millis(2));
+
+    // A client that can take nothing more: the ping is refused, the filter
+    // waits for an answer all the same, and closes after it.
+    let mut busy = Speech::new(SendLimits {
+        room: [1 << 20, 0],
+        ..roomy
+    });
+    assert_eq!(pool.on_timer(&mut opened[0], 2, &head, &mut busy), Ok(None));
+    assert!(busy.take_sent().is_empty());
+    assert_eq!(busy.timer.take(), Some(TimerRequest::After(5)));
+    let close = pool.on_timer(&mut opened[0], 2, &head, &mut busy).unwrap();
+    assert_eq!(close.map(|frame| frame.code), Some(1001));
+
+    // A message over the location's max_message_size is refused too.
+    let mut small = Speech::new(SendLimits {
+        max_message: 3,
+        ..roomy
+    });
+    assert_eq!(pool.on_timer(&mut opened[1], 3, &head, &mut small), Ok(None));
+    assert!(small.take_sent().is_empty());
+
+    // Within the limits it is queued, for the client.
+    assert_eq!(pool.on_timer(&mut opened[2], 4, &head, &mut speech), Ok(None));
+    assert_eq!(speech.take_sent(), [ping]);
 }
