@@ -16,7 +16,10 @@ fn main() {
         &header_balancer,
         "example_balancers.rs",
     );
-    for (dir, name) in [("heartbeat", "heartbeat"), ("server-notice", "server_notice")] {
+    for (dir, name) in [
+        ("heartbeat", "heartbeat"),
+        ("server-notice", "server_notice"),
+    ] {
         let package = [(dir.to_owned(), format!("wasp-example-{dir}"))];
         let out = format!("example_{name}.rs");
         wasp_build_wasm::build_plugins(&format!("examples/{dir}"), &package, &out);

@@ -56,7 +56,10 @@ async fn connect(addr: SocketAddr, path: &str) -> Ws {
         .unwrap_or_else(|e| panic!("WebSocket {path} through wasp: {e}"));
     assert_eq!(response.status(), 101);
     let report = next(&mut ws).await;
-    assert!(report.is_text(), "the backend's report first, got {report:?}");
+    assert!(
+        report.is_text(),
+        "the backend's report first, got {report:?}"
+    );
     ws
 }
 
@@ -156,7 +159,10 @@ async fn a_notice_set_on_the_admin_location_reaches_every_open_websocket() {
     assert_eq!(next_text(&mut operator).await, "notice 1 set");
     // The notice went no further than the filter: the backend echoes the
     // next message first (binary: every text sets the notice).
-    operator.send(Message::binary(&b"anyone?"[..])).await.unwrap();
+    operator
+        .send(Message::binary(&b"anyone?"[..]))
+        .await
+        .unwrap();
     assert_eq!(next(&mut operator).await, Message::binary(&b"anyone?"[..]));
 
     // Each client gets the notice twice without asking: once from wasp,
@@ -208,7 +214,8 @@ fn the_host_refuses_sends_past_a_peers_room_or_the_message_size() {
     let mut opened = [(); 3].map(|()| Opened::default());
     let mut speech = Speech::new(roomy);
     for (conn, opened) in (2..).zip(&mut opened) {
-        pool.open_speaking(opened, conn, &head, &mut speech).unwrap();
+        pool.open_speaking(opened, conn, &head, &mut speech)
+            .unwrap();
         assert_eq!(speech.timer.take(), Some(TimerRequest::After(1)));
     }
     // The clients are idle for the interval (1 ms, by the wall clock).
@@ -231,10 +238,16 @@ fn the_host_refuses_sends_past_a_peers_room_or_the_message_size() {
         max_message: 3,
         ..roomy
     });
-    assert_eq!(pool.on_timer(&mut opened[1], 3, &head, &mut small), Ok(None));
+    assert_eq!(
+        pool.on_timer(&mut opened[1], 3, &head, &mut small),
+        Ok(None)
+    );
     assert!(small.take_sent().is_empty());
 
     // Within the limits it is queued, for the client.
-    assert_eq!(pool.on_timer(&mut opened[2], 4, &head, &mut speech), Ok(None));
+    assert_eq!(
+        pool.on_timer(&mut opened[2], 4, &head, &mut speech),
+        Ok(None)
+    );
     assert_eq!(speech.take_sent(), [ping]);
 }

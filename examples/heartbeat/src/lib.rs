@@ -118,7 +118,8 @@ mod tests {
     use super::*;
     use wasp_sdk::testing::{Sent, TestFilter, TestHost, head};
 
-    const CONFIG: &str = r#"{"interval_ms": 1000, "timeout_ms": 300, "ping": "ping", "pong": "pong"}"#;
+    const CONFIG: &str =
+        r#"{"interval_ms": 1000, "timeout_ms": 300, "ping": "ping", "pong": "pong"}"#;
 
     fn ping(conn: u64) -> Sent {
         Sent {

@@ -93,7 +93,10 @@ impl ServerNotice {
             }
             _ => {
                 let stored = host::kv().get(&self.config.channel);
-                let notice = stored.as_deref().and_then(Notice::parse).unwrap_or_default();
+                let notice = stored
+                    .as_deref()
+                    .and_then(Notice::parse)
+                    .unwrap_or_default();
                 self.read = Some((now, notice.clone()));
                 notice
             }
@@ -147,7 +150,10 @@ impl Filter for ServerNotice {
             Err(error) => format!("notice refused: {error}"),
         };
         if let Err(error) = host::send_to_client(Message::Text(answer)) {
-            host::log(LogLevel::Warn, &format!("notice answer not sent: {error:?}"));
+            host::log(
+                LogLevel::Warn,
+                &format!("notice answer not sent: {error:?}"),
+            );
         }
         Action::Drop
     }
@@ -202,7 +208,10 @@ mod tests {
         assert!(public.advance(100).is_empty());
         assert!(host.take_sent().is_empty());
 
-        assert_eq!(admin.client_text(operator, "maintenance at 22:00"), Action::Drop);
+        assert_eq!(
+            admin.client_text(operator, "maintenance at 22:00"),
+            Action::Drop
+        );
         assert_eq!(host.take_sent(), [to_client(operator, "notice 1 set")]);
         public.advance(100);
         assert_eq!(
@@ -223,7 +232,11 @@ mod tests {
         let sent = host.take_sent();
         assert_eq!(
             sent,
-            [to_client(a, "done"), to_client(b, "done"), to_client(c, "done")]
+            [
+                to_client(a, "done"),
+                to_client(b, "done"),
+                to_client(c, "done")
+            ]
         );
     }
 
@@ -267,7 +280,11 @@ mod tests {
         other.advance(100);
         assert!(host.take_sent().is_empty());
         assert_eq!(other.client_text(conn, "hi"), Action::Forward);
-        for bad in [r#"{"poll_ms": 0}"#, r#"{"channel": ""}"#, r#"{"to": "everyone"}"#] {
+        for bad in [
+            r#"{"poll_ms": 0}"#,
+            r#"{"channel": ""}"#,
+            r#"{"to": "everyone"}"#,
+        ] {
             assert!(TestFilter::<ServerNotice>::configure(bad).is_err(), "{bad}");
         }
     }
