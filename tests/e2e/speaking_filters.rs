@@ -10,7 +10,7 @@
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
-use crate::support::{start_proxy, temp_dir};
+use crate::support::{start_proxy, temp_dir, test_plugins};
 use futures_util::{SinkExt, StreamExt};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -250,4 +250,29 @@ fn the_host_refuses_sends_past_a_peers_room_or_the_message_size() {
         Ok(None)
     );
     assert_eq!(speech.take_sent(), [ping]);
+}
+
+/// Sends from `on-message`: one the same way as the message, after it in
+/// the same write, and one the other way, ahead of anything the upstream
+/// answers (the relay writes what a peer is owed before reading on).
+#[tokio::test]
+async fn sends_from_on_message_follow_the_message_and_reach_the_other_peer_first() {
+    let backend = Backend::start("one").await;
+    let probe = temp_dir("speaking-probe").join("probe.wasm");
+    std::fs::write(&probe, test_plugins::get("probe")).unwrap();
+    let chain = format!(
+        r#"[{{ plugin = "{}", config = {{ tag = "p" }} }}]"#,
+        probe.display()
+    );
+    let config = ConfigBuilder::new()
+        .location("/ws", |l| l.proxy_pass(backend.addr).filters(&chain))
+        .build();
+    let (_proxy, addr) = start_proxy(&config).await;
+    let mut ws = connect(addr, "/ws").await;
+    ws.send(Message::text("say:extra")).await.unwrap();
+    // To the client, from the filter; then the backend's echoes, which the
+    // probe marks on their way back: the message, then what was sent.
+    assert_eq!(next_text(&mut ws).await, "p heard");
+    assert_eq!(next_text(&mut ws).await, "p<say:extra");
+    assert_eq!(next_text(&mut ws).await, "p<extra");
 }
