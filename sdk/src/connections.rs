@@ -60,6 +60,22 @@ impl<F: Filter> Connections<F> {
         })
     }
 
+    /// `on-timer`, with `conn`'s state. A connection never opened here is
+    /// closed with 1011, as in [`on_message`](Self::on_message).
+    pub fn on_timer(&mut self, conn: u64) -> Option<CloseFrame> {
+        let Some(connection) = self.open.get_mut(&conn) else {
+            host::log(
+                LogLevel::Warn,
+                &format!("timer of connection {conn}, never opened on this instance: closing it"),
+            );
+            return Some(CloseFrame {
+                code: 1011,
+                reason: "filter has no state for this connection".into(),
+            });
+        };
+        self.filter.on_timer(connection)
+    }
+
     /// The filter's action, or `None` when `conn` is not open here.
     fn message(&mut self, conn: u64, dir: Direction, msg: Message) -> Option<Action> {
         let connection = self.open.get_mut(&conn)?;

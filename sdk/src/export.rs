@@ -130,6 +130,9 @@ macro_rules! __export_role {
                 fn on_close(conn: u64) {
                     with(|s| s.on_close(conn))
                 }
+                fn on_timer(conn: u64) -> Option<$crate::CloseFrame> {
+                    with(|s| s.on_timer(conn))
+                }
             }
     $crate::filter_world::export!(Export with_types_in $crate::filter_world);
         };

@@ -9,6 +9,10 @@
 //! [`MAX_KEYS`] live keys and [`MAX_BYTES`] of keys and values; a write
 //! over a limit returns a [`KvError`] and changes nothing.
 //!
+//! A filter may also speak during its calls: [`send`] a message to either
+//! peer of the connection the call is for, and [`set_timer`] to have its
+//! [`on_timer`](crate::Filter::on_timer) called for that connection later.
+//!
 //! In a wasm build these call wasp. In a native build (a plugin's unit
 //! tests) they call the in-memory host of [`testing`](crate::testing),
 //! which needs the `testing` feature.
@@ -16,6 +20,12 @@
 use crate::KvScope;
 pub use crate::LogLevel;
 pub use crate::kv_store::{KvError, MAX_BYTES, MAX_KEY_BYTES, MAX_KEYS, MAX_VALUE_BYTES};
+/// Why [`send`] queued nothing: `NoConnection` (not in a filter's call for
+/// a connection), `TooLarge(len)` (over the location's
+/// `max_message_size`), `PeerBusy` (the peer has not taken what it is
+/// owed; try again later).
+pub use crate::router_world::wasp::plugin::host::SendError;
+use crate::{Direction, Message};
 
 #[cfg(all(not(target_arch = "wasm32"), feature = "testing"))]
 use crate::testing::imports;
@@ -33,6 +43,49 @@ pub fn log(level: LogLevel, message: &str) {
 pub fn now_ms() -> u64 {
     imports::now_ms()
 }
+
+/// Filters: sends `msg` to a peer of the connection this call is for:
+/// `Direction::UpstreamToClient` to the client, `ClientToUpstream` to the
+/// upstream. Callable from `on_open`, `on_message` and `on_timer`.
+///
+/// It leaves when the call returns, after the message the call was handed
+/// (if that goes the same way and is passed on), as a frame of its own;
+/// other filters of the chain do not see it. Limits: at most the
+/// location's `max_message_size` ([`SendError::TooLarge`]), and refused
+/// with [`SendError::PeerBusy`] while the peer is owed that much already
+/// (relayed or sent, not yet taken). A peer that takes nothing for
+/// `send_timeout` is closed with 1001. Sending is not activity: it does not
+/// keep a connection from its `idle_timeout`.
+pub fn send(dir: Direction, msg: Message) -> Result<(), SendError> {
+    imports::send(dir, &msg)
+}
+
+/// Filters: [`send`] to the client.
+pub fn send_to_client(msg: Message) -> Result<(), SendError> {
+    send(Direction::UpstreamToClient, msg)
+}
+
+/// Filters: [`send`] to the upstream.
+pub fn send_to_upstream(msg: Message) -> Result<(), SendError> {
+    send(Direction::ClientToUpstream, msg)
+}
+
+/// Filters: calls [`on_timer`](crate::Filter::on_timer) for the connection
+/// this call is for, `after_ms` milliseconds from now (at most a day:
+/// [`MAX_TIMER_MS`]). One timer per filter and connection: a later call
+/// replaces it, and it fires once. It survives the connection moving to a
+/// new instance (a reload, a failed instance): `on_open` runs there first.
+/// Outside a filter's call for a connection it does nothing.
+pub fn set_timer(after_ms: u64) {
+    imports::set_timer(after_ms);
+}
+
+/// Filters: forgets this filter's timer for the connection this call is for.
+pub fn cancel_timer() {
+    imports::cancel_timer();
+}
+
+pub use crate::MAX_TIMER_MS;
 
 /// This plugin's own counters and key/value pairs.
 pub fn kv() -> Kv {
@@ -92,7 +145,7 @@ impl Kv {
 mod wasp {
     use super::{KvError, KvScope};
     use crate::router_world::wasp::plugin::host::{self as wit, KvError as WitError};
-    pub use wit::{kv_delete, kv_get, log, now_ms};
+    pub use wit::{cancel_timer, kv_delete, kv_get, log, now_ms, send, set_timer};
 
     fn error(error: WitError) -> KvError {
         match error {
@@ -154,6 +207,15 @@ mod unavailable {
         _: Option<&str>,
         _: Option<u64>,
     ) -> Result<bool, KvError> {
+        panic!("{WHY}")
+    }
+    pub fn send(_: crate::Direction, _: &crate::Message) -> Result<(), super::SendError> {
+        panic!("{WHY}")
+    }
+    pub fn set_timer(_: u64) {
+        panic!("{WHY}")
+    }
+    pub fn cancel_timer() {
         panic!("{WHY}")
     }
 }

@@ -1,7 +1,7 @@
 //! The four roles a plugin can fill, one trait each, and what filters share
 //! in their configuration.
 
-use crate::{Action, Decision, Direction, Message, Peer, RequestHead};
+use crate::{Action, CloseFrame, Decision, Direction, Message, Peer, RequestHead};
 
 /// Routing: decides which location handles each request.
 pub trait Router: Sized + 'static {
@@ -97,6 +97,15 @@ pub trait Origin: Sized + 'static {
 /// }
 /// ```
 ///
+/// # Speaking
+///
+/// A filter may also send messages of its own, to either peer of the
+/// connection a call is for ([`host::send`](crate::host::send)), from
+/// `on_open`, `on_message` and `on_timer`, and ask for
+/// [`on_timer`](Filter::on_timer) later ([`host::set_timer`](crate::host::set_timer)):
+/// one timer per connection and filter. Since the instance is shared,
+/// these always act on the connection whose call is running.
+///
 /// A filter that keeps nothing per connection says so in two lines:
 /// `type Connection = ();` and `fn on_open(&mut self, _: u64, _: &RequestHead) {}`.
 pub trait Filter: Sized + 'static {
@@ -134,6 +143,21 @@ pub trait Filter: Sized + 'static {
     /// itself goes away first.
     fn on_close(&mut self, connection: Self::Connection) {
         let _ = connection;
+    }
+
+    /// The timer this filter set for the connection whose state is
+    /// `connection` ([`host::set_timer`](crate::host::set_timer)) is due.
+    /// The filter may [`send`](crate::host::send) and set the timer again
+    /// (a timer fires once); `Some` closes the connection with that frame
+    /// (both peers get it). A filter that never sets a timer is never
+    /// called here.
+    ///
+    /// A heartbeat, testable natively with the clock under the test's
+    /// control ([`testing::TestFilter::advance`](crate::testing)), is
+    /// `examples/heartbeat` in wasp's repository.
+    fn on_timer(&mut self, connection: &mut Self::Connection) -> Option<CloseFrame> {
+        let _ = connection;
+        None
     }
 }
 

@@ -8,6 +8,11 @@
 //! each `#[test]` runs on a thread of its own, so tests do not see each
 //! other's state.
 //!
+//! Filters that speak are tested the same way: what they
+//! [`send`](crate::host::send) is kept ([`TestHost::take_sent`]), with
+//! wasp's limits ([`TestHost::limit_sends`]), and their timers fire when
+//! the test moves the clock with [`TestFilter::advance`].
+//!
 //! ```
 //! use wasp_sdk::testing::{TestFilter, TestHost, head};
 //! use wasp_sdk::{Action, Direction, Filter, Message, RequestHead, host};
@@ -37,9 +42,11 @@
 //! assert_eq!(host.counter("messages"), 1);
 //! ```
 
+use crate::host::SendError;
 use crate::kv_store::{KvError, Scope, Store};
-use crate::{Action, Direction, Filter, KvScope, LogLevel, Message, RequestHead};
+use crate::{Action, CloseFrame, Direction, Filter, KvScope, LogLevel, Message, RequestHead};
 use std::cell::RefCell;
+use std::collections::BTreeMap;
 
 /// The clock's reading when a [`TestHost`] starts: 2023-11-14T22:13:20Z.
 pub const START_MS: u64 = 1_700_000_000_000;
@@ -51,12 +58,35 @@ pub struct LogLine {
     pub message: String,
 }
 
+/// A message a filter sent with [`host::send`](crate::host::send).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Sent {
+    /// The connection whose call sent it.
+    pub conn: u64,
+    /// The way it travels: `UpstreamToClient` goes to the client.
+    pub dir: Direction,
+    pub message: Message,
+}
+
+/// wasp's default `max_message_size`, the test host's limit on a send.
+pub const MAX_MESSAGE: usize = 1 << 20;
+
 struct State {
     store: Store,
     now_ms: u64,
     logs: Vec<LogLine>,
     /// Whose namespace [`KvScope::Plugin`] is.
     plugin: String,
+    /// The connection whose filter call runs: sends and timers act on it.
+    speaking: Option<u64>,
+    sent: Vec<Sent>,
+    /// Payload bytes sent each way in the running call.
+    used: [usize; 2],
+    /// Largest message, and what each peer can take per call.
+    max_message: usize,
+    room: usize,
+    /// When each connection's timer is due, by the clock.
+    timers: BTreeMap<u64, u64>,
 }
 
 impl State {
@@ -66,6 +96,12 @@ impl State {
             now_ms: START_MS,
             logs: Vec::new(),
             plugin: "plugin".into(),
+            speaking: None,
+            sent: Vec::new(),
+            used: [0; 2],
+            max_message: MAX_MESSAGE,
+            room: MAX_MESSAGE,
+            timers: BTreeMap::new(),
         }
     }
 }
@@ -126,6 +162,32 @@ impl TestHost {
     pub fn counter(&self, key: &str) -> i64 {
         imports::counter_add(KvScope::Plugin, key, 0).unwrap_or(0)
     }
+
+    /// The messages filters sent so far, oldest first, forgetting them.
+    pub fn take_sent(&self) -> Vec<Sent> {
+        with(|state| std::mem::take(&mut state.sent))
+    }
+
+    /// In how many milliseconds `conn`'s timer is due (0: overdue); none
+    /// when it has none.
+    pub fn timer(&self, conn: u64) -> Option<u64> {
+        with(|state| {
+            let due = *state.timers.get(&conn)?;
+            Some(due.saturating_sub(state.now_ms))
+        })
+    }
+
+    /// Limits sends as wasp does: a message of at most `max_message`
+    /// bytes (wasp: the location's `max_message_size`, by default
+    /// [`MAX_MESSAGE`]), and at most `room` bytes to each peer per call
+    /// (wasp: what a slow peer can still be owed). Over them `send` fails
+    /// with `TooLarge` or `PeerBusy`.
+    pub fn limit_sends(&self, max_message: usize, room: usize) {
+        with(|state| {
+            state.max_message = max_message;
+            state.room = room;
+        });
+    }
 }
 
 /// A filter driven the way wasp drives it: `configure`, then `on_open`,
@@ -151,14 +213,47 @@ impl<F: Filter> TestFilter<F> {
     pub fn open(&mut self, head: &RequestHead) -> u64 {
         let conn = self.next_conn;
         self.next_conn += 1;
-        self.connections.on_open(conn, head);
+        let connections = &mut self.connections;
+        speaking(conn, || connections.on_open(conn, head));
         conn
     }
 
     /// Passes `msg`, travelling in direction `dir` on `conn`, through the
     /// filter. A connection never opened is closed with 1011, as in wasp.
     pub fn message(&mut self, conn: u64, dir: Direction, msg: Message) -> Action {
-        self.connections.on_message(conn, dir, msg)
+        let connections = &mut self.connections;
+        speaking(conn, || connections.on_message(conn, dir, msg))
+    }
+
+    /// Moves the clock `ms` forward, calling `on_timer` for each timer that
+    /// falls due on the way, in the order they fall due (the clock reads
+    /// each one's time when it fires, so a timer set again from `on_timer`
+    /// fires again if it falls due in the window). A connection `on_timer`
+    /// closes is closed (`on_close`); returns those, with their frames.
+    pub fn advance(&mut self, ms: u64) -> Vec<(u64, CloseFrame)> {
+        let end = with(|state| state.now_ms) + ms;
+        let mut closed = Vec::new();
+        loop {
+            let due = with(|state| {
+                let (conn, due) = state
+                    .timers
+                    .iter()
+                    .map(|(&conn, &due)| (conn, due))
+                    .filter(|&(_, due)| due <= end)
+                    .min_by_key(|&(conn, due)| (due, conn))?;
+                state.timers.remove(&conn);
+                state.now_ms = state.now_ms.max(due);
+                Some(conn)
+            });
+            let Some(conn) = due else { break };
+            let connections = &mut self.connections;
+            if let Some(frame) = speaking(conn, || connections.on_timer(conn)) {
+                self.close(conn);
+                closed.push((conn, frame));
+            }
+        }
+        with(|state| state.now_ms = end);
+        closed
     }
 
     /// A text message from the client on `conn`.
@@ -179,15 +274,29 @@ impl<F: Filter> TestFilter<F> {
         )
     }
 
-    /// Closes `conn`: the filter's `on_close` gets its state.
+    /// Closes `conn`: the filter's `on_close` gets its state, and its
+    /// timer goes.
     pub fn close(&mut self, conn: u64) {
-        self.connections.on_close(conn);
+        let connections = &mut self.connections;
+        speaking(conn, || connections.on_close(conn));
+        with(|state| state.timers.remove(&conn));
     }
 
     /// The filter itself, to inspect what it shares between connections.
     pub fn filter(&mut self) -> &mut F {
         self.connections.filter_mut()
     }
+}
+
+/// Runs `call` as a filter call for `conn`: sends and timers act on it.
+fn speaking<R>(conn: u64, call: impl FnOnce() -> R) -> R {
+    with(|state| {
+        state.speaking = Some(conn);
+        state.used = [0; 2];
+    });
+    let result = call();
+    with(|state| state.speaking = None);
+    result
 }
 
 /// A handshake request for `target` (a path with an optional `?query`):
@@ -292,6 +401,52 @@ pub(crate) mod imports {
             ns.compare_and_set(key, expected, value, ttl, now)
         })
     }
+
+    /// wasp's rules (`Speech` in its runtime): a running filter call for a
+    /// connection, a message within `max_message`, each peer's room.
+    pub fn send(dir: Direction, msg: &Message) -> Result<(), SendError> {
+        with(|state| {
+            let conn = state.speaking.ok_or(SendError::NoConnection)?;
+            let len = match msg {
+                Message::Text(text) => text.len(),
+                Message::Binary(data) => data.len(),
+            };
+            if len > state.max_message {
+                return Err(SendError::TooLarge(len.try_into().unwrap_or(u32::MAX)));
+            }
+            let way = match dir {
+                Direction::ClientToUpstream => 0,
+                Direction::UpstreamToClient => 1,
+            };
+            if state.used[way] + len > state.room {
+                return Err(SendError::PeerBusy);
+            }
+            state.used[way] += len;
+            state.sent.push(Sent {
+                conn,
+                dir,
+                message: msg.clone(),
+            });
+            Ok(())
+        })
+    }
+
+    pub fn set_timer(after_ms: u64) {
+        with(|state| {
+            if let Some(conn) = state.speaking {
+                let due = state.now_ms + after_ms.min(crate::MAX_TIMER_MS);
+                state.timers.insert(conn, due);
+            }
+        });
+    }
+
+    pub fn cancel_timer() {
+        with(|state| {
+            if let Some(conn) = state.speaking {
+                state.timers.remove(&conn);
+            }
+        });
+    }
 }
 
 #[cfg(test)]
@@ -344,6 +499,75 @@ mod tests {
         assert_eq!(logs[1].level, LogLevel::Warn);
         assert_eq!(logs[1].message, "two");
         assert!(test.logs().is_empty());
+    }
+
+    /// Says hello on open, echoes to the upstream, ticks every 100 ms and
+    /// closes on the third tick.
+    struct Ticker;
+
+    impl Filter for Ticker {
+        type Connection = u32;
+        fn configure(_: &str) -> Result<Self, String> {
+            Ok(Ticker)
+        }
+        fn on_open(&mut self, _: u64, _: &RequestHead) -> u32 {
+            host::send_to_client(Message::Text("hello".into())).unwrap();
+            host::set_timer(100);
+            0
+        }
+        fn on_message(&mut self, _: &mut u32, _: Direction, msg: Message) -> Action {
+            host::send_to_upstream(msg).map_or(Action::Forward, |()| Action::Drop)
+        }
+        fn on_timer(&mut self, ticks: &mut u32) -> Option<CloseFrame> {
+            *ticks += 1;
+            if *ticks == 3 {
+                return Some(CloseFrame {
+                    code: 1001,
+                    reason: "bye".into(),
+                });
+            }
+            host::send_to_client(Message::Text(format!("tick {ticks}"))).unwrap();
+            host::set_timer(100);
+            None
+        }
+    }
+
+    #[test]
+    fn sends_and_timers_act_on_the_connection_whose_call_runs() {
+        let test = TestHost::new();
+        assert_eq!(
+            host::send_to_client(Message::Text("x".into())),
+            Err(SendError::NoConnection)
+        );
+        let mut filter = TestFilter::<Ticker>::configure("{}").unwrap();
+        let a = filter.open(&head("/"));
+        test.advance(50);
+        let b = filter.open(&head("/"));
+        let text = |conn, text: &str| Sent {
+            conn,
+            dir: Direction::UpstreamToClient,
+            message: Message::Text(text.into()),
+        };
+        assert_eq!(test.take_sent(), [text(a, "hello"), text(b, "hello")]);
+        assert_eq!((test.timer(a), test.timer(b)), (Some(50), Some(100)));
+
+        assert!(filter.advance(150).is_empty());
+        assert_eq!(
+            test.take_sent(),
+            [text(a, "tick 1"), text(b, "tick 1"), text(a, "tick 2")]
+        );
+        let closed = filter.advance(100);
+        assert_eq!(closed.len(), 1);
+        assert_eq!((closed[0].0, closed[0].1.code), (a, 1001));
+        assert_eq!(test.timer(a), None);
+        assert_eq!(test.take_sent(), [text(b, "tick 2")]);
+
+        test.limit_sends(4, 4);
+        assert_eq!(filter.client_text(b, "four"), Action::Drop);
+        assert_eq!(filter.client_text(b, "five!"), Action::Forward);
+        let sent = test.take_sent();
+        assert_eq!(sent.len(), 1);
+        assert_eq!(sent[0].dir, Direction::ClientToUpstream);
     }
 
     #[test]

@@ -21,5 +21,6 @@ mod proxy;
 mod reload;
 mod security;
 mod shared_filters;
+mod speaking_filters;
 mod upstream_keepalive;
 mod upstream_tls;

@@ -10,7 +10,7 @@ wasmtime::component::bindgen!({
 });
 
 pub use self::exports::wasp::plugin::{balancer, filter, origin, router};
-pub use self::wasp::plugin::host::{KvError, KvScope};
+pub use self::wasp::plugin::host::{KvError, KvScope, SendError};
 pub use self::wasp::plugin::types::{
     Action, CloseFrame, Decision, Direction, LogLevel, Message, Peer, ProxyTo, RequestHead,
     Response, StaticFiles,

@@ -16,11 +16,16 @@
 //! (after a failure, or when a reload moves it to a new pool) gets
 //! `on-open` on it first, so its in-plugin state restarts there. Durable
 //! state belongs in the host's key/value store.
+//!
+//! A filter may speak during its calls (`host.send`, `host.set-timer`):
+//! the `_speaking` calls lend the connection's [`Speech`] to the instance's
+//! store for the call and take it back after, with what was said.
 
-use crate::bindings::{Action, Direction, Message, RequestHead, filter};
+use crate::bindings::{Action, CloseFrame, Direction, Message, RequestHead, filter};
 use crate::error::{CallError, LoadError};
 use crate::plugin::Plugin;
 use crate::pool::{Live, Pool};
+use crate::speech::Speech;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -76,23 +81,36 @@ impl FilterPool {
         self.current(&mut slot).map(|_| ())
     }
 
-    /// Opens `conn` on this thread's instance (`on-open`).
+    /// Opens `conn` on this thread's instance (`on-open`); the filter
+    /// cannot speak (its sends are refused).
     pub fn open(
         &self,
         opened: &mut Opened,
         conn: u64,
         head: &RequestHead,
     ) -> Result<(), CallError> {
+        self.open_speaking(opened, conn, head, &mut Speech::default())
+    }
+
+    /// [`open`](Self::open), with what the filter says in `speech`.
+    pub fn open_speaking(
+        &self,
+        opened: &mut Opened,
+        conn: u64,
+        head: &RequestHead,
+        speech: &mut Speech,
+    ) -> Result<(), CallError> {
         let mut slot = self.thread().borrow_mut();
         let current = self.current(&mut slot)?;
-        let result = current
-            .live
-            .call(|guest, store| guest.call_on_open(store, conn, head));
+        let result = speaking(&mut current.live, speech, |live| {
+            live.call(|guest, store| guest.call_on_open(store, conn, head))
+        });
         settle(&mut slot, opened, result)
     }
 
     /// Runs `on-message` for `conn`, opening it first on an instance it was
-    /// not opened on. A failure drops this thread's instance.
+    /// not opened on. A failure drops this thread's instance. The filter
+    /// cannot speak (its sends are refused).
     pub fn on_message(
         &self,
         opened: &mut Opened,
@@ -101,26 +119,76 @@ impl FilterPool {
         dir: Direction,
         message: &Message,
     ) -> Result<Action, CallError> {
-        let mut slot = self.thread().borrow_mut();
-        let current = self.current(&mut slot)?;
-        if opened.0 != Some(current.id) {
-            opened.0 = None;
-            let result = current
-                .live
-                .call(|guest, store| guest.call_on_open(store, conn, head));
-            settle(&mut slot, opened, result)?;
-        }
+        let mut speech = Speech::default();
+        self.on_message_speaking(opened, conn, head, dir, message, &mut speech)
+    }
+
+    /// [`on_message`](Self::on_message), with what the filter says (in
+    /// `on-open` too, when it runs first) in `speech`.
+    pub fn on_message_speaking(
+        &self,
+        opened: &mut Opened,
+        conn: u64,
+        head: &RequestHead,
+        dir: Direction,
+        message: &Message,
+        speech: &mut Speech,
+    ) -> Result<Action, CallError> {
+        let mut slot = self.opened_on(opened, conn, head, speech)?;
         let Some(current) = slot.as_mut() else {
-            unreachable!("settle keeps the instance of a successful call")
+            unreachable!("opened_on keeps the instance of a successful call")
         };
         let bytes = match message {
             Message::Text(text) => text.len(),
             Message::Binary(data) => data.len(),
         };
-        let result = current.live.call_sized(bytes, |guest, store| {
-            guest.call_on_message(store, conn, dir, message)
+        let result = speaking(&mut current.live, speech, |live| {
+            live.call_sized(bytes, |guest, store| {
+                guest.call_on_message(store, conn, dir, message)
+            })
         });
         settle(&mut slot, opened, result)
+    }
+
+    /// Runs `on-timer` for `conn` (the timer it set is due), opening it
+    /// first on an instance it was not opened on; `Some` closes the
+    /// connection with that frame.
+    pub fn on_timer(
+        &self,
+        opened: &mut Opened,
+        conn: u64,
+        head: &RequestHead,
+        speech: &mut Speech,
+    ) -> Result<Option<CloseFrame>, CallError> {
+        let mut slot = self.opened_on(opened, conn, head, speech)?;
+        let Some(current) = slot.as_mut() else {
+            unreachable!("opened_on keeps the instance of a successful call")
+        };
+        let result = speaking(&mut current.live, speech, |live| {
+            live.call(|guest, store| guest.call_on_timer(store, conn))
+        });
+        settle(&mut slot, opened, result)
+    }
+
+    /// This thread's instance, `conn` opened on it (`on-open` now if it
+    /// was opened on another one, or none).
+    fn opened_on(
+        &self,
+        opened: &mut Opened,
+        conn: u64,
+        head: &RequestHead,
+        speech: &mut Speech,
+    ) -> Result<std::cell::RefMut<'_, Option<Current>>, CallError> {
+        let mut slot = self.thread().borrow_mut();
+        let current = self.current(&mut slot)?;
+        if opened.0 != Some(current.id) {
+            opened.0 = None;
+            let result = speaking(&mut current.live, speech, |live| {
+                live.call(|guest, store| guest.call_on_open(store, conn, head))
+            });
+            settle(&mut slot, opened, result)?;
+        }
+        Ok(slot)
     }
 
     /// `conn` ended: `on-close` on the instance it was opened on, if that
@@ -154,6 +222,27 @@ impl FilterPool {
         }
         Ok(slot.as_mut().expect("just made"))
     }
+}
+
+/// Runs `call` on `live` with `speech` lent to its store: the filter's
+/// sends and timer land in `speech`. A call that fails says nothing: what
+/// it sent or asked before failing is forgotten.
+fn speaking<R>(
+    live: &mut Live<filter::Guest>,
+    speech: &mut Speech,
+    call: impl FnOnce(&mut Live<filter::Guest>) -> Result<R, CallError>,
+) -> Result<R, CallError> {
+    let (said, timer) = (speech.sent.len(), speech.timer);
+    speech.set_active(true);
+    std::mem::swap(&mut live.host_state().speech, speech);
+    let result = call(live);
+    std::mem::swap(&mut live.host_state().speech, speech);
+    speech.set_active(false);
+    if result.is_err() {
+        speech.unsay(said);
+        speech.timer = timer;
+    }
+    result
 }
 
 /// After a call on `slot`'s instance: a success marks `opened` as opened on

@@ -2,8 +2,9 @@
 //! of the `host` interface (log, clock, counters and key/value store).
 
 use crate::bindings::wasp::plugin::{host, types};
-use crate::bindings::{KvError, KvScope, LogLevel};
+use crate::bindings::{Direction, KvError, KvScope, LogLevel, Message, SendError};
 use crate::deadline::CpuDeadline;
+use crate::speech::{Speech, TimerRequest};
 use std::sync::{Arc, Mutex};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
@@ -86,6 +87,9 @@ pub struct HostState {
     table: ResourceTable,
     pub memory: MemoryCap,
     pub deadline: CpuDeadline,
+    /// What a filter call says on its own (sends, timer); lent by the
+    /// caller for the call (`FilterPool`).
+    pub speech: Speech,
 }
 
 impl HostState {
@@ -102,6 +106,7 @@ impl HostState {
                 exceeded: false,
             },
             deadline: CpuDeadline::default(),
+            speech: Speech::default(),
         }
     }
 }
@@ -178,6 +183,18 @@ impl host::Host for HostState {
             ns.compare_and_set(&key, expected.as_deref(), value.as_deref(), ttl_ms, now)
         });
         self.refused("kv-compare-and-set", &key, swapped)
+    }
+
+    fn send(&mut self, dir: Direction, msg: Message) -> Result<(), SendError> {
+        self.speech.send(dir, msg)
+    }
+
+    fn set_timer(&mut self, after_ms: u64) {
+        self.speech.timer(TimerRequest::After(after_ms));
+    }
+
+    fn cancel_timer(&mut self) {
+        self.speech.timer(TimerRequest::Cancel);
     }
 }
 

@@ -24,11 +24,12 @@ mod role;
 mod roles;
 mod runtime;
 mod sandbox;
+mod speech;
 mod ticker;
 
 pub use bindings::{
     Action, CloseFrame, Decision, Direction, KvError, KvScope, LogLevel, Message, Peer, ProxyTo,
-    RequestHead, Response, StaticFiles,
+    RequestHead, Response, SendError, StaticFiles,
 };
 pub use contract::WIT_VERSION;
 pub use error::{CallError, LoadError};
@@ -39,3 +40,4 @@ pub use role::Role;
 pub use roles::{BalancerPool, OriginPool, RouterPool};
 pub use runtime::Runtime;
 pub use sandbox::{CallObserver, CallRecorder, Limits, Sandbox};
+pub use speech::{MAX_TIMER_MS, Outgoing, SendLimits, Speech, TimerRequest};

@@ -80,6 +80,11 @@ impl<G: RoleExport> Live<G> {
         result
     }
 
+    /// The host state of this instance's store.
+    pub fn host_state(&mut self) -> &mut HostState {
+        self.store.data_mut()
+    }
+
     /// The plugin this instance belongs to.
     pub fn plugin(&self) -> &Arc<Plugin> {
         &self.plugin

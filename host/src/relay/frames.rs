@@ -52,7 +52,8 @@
 //!
 //! The relay knows nothing of plugins: it hands every data message to an
 //! [`Inspector`] (the location's filter chain, `crate::filter_chain`) and
-//! carries out its [`Verdict`].
+//! carries out its [`Verdict`]. An inspector may also send messages of its
+//! own and ask to be woken up (`outbox`).
 
 use super::deflate::Negotiated;
 use super::wire::{self, Violation};
@@ -61,6 +62,7 @@ use crate::direction::Direction;
 use crate::metrics::LocationCounters;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
+pub use outbox::{Room, Sent};
 use std::cell::RefCell;
 use std::fmt;
 use std::future::{Future, poll_fn};
@@ -82,7 +84,30 @@ pub trait Inspector: Send {
 
     /// Relaying ended.
     fn close(&mut self);
+
+    /// How much the inspector may send on its own in the calls that follow
+    /// (asked before each `inspect` and `wake`); see `outbox`.
+    fn allow_sends(&mut self, room: Room) {
+        let _ = room;
+    }
+
+    /// What the inspector sent on its own since last asked, in order.
+    fn take_sent(&mut self) -> Vec<Sent> {
+        Vec::new()
+    }
+
+    /// When the inspector wants [`wake`](Self::wake) called; none: never.
+    fn wake_at(&self) -> Option<Instant> {
+        None
+    }
+
+    /// `wake_at` passed; `Err` closes both peers with this frame.
+    fn wake(&mut self) -> Result<(), CloseFrame> {
+        Ok(())
+    }
 }
+
+mod outbox;
 
 /// A whole data message as a filter sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -215,6 +240,7 @@ where
         traffic: config.traffic,
         deflate: config.deflate,
     };
+    relay.inspector.allow_sends(relay.room(CLIENT, 0));
     let end = match relay.inspector.open() {
         Err(frame) => sendable_close(&frame),
         Ok(()) => {
@@ -332,14 +358,16 @@ impl<I: Inspector> Relay<I> {
             let mut payload = Vec::new();
             let result = self.consume(dir, &prefix, &mut out, &mut payload);
             let flow = &mut self.flows[dir.index()];
-            flow.out = out;
+            flow.out.append(&mut out);
             flow.note_progress();
             self.stall_began |= flow.stalled.is_some();
             if let Err(end) = result {
                 return end;
             }
         }
-        let mut timer = pin!(sleep_until(Instant::now() + idle));
+        // What the inspector sent from `open`.
+        self.queue_sent(None);
+        let mut timer = pin!(sleep_until(self.wake_before(Instant::now() + idle)));
         let mut signal = shutdown.clone();
         let mut signalled = pin!(signal.signalled());
         loop {
@@ -357,6 +385,11 @@ impl<I: Inspector> Relay<I> {
                     if timer.deadline() > give_up {
                         timer.as_mut().reset(give_up);
                     }
+                }
+                if let Some(wake) = self.inspector.wake_at()
+                    && timer.deadline() > wake
+                {
+                    timer.as_mut().reset(wake);
                 }
                 match (up, down) {
                     (Poll::Ready(Err(end)), _) | (_, Poll::Ready(Err(end))) => {
@@ -377,6 +410,9 @@ impl<I: Inspector> Relay<I> {
                 Event::Moved => {}
                 Event::End(end) => return end,
                 Event::Timer => {
+                    if let Err(end) = self.wake_if_due() {
+                        return end;
+                    }
                     // Activity only stamps times; the timer is re-armed here.
                     let quiet = clock::since(self.last_active);
                     if quiet >= idle {
@@ -394,7 +430,9 @@ impl<I: Inspector> Relay<I> {
                         }
                         next = next.min(self.send_timeout - waited);
                     }
-                    timer.as_mut().reset(Instant::now() + next);
+                    timer
+                        .as_mut()
+                        .reset(self.wake_before(Instant::now() + next));
                 }
             }
         }
@@ -654,23 +692,32 @@ impl<I: Inspector> Relay<I> {
         self.stats.bytes[dir.index()] += payload.len() as u64;
         self.traffic.message(dir, payload.len());
         let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
-        match self.inspector.inspect(dir, message) {
+        self.inspector.allow_sends(self.room(dir, out.len()));
+        let verdict = self.inspector.inspect(dir, message);
+        let result = match verdict {
             Verdict::Forward if compressed => {
                 self.deflate.forward(dir, opcode, payload, frames, out);
+                Ok(())
             }
-            Verdict::Forward => out.extend_from_slice(frames),
+            Verdict::Forward => {
+                out.extend_from_slice(frames);
+                Ok(())
+            }
             Verdict::Replace(Replacement::Text(text)) => {
                 self.deflate
                     .encode(dir, OpCode::Data(Data::Text), text.as_bytes(), out);
+                Ok(())
             }
             Verdict::Replace(Replacement::Binary(data)) => {
                 self.deflate
                     .encode(dir, OpCode::Data(Data::Binary), &data, out);
+                Ok(())
             }
-            Verdict::Drop => {}
-            Verdict::Close(frame) => return Err(sendable_close(&frame)),
-        }
-        Ok(())
+            Verdict::Drop => Ok(()),
+            Verdict::Close(frame) => Err(sendable_close(&frame)),
+        };
+        self.queue_sent(Some((dir, out)));
+        result
     }
 }
 

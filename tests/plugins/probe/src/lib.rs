@@ -2,6 +2,8 @@
 //! inputs that make it misbehave: `loop` spins forever, `oom` allocates
 //! without bound, `trap` panics. `configure` fails when the config has `fail`.
 //! As a router, a few paths use the host's shared store (see [`Probe::store`]).
+//! As a filter, `say:WORDS` from the client is forwarded, followed by
+//! `WORDS` sent on its own to the upstream and `TAG heard` sent to the client.
 
 use wasp_sdk::{
     Action, Balancer, CloseFrame, Decision, Direction, Filter, Message, Origin, Peer, RequestHead,
@@ -194,6 +196,14 @@ impl Filter for Probe {
             return Action::Forward;
         };
         misbehave(&text);
+        if let Some(words) = text.strip_prefix("say:")
+            && dir == Direction::ClientToUpstream
+        {
+            host::send_to_upstream(Message::Text(words.to_owned())).expect("room to send");
+            host::send_to_client(Message::Text(format!("{} heard", self.tag)))
+                .expect("room to send");
+            return Action::Forward;
+        }
         match text.as_str() {
             "drop" => Action::Drop,
             "close" => Action::Close(CloseFrame {
