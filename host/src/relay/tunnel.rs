@@ -267,6 +267,8 @@ async fn relay(
     // Bytes the client sent after its request head go upstream, and so on.
     let mut up = Flow::with_prefix(client_prefix);
     let mut down = Flow::with_prefix(upstream_prefix);
+    // What the flows hold, for wasp's accounting (`crate::buffered`).
+    let mut held = traffic.held();
     let mut last_activity = coarse_millis();
     let mut closing: Option<Instant> = None;
     let mut timer = pin!(sleep_until(Instant::now() + idle));
@@ -276,6 +278,7 @@ async fn relay(
     let mut signal = shutdown.clone();
     let mut signalled = pin!(signal.signalled());
     let end = 'relay: loop {
+        held.set(up.pending.len() + down.pending.len());
         // As nginx does: once either side has closed and what it sent is
         // delivered, the tunnel ends (a client that keeps its socket after
         // the close handshake must not hold a slot until the idle timeout).
