@@ -22,6 +22,7 @@ mod proxy;
 mod reload;
 mod security;
 mod shared_filters;
+mod slow_peers;
 mod speaking_filters;
 mod upstream_keepalive;
 mod upstream_tls;
