@@ -202,6 +202,14 @@ async fn main() -> Result<()> {
             let rss = wasp_bench::rss::rss_kib(pid).context("wasp's memory")?;
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
             samples.push((now, rss, fds));
+            if samples.len() % 6 == 1 {
+                eprintln!(
+                    "wasp-soak: {:.0} s: wasp {} KiB resident, {fds} descriptors, {} echoed",
+                    now.as_secs_f64(),
+                    rss,
+                    counts.echoed.load(Ordering::Relaxed)
+                );
+            }
         }
     }
     stop.store(true, Ordering::Relaxed);
