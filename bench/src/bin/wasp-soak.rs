@@ -132,7 +132,7 @@ async fn main() -> Result<()> {
     )?;
     let log_path = args.log.clone().unwrap_or_else(|| dir.join("wasp.log"));
     let log = std::fs::File::create(&log_path)?;
-    let wasp = Proc(
+    let mut wasp = Proc(
         Command::new(&args.wasp)
             .args(["run", "-c"])
             .arg(&config)
@@ -199,6 +199,10 @@ async fn main() -> Result<()> {
         }
         if now >= next_sample {
             next_sample += Duration::from_secs(5);
+            if let Some(status) = wasp.0.try_wait()? {
+                stop.store(true, Ordering::Relaxed);
+                bail!("wasp exited after {:.0} s: {status}", now.as_secs_f64());
+            }
             let rss = wasp_bench::rss::rss_kib(pid).context("wasp's memory")?;
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
             samples.push((now, rss, fds));
