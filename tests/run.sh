@@ -33,5 +33,8 @@ cargo test --workspace --no-fail-fast
 step "Autobahn|Testsuite (quick): the echo backend directly, through /raw/, /filtered/ and /redact/"
 bash tests/autobahn.sh quick
 
+step "soak (3 minutes, 500 WebSockets, a backend restarted every 30 s so warm-up sees restarts; bench/soak.sh alone runs 30 minutes with 5,000)"
+SOAK_PROFILE=dev SOAK_REPORT=0 bash bench/soak.sh 3 --connections 500 --interval 1s --restart-every 30s
+
 step "browser test: two Chromium pages chat through wasp"
 bash examples/chat-app/browser-test/run-through-wasp.sh

@@ -8,6 +8,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod buffered;
 pub mod clock;
 pub mod config;
 pub mod cpu_bans;

@@ -29,6 +29,7 @@
 //! location, upstream, peer and plugin names), never from client input:
 //! every distinct value is a series kept for the life of the process.
 
+use crate::buffered::{Buffers, Held};
 use crate::direction::Direction;
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
@@ -220,6 +221,11 @@ pub struct Metrics {
     bound_peers: Bound<Arc<Bound<Gauge>>>,
     /// plugin → role → series.
     bound_plugins: Bound<Arc<Bound<PluginSeries>>>,
+    /// Bytes the relays hold for peers (`crate::buffered`), summed on scrape
+    /// into the two gauges below.
+    buffers: Arc<Buffers>,
+    buffered: Gauge,
+    buffered_max: Gauge,
 }
 
 impl Metrics {
@@ -327,6 +333,21 @@ impl Metrics {
             Family::clone(&peer_healthy),
         );
 
+        let buffered = Gauge::default();
+        registry.register_with_unit(
+            "wasp_relay_buffered",
+            "Bytes WebSocket relays hold for a peer now: read and not yet taken by the other peer (or not a whole frame yet)",
+            Unit::Bytes,
+            buffered.clone(),
+        );
+        let buffered_max = Gauge::default();
+        registry.register_with_unit(
+            "wasp_relay_connection_buffered_max",
+            "The most bytes one WebSocket relay has held at once since start (bounded by buffer_size plus the message in flight, per direction)",
+            Unit::Bytes,
+            buffered_max.clone(),
+        );
+
         let requests =
             STATUS_CLASSES.map(|class| request_family.get_or_create_owned(&ClassLabels { class }));
         for kind in RELOAD_KINDS {
@@ -360,12 +381,18 @@ impl Metrics {
             bound_locations: Bound::default(),
             bound_peers: Bound::default(),
             bound_plugins: Bound::default(),
+            buffers: Arc::default(),
+            buffered,
+            buffered_max,
         })
     }
 
     /// The OpenMetrics 1.0 text exposition of every series (ends in `# EOF`).
     /// Serve it as `application/openmetrics-text; version=1.0.0; charset=utf-8`.
     pub fn encode(&self) -> String {
+        let totals = self.buffers.totals();
+        self.buffered.set(totals.held as i64);
+        self.buffered_max.set(totals.peak as i64);
         let mut out = String::with_capacity(8 * 1024);
         prometheus_client::encoding::text::encode(&mut out, &self.registry)
             .expect("encoding into a String cannot fail");
@@ -431,6 +458,7 @@ impl Metrics {
                 websockets: self.websockets.get_or_create_owned(&LocationLabels {
                     location: location.to_owned(),
                 }),
+                buffers: self.buffers.clone(),
             }))
         })
     }
@@ -555,6 +583,7 @@ struct LocationSeries {
     messages: [Counter; 2],
     bytes: [Counter; 2],
     websockets: Gauge,
+    buffers: Arc<Buffers>,
 }
 
 /// The per-direction counters of one location, pre-bound: counting is a
@@ -573,6 +602,12 @@ impl LocationCounters {
     /// that long-lived tunnels show up before they close.
     pub fn bytes(&self, dir: Direction, bytes: u64) {
         self.0.bytes[dir as usize].inc_by(bytes);
+    }
+
+    /// The buffer accounting of one connection relayed on this thread
+    /// (`crate::buffered`): once per connection.
+    pub fn held(&self) -> Held {
+        self.0.buffers.connection()
     }
 }
 

@@ -7,6 +7,7 @@ mod support;
 
 mod access_log;
 mod balancing;
+mod buffers;
 mod custom_router;
 mod deflate;
 mod filters;
@@ -21,6 +22,7 @@ mod proxy;
 mod reload;
 mod security;
 mod shared_filters;
+mod slow_peers;
 mod speaking_filters;
 mod upstream_keepalive;
 mod upstream_tls;

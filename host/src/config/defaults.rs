@@ -71,6 +71,8 @@ pub const HEALTH_FALL: u32 = 3;
 
 /// nginx `client_header_timeout 60s`.
 pub const CLIENT_HEADER_TIMEOUT: Duration = Duration::from_secs(60);
+/// nginx `client_body_timeout 60s`.
+pub const CLIENT_BODY_TIMEOUT: Duration = Duration::from_secs(60);
 /// nginx `client_max_body_size 1m`.
 pub const CLIENT_MAX_BODY_SIZE: u64 = 1 << 20;
 /// nginx `large_client_header_buffers 4 8k`: a head of at most 32 KiB.

@@ -207,6 +207,8 @@ pub struct Server {
     pub http2: bool,
     /// Time allowed to receive a request head (default 60 s).
     pub client_header_timeout: Duration,
+    /// Time allowed between two reads of a request body; 408 after (default 60 s).
+    pub client_body_timeout: Duration,
     /// Largest request body in bytes; 413 above (default 1 MiB).
     pub client_max_body_size: u64,
     /// Largest request head in bytes; 431 above (default 32 KiB).

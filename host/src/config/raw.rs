@@ -111,6 +111,7 @@ pub struct RawServer {
     pub redirect_http: Option<Spanned<bool>>,
     pub http2: Option<Spanned<bool>>,
     pub client_header_timeout: Option<Spanned<Dur>>,
+    pub client_body_timeout: Option<Spanned<Dur>>,
     pub client_max_body_size: Option<Size>,
     pub max_header_size: Option<Spanned<Size>>,
     pub strict_websocket: Option<bool>,

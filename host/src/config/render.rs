@@ -97,6 +97,11 @@ impl Config {
             );
             line(
                 &mut out,
+                "client_body_timeout",
+                &duration(server.client_body_timeout),
+            );
+            line(
+                &mut out,
                 "client_max_body_size",
                 &size(server.client_max_body_size),
             );

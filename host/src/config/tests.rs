@@ -338,6 +338,7 @@ fn defaults_are_nginx_like() {
     // HTTP/2 is on by default with TLS only (no h2c unless asked).
     assert!(!server.http2);
     assert_eq!(server.client_header_timeout, MINUTE);
+    assert_eq!(server.client_body_timeout, MINUTE);
     assert_eq!(server.client_max_body_size, 1 << 20);
     assert_eq!(server.max_header_size, 32 << 10);
     let location = &server.locations[0];
@@ -1122,5 +1123,20 @@ fn upstream_keepalive() {
     assert!(
         error.contains("test.toml:6:13: keepalive must be at least 1"),
         "{error}"
+    );
+}
+
+#[test]
+fn client_body_timeout_is_read_and_must_be_more_than_zero() {
+    let server = |value: &str| {
+        format!("[[server]]\nlisten = \"127.0.0.1:8000\"\nclient_body_timeout = \"{value}\"\n")
+    };
+    assert_eq!(
+        parse(&server("5s")).servers[0].client_body_timeout,
+        Duration::from_secs(5)
+    );
+    assert_eq!(
+        errors(&server("0s")),
+        "test.toml:3:23: client_body_timeout must be more than zero"
     );
 }

@@ -2,6 +2,7 @@
 //! headers it sees, the peer and the connection, sending, and streaming the
 //! answer back. What only WebSocket handshakes need is in `websocket`.
 
+use super::body_timeout::{self, TimedBody};
 use super::context::{ChosenPeer, Refusal, RequestContext, UpstreamBody};
 use super::headers::{strip_hop_by_hop, upstream_request};
 use super::response::Body;
@@ -131,7 +132,11 @@ pub async fn send(
     };
     // Chunked bodies have no declared size: cut them at the limit (413).
     let body: UpstreamBody = match body {
-        Some(body) => Limited::new(body, ctx.location.max_body as usize).boxed_unsync(),
+        Some(body) => Limited::new(
+            TimedBody::new(body, ctx.location.body_timeout),
+            ctx.location.max_body as usize,
+        )
+        .boxed_unsync(),
         None => Empty::new().map_err(|never| match never {}).boxed_unsync(),
     };
     let mut request = Request::new(body);
@@ -240,6 +245,10 @@ fn answer(
     peer: &ChosenPeer<'_>,
 ) -> Result<Response<Incoming>, Refusal> {
     sent.map_err(|error| {
+        if body_timeout::timed_out(&error) {
+            tracing::info!(client = %ctx.conn.client, "the client sent no request body for client_body_timeout; answered 408");
+            return Refusal::new(408, "request body timed out");
+        }
         if body_too_large(&error) {
             tracing::info!(client = %ctx.conn.client, "request body larger than client_max_body_size");
             return Refusal::new(413, "request body too large");

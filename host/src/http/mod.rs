@@ -5,6 +5,7 @@
 //! HTTP/1.1 upgrade or HTTP/2 extended CONNECT, becoming a session on the
 //! relay).
 
+mod body_timeout;
 pub mod client_stream;
 mod context;
 mod forward;

@@ -170,6 +170,7 @@ struct Scope {
     ssl_certificate_key: Option<String>,
     client_max_body_size: Option<String>,
     client_header_timeout: Option<String>,
+    client_body_timeout: Option<String>,
 }
 
 /// Which array-like directives the current block has set (they replace,
@@ -346,6 +347,12 @@ impl Translator {
             ("client_header_timeout", true) if ctx != Some(Ctx::Location) => {
                 match arg.as_deref().and_then(units::duration) {
                     Some(value) => scope.client_header_timeout = Some(value),
+                    None => self.note(out, d, "not an nginx time", true),
+                }
+            }
+            ("client_body_timeout", true) if ctx != Some(Ctx::Location) => {
+                match arg.as_deref().and_then(units::duration) {
+                    Some(value) => scope.client_body_timeout = Some(value),
                     None => self.note(out, d, "not an nginx time", true),
                 }
             }
@@ -557,6 +564,9 @@ impl Translator {
         }
         if let Some(timeout) = &scope.client_header_timeout {
             settings.push(format!("client_header_timeout = {}", string(timeout)));
+        }
+        if let Some(timeout) = &scope.client_body_timeout {
+            settings.push(format!("client_body_timeout = {}", string(timeout)));
         }
         let mut redirect = false;
         let mut locations = Vec::new();

@@ -57,6 +57,7 @@
 
 use super::deflate::Negotiated;
 use super::wire::{self, Violation};
+use crate::buffered::Held;
 use crate::clock;
 use crate::direction::Direction;
 use crate::metrics::LocationCounters;
@@ -237,6 +238,7 @@ where
         send_timeout: config.send_timeout,
         stall_began: false,
         stats: RelayStats::default(),
+        held: config.traffic.held(),
         traffic: config.traffic,
         deflate: config.deflate,
     };
@@ -292,6 +294,15 @@ struct Flow {
 }
 
 impl Flow {
+    /// The bytes this direction holds: a slow peer's cost.
+    fn buffered(&self) -> usize {
+        let fragments = self
+            .fragments
+            .as_ref()
+            .map_or(0, |f| f.payload.len() + f.frames.len());
+        self.carry.len() + fragments + self.out.len()
+    }
+
     /// `out` shrank or grew: restarts or ends the wait for the other peer.
     fn note_progress(&mut self) {
         self.stalled = (!self.out.is_empty()).then(clock::coarse_millis);
@@ -325,6 +336,8 @@ struct Relay<I> {
     stats: RelayStats,
     traffic: LocationCounters,
     deflate: Negotiated,
+    /// What `flows` hold, for wasp's accounting (`crate::buffered`).
+    held: Held,
 }
 
 /// What one wake-up of the relay found.
@@ -361,6 +374,7 @@ impl<I: Inspector> Relay<I> {
             flow.out.append(&mut out);
             flow.note_progress();
             self.stall_began |= flow.stalled.is_some();
+            self.held.set(self.flows.iter().map(Flow::buffered).sum());
             if let Err(end) = result {
                 return end;
             }
@@ -407,7 +421,7 @@ impl<I: Inspector> Relay<I> {
             })
             .await;
             match event {
-                Event::Moved => {}
+                Event::Moved => self.held.set(self.flows.iter().map(Flow::buffered).sum()),
                 Event::End(end) => return end,
                 Event::Timer => {
                     if let Err(end) = self.wake_if_due() {
@@ -491,7 +505,6 @@ impl<I: Inspector> Relay<I> {
             if read == 0 {
                 return Poll::Ready(Err(End::Gone(dir)));
             }
-            self.last_active = clock::coarse_millis();
             scratch.out.clear();
             let result = self.consume(
                 dir,
@@ -575,7 +588,14 @@ impl<I: Inspector> Relay<I> {
             let rsv1 = self.deflate.compressed_from(dir);
             let frame = match wire::parse_rsv1(rest, dir == CLIENT, self.max_message, rsv1) {
                 Ok(Some(frame)) => frame,
-                Ok(None) => return (used, Ok(())),
+                Ok(None) => {
+                    // Whole frames are activity, bytes are not: a frame
+                    // trickled slower than `idle_timeout` is cut.
+                    if used > 0 {
+                        self.last_active = clock::coarse_millis();
+                    }
+                    return (used, Ok(()));
+                }
                 Err(violation) => return (used, Err(violated(dir, violation))),
             };
             used += frame.len;

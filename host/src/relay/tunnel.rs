@@ -78,6 +78,9 @@ struct Flow {
     /// The sink accepted bytes it may still hold (a TLS record): push them
     /// before reading more.
     unpushed: bool,
+    /// A frame ended in what was read since the tunnel last looked: only
+    /// whole frames count as activity for the idle timeout.
+    frame_ended: bool,
 }
 
 impl Flow {
@@ -164,7 +167,7 @@ impl Flow {
                 n => n,
             };
             self.bytes += n as u64;
-            self.cursor.advance(&scratch[..n]);
+            self.frame_ended |= self.cursor.advance(&scratch[..n]);
             traffic.bytes(dir, n as u64);
             let written = match to.poll_give(cx, &scratch[..n]) {
                 Poll::Ready(written) => written?,
@@ -267,6 +270,8 @@ async fn relay(
     // Bytes the client sent after its request head go upstream, and so on.
     let mut up = Flow::with_prefix(client_prefix);
     let mut down = Flow::with_prefix(upstream_prefix);
+    // What the flows hold, for wasp's accounting (`crate::buffered`).
+    let mut held = traffic.held();
     let mut last_activity = coarse_millis();
     let mut closing: Option<Instant> = None;
     let mut timer = pin!(sleep_until(Instant::now() + idle));
@@ -276,6 +281,7 @@ async fn relay(
     let mut signal = shutdown.clone();
     let mut signalled = pin!(signal.signalled());
     let end = 'relay: loop {
+        held.set(up.pending.len() + down.pending.len());
         // As nginx does: once either side has closed and what it sent is
         // delivered, the tunnel ends (a client that keeps its socket after
         // the close handshake must not hold a slot until the idle timeout).
@@ -343,7 +349,11 @@ async fn relay(
         .await;
         match event {
             Event::Moved => {
-                last_activity = coarse_millis();
+                // Whole frames are activity, bytes are not: a frame trickled
+                // slower than the idle timeout is cut.
+                if std::mem::take(&mut up.frame_ended) | std::mem::take(&mut down.frame_ended) {
+                    last_activity = coarse_millis();
+                }
                 // A side began to hold bytes back: the timer may need to fire sooner.
                 if closing.is_none() && (up.stalled.is_some() || down.stalled.is_some()) {
                     let give_up = Instant::now() + config.send_timeout;
@@ -441,12 +451,15 @@ impl FrameCursor {
         self.payload_left == 0 && self.header_len == 0
     }
 
-    fn advance(&mut self, mut bytes: &[u8]) {
+    /// Moves past `bytes`; whether a frame ended in them.
+    fn advance(&mut self, mut bytes: &[u8]) -> bool {
+        let mut ended = false;
         while !bytes.is_empty() {
             if self.payload_left > 0 {
                 let skip = self.payload_left.min(bytes.len() as u64);
                 self.payload_left -= skip;
                 bytes = &bytes[skip as usize..];
+                ended |= self.payload_left == 0;
                 continue;
             }
             self.header[self.header_len] = bytes[0];
@@ -455,8 +468,10 @@ impl FrameCursor {
             if let Some(payload) = self.complete_header() {
                 self.payload_left = payload;
                 self.header_len = 0;
+                ended |= payload == 0;
             }
         }
+        ended
     }
 
     /// The payload length once the header gathered so far is complete.
@@ -513,6 +528,16 @@ mod tests {
         let mut cursor = FrameCursor::default();
         cursor.advance(&stream[..13]);
         assert!(!cursor.at_boundary(), "inside the binary frame's payload");
+    }
+
+    #[test]
+    fn the_cursor_tells_when_a_frame_ended() {
+        // A masked 2-byte text frame, then an empty ping.
+        let mut cursor = FrameCursor::default();
+        assert!(!cursor.advance(&[0x81, 0x82, 1, 2]));
+        assert!(!cursor.advance(&[3, 4, b'h']));
+        assert!(cursor.advance(&[b'i', 0x89]));
+        assert!(cursor.advance(&[0x00]));
     }
 
     #[test]

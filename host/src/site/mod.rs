@@ -61,6 +61,8 @@ pub struct LocationRuntime {
     /// From the location's server: `client_max_body_size` and `strict_websocket`.
     pub max_body: u64,
     pub strict_websocket: bool,
+    /// From the location's server: `client_body_timeout`.
+    pub body_timeout: std::time::Duration,
     /// The filter chain; each pool sits behind an `ArcSwap` so a plugin
     /// reload reaches open connections at their next message.
     pub filters: Vec<FilterSlot>,
@@ -157,6 +159,7 @@ impl Site {
                     .map(|limit| Template::from_config(&limit.key)),
                 max_body: server.client_max_body_size,
                 strict_websocket: server.strict_websocket,
+                body_timeout: server.client_body_timeout,
                 config: location.clone(),
                 filters,
                 access_log: access_log.clone(),

@@ -119,6 +119,7 @@ impl Checker<'_> {
             redirect_http: level.redirect_http,
             http2: level.http2,
             client_header_timeout: level.client_header_timeout,
+            client_body_timeout: self.client_body_timeout(raw.client_body_timeout),
             client_max_body_size: raw
                 .client_max_body_size
                 .map_or(defaults::CLIENT_MAX_BODY_SIZE, |s| s.0),
@@ -184,4 +185,20 @@ pub(super) fn parse_listen(address: &str) -> Result<SocketAddr, String> {
     address.parse().map_err(|_| {
         format!("`{address}` is not an IP:PORT address (e.g. 127.0.0.1:8000, 0.0.0.0:80, [::]:443)")
     })
+}
+
+impl Checker<'_> {
+    /// `client_body_timeout`: a time between two reads, so more than zero.
+    fn client_body_timeout(
+        &mut self,
+        setting: Option<Spanned<crate::config::units::Dur>>,
+    ) -> Duration {
+        let Some(setting) = setting else {
+            return defaults::CLIENT_BODY_TIMEOUT;
+        };
+        if setting.get_ref().0.is_zero() {
+            self.error(setting.span(), "client_body_timeout must be more than zero");
+        }
+        setting.into_inner().0
+    }
 }
