@@ -7,6 +7,7 @@ mod support;
 
 mod access_log;
 mod balancing;
+mod cluster;
 mod custom_router;
 mod deflate;
 mod filters;
