@@ -120,11 +120,13 @@ impl State {
     ) -> redis::RedisResult<()> {
         let mut connection = connection.clone();
         let keys: Vec<String> = scan(&mut connection, &format!("{PREFIX}conn:*")).await?;
-        let mut clear = redis::pipe();
-        for key in &keys {
-            clear.hdel(key, instance).ignore();
+        if !keys.is_empty() {
+            let mut clear = redis::pipe();
+            for key in &keys {
+                clear.hdel(key, instance).ignore();
+            }
+            clear.query_async::<()>(&mut connection).await?;
         }
-        clear.query_async::<()>(&mut connection).await?;
         let counts: Vec<(String, u32, u64)> = {
             let mut open = self.open.lock().unwrap();
             open.seq += 1;

@@ -201,6 +201,17 @@ impl Cluster {
     }
 }
 
+/// An instance's name when `[cluster]` gives none: the host name and the
+/// process id, unique among the processes of a cluster unless two hosts
+/// share a name.
+pub fn default_instance() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|name| name.trim().to_owned())
+        .unwrap_or_default();
+    let host = if host.is_empty() { "wasp" } else { &host };
+    format!("{host}-{}", std::process::id())
+}
+
 fn gauge_set(gauge: &Gauge, connected: bool) {
     gauge.set(i64::from(connected));
 }

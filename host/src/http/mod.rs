@@ -6,6 +6,7 @@
 //! relay).
 
 pub mod client_stream;
+mod cluster_admit;
 mod context;
 mod forward;
 mod head;
@@ -66,6 +67,8 @@ pub struct Shared {
     /// `limit_conn` and `limit_req` state: per process, kept across reloads.
     pub connection_limits: Arc<ConnectionLimits>,
     pub rate_limits: RateLimits,
+    /// With `[cluster]`: the limits counted across processes (set at start).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Addresses refused after their messages overran filter deadlines:
     /// per process, kept across reloads.
     pub cpu_bans: Arc<CpuBans>,
@@ -93,6 +96,7 @@ impl Shared {
             metrics,
             connection_limits: Arc::default(),
             rate_limits: RateLimits::default(),
+            cluster: std::sync::OnceLock::new(),
             cpu_bans,
             next_conn_id: AtomicU64::new(1),
         })
