@@ -261,14 +261,14 @@ impl host::Host for HostState {
         let set = self.shared.with(&self.plugin, scope, |ns, now| {
             ns.set(&key, &value, ttl_ms, now)
         });
-        let set = self.refused("kv-set", &key, set)?;
+        self.refused("kv-set", &key, set)?;
         self.shared.replicate_write(|| KvWrite::Set {
             namespace: self.namespace(scope),
             key,
             value,
             ttl_ms,
         });
-        Ok(set)
+        Ok(())
     }
 
     fn kv_delete(&mut self, scope: KvScope, key: String) -> bool {
