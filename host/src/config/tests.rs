@@ -1148,7 +1148,7 @@ fn reuse_port_needs_a_named_port_and_one_setting_per_address() {
          [[server.location]]\npath = \"/\"\nreturn = { status = 200, body = \"\" }\n",
     );
     assert!(
-        differs.contains("test.toml:9:14: reuse_port differs from the first server"),
+        differs.contains("test.toml:10:14: reuse_port differs from the first server"),
         "{differs}"
     );
 }
