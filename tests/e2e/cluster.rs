@@ -478,7 +478,8 @@ async fn every_series_of_a_cluster_member_carries_its_instance() {
         for line in series {
             assert!(line.contains(&label), "{line} has no {label}");
         }
-        let requests = format!("wasp_http_requests_total{{class=\"2xx\",{label}}}");
+        // The request it answered, counted under its instance.
+        let requests = format!("wasp_http_requests_total{{{label},class=\"2xx\"}}");
         assert!(
             sample(&metrics, &requests).is_some_and(|n| n >= 1.0),
             "{metrics}"
