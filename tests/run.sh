@@ -25,6 +25,11 @@ if [ ${#need[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 (cd examples/chat-app/browser-test && npm ci --no-audit --no-fund --silent)
+# The zero-downtime upgrade (tests/e2e/cluster.rs) needs the kernel to hand connections queued
+# on a closing SO_REUSEPORT socket to the others of its port (the test sets it too when root).
+if [ "$(cat /proc/sys/net/ipv4/tcp_migrate_req 2>/dev/null)" != 1 ]; then
+  ${sudo_cmd-$([ "$(id -u)" -eq 0 ] || echo sudo)} sysctl -qw net.ipv4.tcp_migrate_req=1
+fi
 
 # The build scripts install the wasm32-wasip2 target themselves when it is missing.
 step "cargo test --workspace"

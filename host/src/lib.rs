@@ -10,6 +10,7 @@ pub mod access_log;
 pub mod admin;
 pub mod buffered;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod cpu_bans;
 pub mod digest;

@@ -32,6 +32,7 @@ impl ConnectionLimits {
         Some(ConnectionSlot {
             limits: self.clone(),
             key,
+            held: None,
         })
     }
 }
@@ -40,6 +41,15 @@ impl ConnectionLimits {
 pub struct ConnectionSlot {
     limits: Arc<ConnectionLimits>,
     key: String,
+    /// Given back with the slot (the cluster's count of the connection).
+    held: Option<Box<dyn Send + Sync>>,
+}
+
+impl ConnectionSlot {
+    /// Keeps `guard` until the slot is given back.
+    pub fn hold(&mut self, guard: impl Send + Sync + 'static) {
+        self.held = Some(Box::new(guard));
+    }
 }
 
 impl Drop for ConnectionSlot {

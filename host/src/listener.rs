@@ -30,6 +30,7 @@ struct Settings {
 /// An address being listened on.
 struct BoundListener {
     local: SocketAddr,
+    reuse_port: bool,
     settings: Arc<ArcSwap<Settings>>,
     stop: watch::Sender<bool>,
 }
@@ -67,18 +68,23 @@ impl Listeners {
                 }
                 None => None,
             };
-            let socket = match self.bound.contains_key(&plan.listen) {
-                true => None,
-                false => Some(
-                    bind(&plan.listen)
+            let socket = match self.bound.get(&plan.listen) {
+                Some(bound) => {
+                    if bound.reuse_port != plan.reuse_port {
+                        tracing::warn!(listen = %plan.listen, "reuse_port changed: it applies after a restart");
+                    }
+                    None
+                }
+                None => Some(
+                    bind(&plan.listen, plan.reuse_port)
                         .await
                         .with_context(|| format!("cannot listen on {}", plan.listen))?,
                 ),
             };
-            prepared.push((plan.listen, plan.connection, tls, socket));
+            prepared.push((plan.listen, plan.reuse_port, plan.connection, tls, socket));
         }
         let wanted: Vec<String> = prepared.iter().map(|(listen, ..)| listen.clone()).collect();
-        for (listen, connection, tls, socket) in prepared {
+        for (listen, reuse_port, connection, tls, socket) in prepared {
             let (tls, watcher) = tls.map_or((None, None), |(t, w)| (Some(t), Some(w)));
             let settings = Settings {
                 connection,
@@ -89,7 +95,10 @@ impl Listeners {
                 None => self.bound[&listen].settings.store(Arc::new(settings)),
                 Some(socket) => {
                     let local = socket.local_addr()?;
-                    tracing::info!(listen = %listen, address = %local, tls = settings.tls.is_some(), "listening");
+                    tracing::info!(listen = %listen, address = %local, tls = settings.tls.is_some(), reuse_port, "listening");
+                    if reuse_port {
+                        warn_unless_requests_migrate();
+                    }
                     let settings = Arc::new(ArcSwap::from_pointee(settings));
                     let (stop, stopped) = watch::channel(false);
                     let accept = Arc::new(Accept {
@@ -112,6 +121,7 @@ impl Listeners {
                         listen,
                         BoundListener {
                             local,
+                            reuse_port,
                             settings,
                             stop,
                         },
@@ -138,13 +148,18 @@ impl Listeners {
 
 /// A listening socket for `listen` ("host:port"), non-blocking, for the
 /// workers to share. The backlog is nginx's `listen ... backlog` scale: a
-/// burst of handshakes must not find the accept queue full.
-async fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
+/// burst of handshakes must not find the accept queue full. With
+/// `reuse_port` (SO_REUSEPORT) other processes may bind the same address:
+/// the kernel spreads new connections between their sockets.
+async fn bind(listen: &str, reuse_port: bool) -> std::io::Result<std::net::TcpListener> {
     use socket2::{Domain, Socket, Type};
     let mut last_error = None;
     for address in tokio::net::lookup_host(listen).await? {
         let socket = Socket::new(Domain::for_address(address), Type::STREAM, None)?;
         socket.set_reuse_address(true)?;
+        if reuse_port {
+            socket.set_reuse_port(true)?;
+        }
         if address.is_ipv6() {
             // As nginx (`ipv6only=on`): `[::]:80` takes IPv6 only, so that
             // `0.0.0.0:80` beside it can bind too.
@@ -163,6 +178,24 @@ async fn bind(listen: &str) -> std::io::Result<std::net::TcpListener> {
         }
     }
     Err(last_error.unwrap_or_else(|| std::io::Error::other("the address resolved to nothing")))
+}
+
+/// When a process sharing a port stops listening, the connections waiting
+/// in its socket's accept queue are reset by the kernel, unless
+/// `net.ipv4.tcp_migrate_req` (Linux 5.14) moves them to another socket of
+/// the port. A zero-downtime upgrade needs it: said once, at start.
+fn warn_unless_requests_migrate() {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let setting = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req");
+        if !setting.is_ok_and(|s| s.trim() == "1") {
+            tracing::warn!(
+                "reuse_port: net.ipv4.tcp_migrate_req is not 1, so connections still queued when \
+                 this process stops listening will be reset; `sysctl -w net.ipv4.tcp_migrate_req=1` \
+                 hands them to the other processes on the port"
+            );
+        }
+    });
 }
 
 /// `TCP_DEFER_ACCEPT` (nginx's `listen ... deferred`): the kernel hands a
@@ -192,6 +225,7 @@ fn defer_accept(socket: &socket2::Socket) {
 /// server) and, when its servers have certificates, TLS by SNI.
 struct Plan {
     listen: String,
+    reuse_port: bool,
     connection: ConnectionSettings,
     tls: Option<Vec<(Vec<String>, TlsFiles)>>,
 }
@@ -211,6 +245,7 @@ fn plans(config: &Config) -> Vec<Plan> {
                     };
                     plans.push(Plan {
                         listen: listen.clone(),
+                        reuse_port: server.reuse_port,
                         connection,
                         tls: None,
                     });

@@ -249,7 +249,10 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-/// Serves until SIGTERM/SIGINT; SIGHUP reloads the configuration and
+/// Serves until SIGTERM/SIGINT/SIGQUIT (all three graceful, as nginx's
+/// SIGQUIT: stop accepting, let connections finish within `shutdown_grace`;
+/// SIGQUIT is what an nginx operator sends to the old process of an
+/// upgrade); SIGHUP reloads the configuration and
 /// plugins, SIGUSR1 reopens the access-log files (log rotation, as nginx).
 /// This thread's runtime only starts, reloads and stops the proxy (and runs
 /// the admin listener and health checks); connections are served by the
@@ -266,6 +269,7 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         // its default action (SIGUSR1's and SIGHUP's end the process).
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
+        let mut quit = signal(SignalKind::quit()).expect("SIGQUIT handler");
         let mut hup = signal(SignalKind::hangup()).expect("SIGHUP handler");
         let mut usr1 = signal(SignalKind::user_defined1()).expect("SIGUSR1 handler");
         let started = match path {
@@ -284,6 +288,7 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
             tokio::select! {
                 _ = term.recv() => break,
                 _ = int.recv() => break,
+                _ = quit.recv() => break,
                 _ = hup.recv() => {
                     let _ = proxy.reload().await;
                 }

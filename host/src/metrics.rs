@@ -212,6 +212,8 @@ pub struct Metrics {
     /// `wasp_access_log_dropped_lines_total`: lines the access-log writer
     /// could not take in time.
     access_log_dropped: Counter,
+    /// `wasp_cluster_connected` (registered only with a cluster).
+    cluster_connected: Gauge,
     /// `wasp_http_requests_total` per class, created up front: the class
     /// set is fixed, so counting a request is an index and an atomic add.
     requests: [Counter; 5],
@@ -232,7 +234,28 @@ impl Metrics {
     /// Creates the registry with every family registered and the fixed
     /// series (request classes, known reload kinds) present at zero.
     pub fn new() -> Arc<Metrics> {
-        let mut registry = Registry::default();
+        Metrics::for_instance(None)
+    }
+
+    /// [`Metrics::new`] for a member of a cluster: every series carries
+    /// `instance="NAME"`, so that the processes' series add up instead of
+    /// colliding, and `wasp_cluster_connected` says whether Redis answers.
+    pub fn for_instance(instance: Option<&str>) -> Arc<Metrics> {
+        let mut registry = match instance {
+            Some(name) => Registry::with_labels(std::iter::once((
+                std::borrow::Cow::Borrowed("instance"),
+                std::borrow::Cow::Owned(name.to_owned()),
+            ))),
+            None => Registry::default(),
+        };
+        let cluster_connected = Gauge::default();
+        if instance.is_some() {
+            registry.register(
+                "wasp_cluster_connected",
+                "1 while Redis answers (limits and plugin kv shared with the cluster), 0 while this process serves on its own",
+                cluster_connected.clone(),
+            );
+        }
         let client_connections = Family::default();
         registry.register(
             "wasp_client_connections",
@@ -376,6 +399,7 @@ impl Metrics {
             peer_healthy,
             cpu_bans,
             access_log_dropped,
+            cluster_connected,
             requests,
             bound_listeners: Bound::default(),
             bound_locations: Bound::default(),
@@ -385,6 +409,11 @@ impl Metrics {
             buffered,
             buffered_max,
         })
+    }
+
+    /// The `wasp_cluster_connected` gauge, for the cluster to set.
+    pub fn cluster_connected(&self) -> Gauge {
+        self.cluster_connected.clone()
     }
 
     /// The OpenMetrics 1.0 text exposition of every series (ends in `# EOF`).

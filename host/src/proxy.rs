@@ -79,7 +79,13 @@ impl Proxy {
             memory_limit: settings.memory_limit,
             instances: settings.instances,
         };
-        let metrics = Metrics::new();
+        let instance = config.cluster.as_ref().map(|cluster| {
+            cluster
+                .instance
+                .clone()
+                .unwrap_or_else(crate::cluster::default_instance)
+        });
+        let metrics = Metrics::for_instance(instance.as_deref());
         let observer: Arc<dyn CallObserver> = metrics.clone();
         let runtime = Runtime::new(limits, settings.cache_dir.as_deref(), Some(observer))
             .map_err(|e| anyhow::anyhow!("cannot start the plugin runtime: {e:#}"))?;
@@ -99,6 +105,23 @@ impl Proxy {
         let (drain, drain_rx) = watch::channel(false);
         let (close_websockets, close_rx) = watch::channel(false);
         let shared = Shared::new(Arc::new(site), drain_rx.into(), close_rx.into(), metrics);
+        if let (Some(settings), Some(instance)) = (&config.cluster, instance) {
+            let settings = crate::cluster::Settings {
+                redis: settings.redis.clone(),
+                instance,
+                timeout: settings.timeout,
+                retry: settings.retry,
+            };
+            // It outlives the drain: the WebSockets still open give their
+            // connection slots back to the cluster as they close.
+            let cluster = crate::cluster::Cluster::start(
+                settings,
+                runtime.kv().clone(),
+                shared.metrics.cluster_connected(),
+                close_websockets.subscribe().into(),
+            )?;
+            let _ = shared.cluster.set(cluster);
+        }
         let workers = config.workers.unwrap_or_else(Workers::default_count);
         let workers = Arc::new(Workers::start(workers).context("cannot start the worker threads")?);
         let mut listeners = Listeners::new(shared.clone(), workers, config.max_connections);
@@ -253,6 +276,9 @@ impl Inner {
         }
         if config.workers != self.shared.site.load().config.workers {
             tracing::warn!("workers changed: it applies after a restart");
+        }
+        if config.cluster != self.shared.site.load().config.cluster {
+            tracing::warn!("[cluster] changed: it applies after a restart");
         }
         if config.log_format != self.shared.site.load().config.log_format {
             tracing::warn!("log_format changed: it applies after a restart (access-log files too)");

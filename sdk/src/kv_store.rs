@@ -113,6 +113,16 @@ impl Namespace {
         Ok(*value)
     }
 
+    /// Sets counter `key` to `value` (another process's count of it).
+    pub fn counter_set(&mut self, key: &str, value: i64) -> Result<(), KvError> {
+        check_key(key)?;
+        if !self.counters.contains_key(key) && self.counters.len() >= MAX_KEYS {
+            return Err(KvError::NamespaceFull);
+        }
+        self.counters.insert(key.to_owned(), value);
+        Ok(())
+    }
+
     /// The live value of `key`.
     pub fn get(&self, key: &str, now: u64) -> Option<&str> {
         let entry = self.values.get(key)?;

@@ -8,6 +8,7 @@ mod support;
 mod access_log;
 mod balancing;
 mod buffers;
+mod cluster;
 mod custom_router;
 mod deflate;
 mod filters;

@@ -5,7 +5,7 @@ use crate::bindings::wasp::plugin::{host, types};
 use crate::bindings::{Direction, KvError, KvScope, LogLevel, Message, SendError};
 use crate::deadline::CpuDeadline;
 use crate::speech::{Speech, TimerRequest};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 use wasmtime::component::ResourceTable;
 use wasmtime::{ResourceLimiter, Result};
@@ -20,6 +20,43 @@ pub struct SharedState {
     /// Expiry is measured on a monotonic clock from here: a wall clock set
     /// back would keep values alive.
     epoch: Instant,
+    /// Told of every write a plugin makes (the host's cluster replication).
+    replica: OnceLock<Arc<dyn KvReplica>>,
+}
+
+/// A write a plugin made, as another process applies it. `namespace` is the
+/// plugin's name, `None` for the shared namespace.
+#[derive(Debug, Clone, PartialEq)]
+pub enum KvWrite {
+    Set {
+        namespace: Option<Arc<str>>,
+        key: String,
+        value: String,
+        ttl_ms: Option<u64>,
+    },
+    Delete {
+        namespace: Option<Arc<str>>,
+        key: String,
+    },
+    /// A counter changed by `delta` (the replica learns the cluster's total
+    /// and applies it with [`KvWrite::Counter`]).
+    CounterAdd {
+        namespace: Option<Arc<str>>,
+        key: String,
+        delta: i64,
+    },
+    /// A counter's value, as the cluster counts it.
+    Counter {
+        namespace: Option<Arc<str>>,
+        key: String,
+        value: i64,
+    },
+}
+
+/// Receives plugins' writes, after they were applied here. Runs inline in
+/// the plugin call: it must hand the write on without waiting.
+pub trait KvReplica: Send + Sync {
+    fn written(&self, write: KvWrite);
 }
 
 impl Default for SharedState {
@@ -27,6 +64,7 @@ impl Default for SharedState {
         SharedState {
             store: Mutex::new(Store::default()),
             epoch: Instant::now(),
+            replica: OnceLock::new(),
         }
     }
 }
@@ -34,6 +72,59 @@ impl Default for SharedState {
 impl SharedState {
     fn now(&self) -> u64 {
         self.epoch.elapsed().as_millis() as u64
+    }
+
+    /// Sends every later write to `replica`; once (at start).
+    pub fn replicate(&self, replica: Arc<dyn KvReplica>) {
+        let _ = self.replica.set(replica);
+    }
+
+    /// Applies a write that another process made, without replicating it
+    /// again. A write over the limits is dropped (the other process has the
+    /// same limits, so it only happens when this namespace is fuller).
+    pub fn apply(&self, write: &KvWrite) {
+        let now = self.now();
+        let mut store = self.store.lock().unwrap();
+        fn ns<'s>(store: &'s mut Store, name: &Option<Arc<str>>) -> &'s mut Namespace {
+            match name {
+                Some(plugin) => store.namespace(Scope::Plugin(plugin)),
+                None => store.namespace(Scope::Shared),
+            }
+        }
+        match write {
+            KvWrite::Set {
+                namespace,
+                key,
+                value,
+                ttl_ms,
+            } => {
+                let _ = ns(&mut store, namespace).set(key, value, *ttl_ms, now);
+            }
+            KvWrite::Delete { namespace, key } => {
+                ns(&mut store, namespace).delete(key, now);
+            }
+            KvWrite::CounterAdd {
+                namespace,
+                key,
+                delta,
+            } => {
+                let _ = ns(&mut store, namespace).counter_add(key, *delta);
+            }
+            KvWrite::Counter {
+                namespace,
+                key,
+                value,
+            } => {
+                let _ = ns(&mut store, namespace).counter_set(key, *value);
+            }
+        }
+    }
+
+    /// Hands a write this process's plugin made to the replica, if any.
+    fn replicate_write(&self, write: impl FnOnce() -> KvWrite) {
+        if let Some(replica) = self.replica.get() {
+            replica.written(write());
+        }
     }
 
     /// Runs `f` on `plugin`'s namespace or the shared one.
@@ -144,6 +235,13 @@ impl host::Host for HostState {
         let added = self
             .shared
             .with(&self.plugin, scope, |ns, _| ns.counter_add(&key, delta));
+        if added.is_ok() {
+            self.shared.replicate_write(|| KvWrite::CounterAdd {
+                namespace: self.namespace(scope),
+                key: key.clone(),
+                delta,
+            });
+        }
         self.refused("counter-add", &key, added)
     }
 
@@ -163,12 +261,25 @@ impl host::Host for HostState {
         let set = self.shared.with(&self.plugin, scope, |ns, now| {
             ns.set(&key, &value, ttl_ms, now)
         });
-        self.refused("kv-set", &key, set)
+        self.refused("kv-set", &key, set)?;
+        self.shared.replicate_write(|| KvWrite::Set {
+            namespace: self.namespace(scope),
+            key,
+            value,
+            ttl_ms,
+        });
+        Ok(())
     }
 
     fn kv_delete(&mut self, scope: KvScope, key: String) -> bool {
-        self.shared
-            .with(&self.plugin, scope, |ns, now| ns.delete(&key, now))
+        let deleted = self
+            .shared
+            .with(&self.plugin, scope, |ns, now| ns.delete(&key, now));
+        self.shared.replicate_write(|| KvWrite::Delete {
+            namespace: self.namespace(scope),
+            key,
+        });
+        deleted
     }
 
     fn kv_compare_and_set(
@@ -182,7 +293,22 @@ impl host::Host for HostState {
         let swapped = self.shared.with(&self.plugin, scope, |ns, now| {
             ns.compare_and_set(&key, expected.as_deref(), value.as_deref(), ttl_ms, now)
         });
-        self.refused("kv-compare-and-set", &key, swapped)
+        let swapped = self.refused("kv-compare-and-set", &key, swapped)?;
+        // Compared here only: the swap reaches other processes as a plain
+        // write (last writer wins there).
+        if swapped {
+            let namespace = self.namespace(scope);
+            self.shared.replicate_write(|| match value {
+                Some(value) => KvWrite::Set {
+                    namespace,
+                    key,
+                    value,
+                    ttl_ms,
+                },
+                None => KvWrite::Delete { namespace, key },
+            });
+        }
+        Ok(swapped)
     }
 
     fn send(&mut self, dir: Direction, msg: Message) -> Result<(), SendError> {
@@ -199,6 +325,14 @@ impl host::Host for HostState {
 }
 
 impl HostState {
+    /// The namespace of `scope` as [`KvWrite`] names it.
+    fn namespace(&self, scope: KvScope) -> Option<Arc<str>> {
+        match scope {
+            KvScope::Plugin => Some(self.plugin.clone()),
+            KvScope::Shared => None,
+        }
+    }
+
     /// Logs a refused write (the plugin gets the error too: a plugin that
     /// ignores it still leaves a trace) and converts it for the plugin.
     fn refused<T>(&self, call: &str, key: &str, result: Result<T, Refusal>) -> Result<T, KvError> {

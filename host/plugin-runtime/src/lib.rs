@@ -34,6 +34,7 @@ pub use bindings::{
 pub use contract::WIT_VERSION;
 pub use error::{CallError, LoadError};
 pub use filter_pool::{FilterPool, Opened};
+pub use host_api::{KvReplica, KvWrite, SharedState};
 pub use plugin::Plugin;
 pub use pool::{Live, Pool, RoleExport};
 pub use role::Role;

@@ -4,7 +4,7 @@
 
 use crate::bindings::Full;
 use crate::error::LoadError;
-use crate::host_api::HostState;
+use crate::host_api::{HostState, SharedState};
 use crate::plugin::Plugin;
 use crate::sandbox::{CallObserver, Limits, Sandbox};
 use std::path::Path;
@@ -64,6 +64,11 @@ impl Runtime {
             sandbox: Arc::new(Sandbox::new(engine, limits, observer)),
             linker,
         }))
+    }
+
+    /// The host kv and counters every plugin shares (to replicate them).
+    pub fn kv(&self) -> &Arc<SharedState> {
+        self.sandbox.kv()
     }
 
     pub fn limits(&self) -> &Limits {

@@ -88,6 +88,11 @@ impl Sandbox {
         &self.engine
     }
 
+    /// The host kv and counters.
+    pub(crate) fn kv(&self) -> &Arc<SharedState> {
+        &self.shared
+    }
+
     pub(crate) fn limits(&self) -> &Limits {
         &self.limits
     }

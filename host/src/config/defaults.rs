@@ -109,3 +109,8 @@ pub const MAX_MESSAGE_SIZE: usize = 1 << 20;
 pub const WEBSOCKET_DEFLATE: bool = true;
 /// nginx `index index.html`.
 pub const INDEX: &str = "index.html";
+
+/// `[cluster] timeout`: the longest a request waits for Redis.
+pub const CLUSTER_TIMEOUT: Duration = Duration::from_millis(50);
+/// `[cluster] retry`: how often a lost Redis connection is tried again.
+pub const CLUSTER_RETRY: Duration = Duration::from_secs(1);

@@ -95,6 +95,24 @@ pub struct Config {
     pub upstreams: BTreeMap<String, Upstream>,
     /// `[[server]]` blocks in file order.
     pub servers: Vec<Server>,
+    /// Shared limits and plugin state through Redis, if configured. Applies at start.
+    pub cluster: Option<ClusterSettings>,
+}
+
+/// The `[cluster]` table: several wasp processes share `limit_conn`,
+/// `limit_req` and the plugins' kv and counters through Redis.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterSettings {
+    /// `redis://[user:password@]host:port[/db]`.
+    pub redis: String,
+    /// This process's name among the others (metrics' `instance` label,
+    /// its share of the connection counts); `None`: host name and pid.
+    pub instance: Option<String>,
+    /// Longest a request waits for Redis to admit it; then the local limits
+    /// decide (default 50 ms).
+    pub timeout: Duration,
+    /// How often a lost connection to Redis is tried again (default 1 s).
+    pub retry: Duration,
 }
 
 /// The `[plugins]` table.
@@ -217,6 +235,9 @@ pub struct Server {
     pub strict_websocket: bool,
     /// Where its requests are logged (the top-level `access_log` unless set).
     pub access_log: AccessLog,
+    /// SO_REUSEPORT on its listen addresses (nginx's `listen ... reuseport`):
+    /// several wasp processes may listen on them at once. Applies at start.
+    pub reuse_port: bool,
     /// Locations in file order.
     pub locations: Vec<Location>,
 }

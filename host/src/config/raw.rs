@@ -31,6 +31,17 @@ pub struct RawConfig {
     pub upstreams: BTreeMap<Spanned<String>, RawUpstream>,
     #[serde(default)]
     pub server: Vec<Spanned<RawServer>>,
+    pub cluster: Option<Spanned<RawCluster>>,
+}
+
+/// `[cluster]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCluster {
+    pub redis: Spanned<String>,
+    pub instance: Option<Spanned<String>>,
+    pub timeout: Option<Spanned<Dur>>,
+    pub retry: Option<Spanned<Dur>>,
 }
 
 /// `[plugins]`.
@@ -116,6 +127,7 @@ pub struct RawServer {
     pub max_header_size: Option<Spanned<Size>>,
     pub strict_websocket: Option<bool>,
     pub access_log: Option<Spanned<String>>,
+    pub reuse_port: Option<Spanned<bool>>,
     #[serde(default)]
     pub location: Vec<RawLocation>,
 }

@@ -63,6 +63,17 @@ impl Config {
             None => out.push_str("# cache_dir: wasmtime's per-user cache\n"),
         }
 
+        if let Some(cluster) = &self.cluster {
+            out.push_str("\n[cluster]\n");
+            line(&mut out, "redis", &string(&cluster.redis));
+            match &cluster.instance {
+                Some(instance) => line(&mut out, "instance", &string(instance)),
+                None => out.push_str("# instance: host name and process id\n"),
+            }
+            line(&mut out, "timeout", &duration(cluster.timeout));
+            line(&mut out, "retry", &duration(cluster.retry));
+        }
+
         for (name, upstream) in &self.upstreams {
             // Implicit upstreams come from `proxy_pass http://host:port` and are
             // recreated by it; declared names cannot contain `:`.
@@ -120,6 +131,7 @@ impl Config {
                 "access_log",
                 &string(&server.access_log.as_setting()),
             );
+            line(&mut out, "reuse_port", &server.reuse_port.to_string());
 
             for location in &server.locations {
                 writeln!(out, "\n[[server.location]]  # id {}", location.id).unwrap();

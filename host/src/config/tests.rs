@@ -1140,3 +1140,54 @@ fn client_body_timeout_is_read_and_must_be_more_than_zero() {
         "test.toml:3:23: client_body_timeout must be more than zero"
     );
 }
+
+#[test]
+fn reuse_port_needs_a_named_port_and_one_setting_per_address() {
+    let config = parse(
+        "[[server]]\nlisten = \"127.0.0.1:8000\"\nreuse_port = true\n\
+         [[server.location]]\npath = \"/\"\nreturn = { status = 200, body = \"\" }\n",
+    );
+    assert!(config.servers[0].reuse_port);
+    assert_eq!(Config::parse(&config.render(), "rendered").unwrap(), config);
+    let port_zero = errors(
+        "[[server]]\nlisten = \"127.0.0.1:0\"\nreuse_port = true\n\
+         [[server.location]]\npath = \"/\"\nreturn = { status = 200, body = \"\" }\n",
+    );
+    assert!(
+        port_zero.contains("test.toml:3:14: reuse_port with port 0"),
+        "{port_zero}"
+    );
+    let differs = errors(
+        "[[server]]\nlisten = \"127.0.0.1:8000\"\nreuse_port = true\n\
+         [[server.location]]\npath = \"/\"\nreturn = { status = 200, body = \"\" }\n\
+         [[server]]\nlisten = \"127.0.0.1:8000\"\nserver_name = \"b\"\nreuse_port = false\n\
+         [[server.location]]\npath = \"/\"\nreturn = { status = 200, body = \"\" }\n",
+    );
+    assert!(
+        differs.contains("test.toml:10:14: reuse_port differs from the first server"),
+        "{differs}"
+    );
+}
+
+#[test]
+fn cluster_settings_are_checked_and_rendered() {
+    let server = "[[server]]\nlisten = \"127.0.0.1:8000\"\n\
+                  [[server.location]]\npath = \"/\"\nreturn = { status = 200, body = \"\" }\n";
+    let config = parse(&format!(
+        "[cluster]\nredis = \"redis://127.0.0.1:6379\"\ninstance = \"edge-1\"\n{server}"
+    ));
+    let cluster = config.cluster.clone().unwrap();
+    assert_eq!(cluster.instance.as_deref(), Some("edge-1"));
+    assert_eq!(cluster.timeout, defaults::CLUSTER_TIMEOUT);
+    assert_eq!(Config::parse(&config.render(), "rendered").unwrap(), config);
+    let refused = errors(&format!(
+        "[cluster]\nredis = \"127.0.0.1:6379\"\ninstance = \"edge 1\"\ntimeout = \"0s\"\n{server}"
+    ));
+    for expected in [
+        "test.toml:2:9: cluster.redis: expected a redis://host:port",
+        "test.toml:3:12: cluster.instance:",
+        "test.toml:4:11: cluster.timeout must be above zero",
+    ] {
+        assert!(refused.contains(expected), "{expected} in {refused}");
+    }
+}

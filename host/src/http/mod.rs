@@ -7,6 +7,7 @@
 
 mod body_timeout;
 pub mod client_stream;
+mod cluster_admit;
 mod context;
 mod forward;
 mod head;
@@ -67,6 +68,8 @@ pub struct Shared {
     /// `limit_conn` and `limit_req` state: per process, kept across reloads.
     pub connection_limits: Arc<ConnectionLimits>,
     pub rate_limits: RateLimits,
+    /// With `[cluster]`: the limits counted across processes (set at start).
+    pub cluster: std::sync::OnceLock<Arc<crate::cluster::Cluster>>,
     /// Addresses refused after their messages overran filter deadlines:
     /// per process, kept across reloads.
     pub cpu_bans: Arc<CpuBans>,
@@ -94,6 +97,7 @@ impl Shared {
             metrics,
             connection_limits: Arc::default(),
             rate_limits: RateLimits::default(),
+            cluster: std::sync::OnceLock::new(),
             cpu_bans,
             next_conn_id: AtomicU64::new(1),
         })

@@ -8,7 +8,9 @@
 //! 1. [`route`]: the router plugin decides; the location it names is looked
 //!    up, once, into the [`RequestContext`]. A direct answer
 //!    ([`respond_directly`]) ends here.
-//! 2. [`admit`]: the location's body size, `limit_req` and `limit_conn`.
+//! 2. [`admit`]: the location's body size, `limit_req` and `limit_conn`;
+//!    with `[cluster]`, `cluster_admit::admit_cluster`: the same limits
+//!    across the processes.
 //! 3. [`serve_files`] for a static location; [`proxy_pass`] for the others:
 //! 4. [`forward::upstream`]: the upstream group the router named.
 //! 5. WebSocket handshakes only: [`websocket::check_handshake`]
@@ -81,6 +83,9 @@ pub async fn handle(
         slot: None,
     };
     if let Err(refusal) = admit(&mut ctx) {
+        return ctx.refuse(refusal);
+    }
+    if let Err(refusal) = super::cluster_admit::admit_cluster(&mut ctx).await {
         return ctx.refuse(refusal);
     }
     match target {

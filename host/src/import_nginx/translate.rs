@@ -676,8 +676,15 @@ impl Translator {
             match flag.split('=').next().unwrap_or(flag) {
                 "ssl" => ssl = true,
                 "default_server" | "default" => default = true,
-                "reuseport" | "backlog" | "rcvbuf" | "sndbuf" | "deferred" | "bind"
-                | "ipv6only" | "so_keepalive" | "fastopen" => {}
+                // wasp's is per server: it applies to all of its addresses.
+                "reuseport" => {
+                    let line = "reuse_port = true".to_owned();
+                    if !out.contains(&line) {
+                        out.push(line);
+                    }
+                }
+                "backlog" | "rcvbuf" | "sndbuf" | "deferred" | "bind" | "ipv6only"
+                | "so_keepalive" | "fastopen" => {}
                 "http2" => self.note(out, d, "wasp speaks HTTP/1.1 to clients", true),
                 _ => {
                     let reason = format!("wasp has no listen parameter `{flag}`");
@@ -1158,6 +1165,18 @@ mod tests {
             toml.contains("# not needed: proxy_buffers 4 16k (t.conf:"),
             "{toml}"
         );
+    }
+
+    #[test]
+    fn listen_reuseport_becomes_the_servers_reuse_port() {
+        let imported = import(
+            "server { listen 8080 reuseport; listen 8443 reuseport;\n\
+               location / { proxy_pass http://127.0.0.1:1; } }",
+        );
+        let toml = &imported.toml;
+        assert_eq!(toml.matches("reuse_port = true").count(), 1, "{toml}");
+        let config = crate::config::Config::parse(toml, "imported.toml").unwrap();
+        assert!(config.servers[0].reuse_port);
     }
 
     #[test]

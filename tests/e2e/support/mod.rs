@@ -5,6 +5,7 @@ pub mod config;
 pub mod nginx;
 pub mod pki;
 pub mod process;
+pub mod redis;
 pub mod upstreams;
 
 use std::net::SocketAddr;

@@ -75,6 +75,11 @@ impl WaspProcess {
         .await
     }
 
+    /// Its exit status if it has stopped.
+    pub fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.try_wait().unwrap()
+    }
+
     /// What the process logged so far.
     pub fn log(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()

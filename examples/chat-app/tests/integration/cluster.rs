@@ -101,3 +101,77 @@ async fn users_pinned_to_different_backends_chat_in_one_room_through_wasp() {
     bob.close().await;
     proxy.shutdown().await;
 }
+
+/// `wasp-cluster.toml` as one of two wasps sharing `shared` (`reuse_port`)
+/// and Redis (`[cluster]`), also listening on a port of its own.
+fn member_config(backends: &[Backend], redis: &str, name: &str, shared: &str, own: &str) -> Config {
+    let dir = env!("CARGO_MANIFEST_DIR");
+    let mut text = std::fs::read_to_string(format!("{dir}/wasp-cluster.toml")).unwrap();
+    text = text.replace(
+        "listen = \"127.0.0.1:8000\"",
+        &format!("listen = [\"{shared}\", \"{own}\"]\nreuse_port = true"),
+    );
+    text = text.replace("examples/chat-app/public", &format!("{dir}/public"));
+    for (i, backend) in backends.iter().enumerate() {
+        text = text.replace(&format!("127.0.0.1:{}", 8081 + i), &backend.addr);
+    }
+    let text = format!("[cluster]\nredis = \"{redis}\"\ninstance = \"{name}\"\n\n{text}");
+    Config::parse(&text, "wasp-cluster.toml").expect("the member configuration is valid")
+}
+
+fn free_port_addr() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn two_wasps_on_one_port_pin_a_network_to_one_backend_and_share_the_rooms() {
+    let redis = Redis::start();
+    let url = redis.url();
+    let backends: Vec<Backend> = (1..=3)
+        .map(|i| Backend::start(&["--redis", &url, "--name", &format!("backend-{i}")]))
+        .collect();
+    let shared = free_port_addr();
+    let (own_a, own_b) = (free_port_addr(), free_port_addr());
+    let a = Proxy::start(member_config(&backends, &url, "a", &shared, &own_a))
+        .await
+        .expect("wasp a starts");
+    let b = Proxy::start(member_config(&backends, &url, "b", &shared, &own_b))
+        .await
+        .expect("wasp b starts");
+    let through = |own: &str| format!("ws://{own}/ws/chat");
+
+    // ip_hash: a client network reaches the same backend through either wasp.
+    for net in 1..=6 {
+        let mut via_a = Client::connect_from(&format!("127.0.{net}.1"), &through(&own_a)).await;
+        let mut via_b = Client::connect_from(&format!("127.0.{net}.2"), &through(&own_b)).await;
+        let on_a = via_a.join(&format!("a-{net}"), "probe").await["backend"].clone();
+        let on_b = via_b.join(&format!("b-{net}"), "probe").await["backend"].clone();
+        assert_eq!(
+            on_a, on_b,
+            "network 127.0.{net}.0/24 through a and through b"
+        );
+        via_a.close().await;
+        via_b.close().await;
+    }
+
+    // Ann through a, Bob through b, one room.
+    let mut ann = Client::connect_from("127.0.1.1", &through(&own_a)).await;
+    let mut bob = Client::connect_from("127.0.2.1", &through(&own_b)).await;
+    ann.join("lobby", "ann").await;
+    let joined = bob.join("lobby", "bob").await;
+    assert_eq!(joined["members"], json!(["ann", "bob"]));
+    bob.send(json!({"type": "say", "text": "heck, hello"}))
+        .await;
+    loop {
+        let message = ann.recv().await;
+        if message["type"] == "message" && message["nick"] == "bob" {
+            assert_eq!(message["text"], "***, hello");
+            break;
+        }
+    }
+    ann.close().await;
+    bob.close().await;
+    a.shutdown().await;
+    b.shutdown().await;
+}

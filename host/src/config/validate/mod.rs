@@ -9,6 +9,7 @@
 //! location's `filters`).
 
 mod action;
+mod cluster;
 mod filters;
 mod location;
 mod plugins;
@@ -127,6 +128,7 @@ impl Checker<'_> {
             plugins: self.plugins(raw.plugins),
             upstreams,
             servers,
+            cluster: raw.cluster.map(|cluster| self.cluster(cluster)),
         }
     }
 

@@ -22,6 +22,7 @@ pub(super) struct ConnectionLevel {
     http2: bool,
     client_header_timeout: Duration,
     max_header_size: usize,
+    reuse_port: bool,
 }
 
 impl Checker<'_> {
@@ -52,7 +53,9 @@ impl Checker<'_> {
                 .max_header_size
                 .as_ref()
                 .map_or(defaults::MAX_HEADER_SIZE, |s| s.get_ref().bytes()),
+            reuse_port: raw.reuse_port.as_ref().is_some_and(|r| *r.get_ref()),
         };
+        self.reuse_port_possible(&raw);
         let mut listen = Vec::new();
         match raw.listen.take() {
             None => self.error(span, "a server needs at least one `listen` address"),
@@ -128,6 +131,7 @@ impl Checker<'_> {
             access_log: raw
                 .access_log
                 .map_or_else(|| access_log.clone(), |setting| self.access_log(setting)),
+            reuse_port: level.reuse_port,
             locations,
         }
     }
@@ -176,6 +180,36 @@ impl Checker<'_> {
             && let Some(set) = &raw.max_header_size
         {
             self.error(set.span(), why("max_header_size"));
+        }
+        if first.reuse_port != this.reuse_port
+            && let Some(set) = &raw.reuse_port
+        {
+            self.error(set.span(), why("reuse_port"));
+        }
+    }
+
+    /// `reuse_port` shares an address between processes: it needs a port
+    /// every process names alike, and a kernel that balances between them.
+    fn reuse_port_possible(&mut self, raw: &RawServer) {
+        let Some(set) = raw.reuse_port.as_ref().filter(|r| *r.get_ref()) else {
+            return;
+        };
+        if !cfg!(target_os = "linux") {
+            self.error(
+                set.span(),
+                "reuse_port needs Linux: other systems do not balance new connections \
+                 between the processes sharing a port",
+            );
+        }
+        let addresses = raw.listen.as_ref().map_or(&[][..], |l| &l.get_ref().0[..]);
+        if addresses
+            .iter()
+            .any(|a| parse_listen(a).is_ok_and(|a| a.port() == 0))
+        {
+            self.error(
+                set.span(),
+                "reuse_port with port 0: each process would get a port of its own; name the port",
+            );
         }
     }
 }
