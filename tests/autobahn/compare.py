@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Compares Autobahn fuzzingclient reports of one backend reached directly and through proxies.
 usage: compare.py [--unimplemented NAME=GLOB,...] [NAME=]BASELINE/index.json [NAME=]OTHER/index.json...
+A report with several agents (the fuzzingserver's) is read for the agent NAME.
 A case passes when its behavior is OK, NON-STRICT or INFORMATIONAL and its close behavior OK or
 INFORMATIONAL. Prints the counts per result of every report, then each case that passes on the
 baseline and not through a proxy. Exit status 1 when there is such a case. `--unimplemented`
@@ -18,7 +19,9 @@ def load(arg):
     name, _, path = arg.rpartition("=")
     name = name or os.path.basename(os.path.dirname(os.path.abspath(path)))
     report = json.load(open(path))
-    return name, next(iter(report.values()))  # one agent per report
+    # The agent NAME when the report has it (the upstream leg's one report holds
+    # one agent per way), else the report's one agent.
+    return name, report[name] if name in report else next(iter(report.values()))
 
 
 def passes(case):
