@@ -30,7 +30,7 @@ fi
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
-step "Autobahn|Testsuite (quick): the echo backend directly, through /raw/, /filtered/ and /redact/"
+step "Autobahn|Testsuite (quick), both legs: the echo backend directly, through /raw/, /filtered/ and /redact/; the fuzzing server as upstream directly, through /upstream/raw/ and /upstream/filtered/"
 bash tests/autobahn.sh quick
 
 step "browser test: two Chromium pages chat through wasp"

@@ -49,6 +49,26 @@ def excused(name, case_id, case):
             and any(fnmatch.fnmatchcase(case_id, g) for g in unimplemented.get(name, [])))
 
 
+
+
+def cell(cases):
+    """A README table cell: the count of each result, the cases that fail named."""
+    counts = Counter(c["behavior"] for c in cases.values())
+    order = ["OK", "NON-STRICT", "INFORMATIONAL", "UNIMPLEMENTED", "FAILED"]
+    parts = []
+    for result in order + sorted(set(counts) - set(order)):
+        if not counts[result]:
+            continue
+        text = f"{counts[result]} {result}"
+        ids = sorted((k for k, c in cases.items() if c["behavior"] == result), key=key)
+        if result == "UNIMPLEMENTED":
+            text += " (" + ", ".join(sorted({k.split(".")[0] + ".\\*" for k in ids}, key=lambda s: int(s.split(".")[0]))) + ")"
+        elif result not in ("OK", "NON-STRICT", "INFORMATIONAL") and len(ids) <= 4:
+            text += f" ({', '.join(ids)})"
+        parts.append(text)
+    return ", ".join(parts)
+
+
 reports = [load(arg) for arg in args]
 for name, cases in reports:
     counts = Counter(c["behavior"] for c in cases.values())
@@ -70,6 +90,8 @@ for name, cases in others:
         print(f"\n{name}: {len(lost)} case(s) pass on {base_name} but not here:")
         for k in lost:
             print(f"  {k:<10} {base_name}: {result(base[k]):<28} {name}: {result(cases.get(k))}")
+print("\nREADME table row: | " + f"{len(reports[0][1])} | "
+      + " | ".join(cell(cases) for _, cases in reports) + " |")
 if regressions == 0:
     print(f"\nevery case passing on {base_name} passes through "
           + ", ".join(name for name, _ in others))
