@@ -59,9 +59,8 @@ async fn case_count(base: &str) -> Result<u32> {
 async fn run_case(url: &str) -> Result<(), Error> {
     let (mut ws, _) = connect_async(url).await?;
     while let Some(message) = ws.next().await {
-        match message? {
-            message @ (Message::Text(_) | Message::Binary(_)) => ws.send(message).await?,
-            _ => {}
+        if let message @ (Message::Text(_) | Message::Binary(_)) = message? {
+            ws.send(message).await?;
         }
     }
     Ok(())
