@@ -106,7 +106,7 @@ fn same(a: &Action, b: &Action) -> bool {
 }
 
 fn check(body: &[u8], got: &Result<Action, CallError>) {
-    let fail = || panic!("opcode {:?}: got {got:?}", body.first());
+    let fail = || -> ! { panic!("opcode {:?}: got {got:?}", body.first()) };
     match (expected(body), got) {
         (Expected::Exactly(want), Ok(action)) if same(&want, action) => {}
         (Expected::Replacement { len, text, fill }, Ok(Action::Replace(message))) => {
