@@ -35,7 +35,7 @@ fi
 step "cargo test --workspace"
 cargo test --workspace --no-fail-fast
 
-step "Autobahn|Testsuite (quick): the echo backend directly, through /raw/, /filtered/ and /redact/"
+step "Autobahn|Testsuite (quick), both legs: the echo backend directly, through /raw/, /filtered/ and /redact/; the fuzzing server as upstream directly, through /upstream/raw/ and /upstream/filtered/"
 bash tests/autobahn.sh quick
 
 step "soak (3 minutes, 500 WebSockets, a backend restarted every 30 s so warm-up sees restarts; bench/soak.sh alone runs 30 minutes with 5,000)"

@@ -11,6 +11,7 @@ mod cluster_admit;
 mod context;
 mod forward;
 mod head;
+mod head_limits;
 pub mod headers;
 mod http2;
 mod negotiate;
@@ -26,6 +27,7 @@ use crate::shutdown::Shutdown;
 use crate::site::Site;
 use arc_swap::ArcSwap;
 use client_stream::ClientStream;
+use head_limits::head_size;
 use http::{HeaderValue, Request, Response};
 use hyper::body::Incoming;
 use hyper::server::conn::{http1, http2 as h2_server};
@@ -205,20 +207,6 @@ fn log_connection_end(result: Result<(), hyper::Error>, info: &ConnInfo) {
             tracing::debug!(client = %info.client, %error, "client connection ended with an error");
         }
     }
-}
-
-/// The size of a request's head as the client sent it (request line and
-/// header lines with their CRLFs). hyper's `max_buf_size` only bounds the
-/// read buffer while a head is incomplete: a larger head that arrives in a
-/// few big reads is parsed whole, so `max_header_size` is checked here too.
-fn head_size(request: &Request<Incoming>) -> usize {
-    let line = request.method().as_str().len() + request.uri().to_string().len() + 11;
-    request
-        .headers()
-        .iter()
-        .fold(line + 2, |size, (name, value)| {
-            size + name.as_str().len() + value.len() + 4
-        })
 }
 
 /// `redirect_http`: the same URL over https (nginx's `return 301 https://$host$request_uri`).

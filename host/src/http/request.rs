@@ -34,7 +34,7 @@ use super::context::{ChosenPeer, Refusal, RequestContext, logged};
 use super::head::request_head;
 use super::headers::is_websocket_upgrade;
 use super::response::{Body, full, status};
-use super::{ConnInfo, Shared, forward, http2, static_files, websocket};
+use super::{ConnInfo, Shared, forward, head_limits, http2, static_files, websocket};
 use crate::access_log::{AccessEntry, LoggedBody};
 use crate::config::LocationAction;
 use crate::plugins::{self, Decision, ProxyTo, RequestHead, StaticFiles};
@@ -108,37 +108,16 @@ enum Target {
     Proxy(ProxyTo),
 }
 
-/// Phase 0: what hyper lets through but HTTP forbids, refused with 400 as
-/// nginx does (RFC 9112 §3.2): two `Host` headers make the request's target
-/// ambiguous ("client sent duplicate host header"); an HTTP/1.1 request must
-/// have one; and its value must be a host, not a path or text with spaces
-/// or control characters ("client sent invalid host header").
+/// Phase 0: what hyper lets through but HTTP forbids in the `Host` header
+/// ([`head_limits::host_problem`]), refused with 400 as nginx does.
 fn check_head(parts: &http::request::Parts, conn: &ConnInfo) -> Result<(), Refusal> {
-    let mut hosts = parts.headers.get_all(http::header::HOST).iter();
-    let (first, second) = (hosts.next(), hosts.next());
-    let problem = match (first, second) {
-        (Some(_), Some(_)) => Some("duplicate Host header"),
-        (None, _) if parts.version == http::Version::HTTP_11 => Some("missing Host header"),
-        (Some(host), None) if !is_valid_host(host.as_bytes()) => Some("invalid Host header"),
-        _ => None,
-    };
-    match problem {
+    match head_limits::host_problem(parts) {
         Some(problem) => {
             tracing::info!(client = %conn.client, "request with a {problem}; answered 400");
             Err(Refusal::new(400, problem))
         }
         None => Ok(()),
     }
-}
-
-/// nginx's check of a `Host` value (`ngx_http_validate_host`): no space or
-/// control character, no path separator, no `..`.
-fn is_valid_host(host: &[u8]) -> bool {
-    !host.is_empty()
-        && !host.windows(2).any(|pair| pair == b"..")
-        && host
-            .iter()
-            .all(|&b| b > 0x20 && b != 0x7f && b != b'/' && b != b'\\')
 }
 
 /// Phase 1: asks the router plugin where the request goes.

@@ -497,6 +497,21 @@ impl FrameCursor {
     }
 }
 
+/// For the `tunnel_cursor` fuzz target (`fuzz/`, which compiles this file
+/// from source): feeds `chunks` in turn to a fresh cursor and tells after
+/// each whether the stream is between two frames.
+#[doc(hidden)]
+pub fn boundaries_after<'a>(chunks: impl IntoIterator<Item = &'a [u8]>) -> Vec<bool> {
+    let mut cursor = FrameCursor::default();
+    chunks
+        .into_iter()
+        .map(|chunk| {
+            cursor.advance(chunk);
+            cursor.at_boundary()
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
