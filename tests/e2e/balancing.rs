@@ -4,7 +4,7 @@
 //! `backup` and `down` servers, `next_upstream_tries`, and a custom balancer
 //! plugin loaded from a `.wasm` file.
 
-use crate::support::backend::Backend;
+use crate::support::backend::{Backend, connect_from, ws_over};
 use crate::support::config::{ConfigBuilder, Upstream, toml_value};
 use crate::support::{free_addr, request, sample, start_proxy};
 use futures_util::{SinkExt, StreamExt};
@@ -14,10 +14,9 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpSocket, TcpStream};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{WebSocketStream, client_async};
 use wasp::proxy::Proxy;
 
 type Ws = WebSocketStream<TcpStream>;
@@ -50,13 +49,6 @@ fn config(upstream: impl FnOnce(Upstream) -> Upstream) -> ConfigBuilder {
         .location("/", |l| l.proxy_pass("app"))
 }
 
-/// A connection to the proxy from `source` (all of 127.0.0.0/8 is local).
-async fn connect_from(proxy: SocketAddr, source: Ipv4Addr) -> TcpStream {
-    let socket = TcpSocket::new_v4().unwrap();
-    socket.bind((source, 0).into()).unwrap();
-    socket.connect(proxy).await.unwrap()
-}
-
 /// `GET path` over `stream` with extra header lines; the name of the
 /// backend that answered. Anything but a 200 fails the test.
 async fn get_over(mut stream: TcpStream, path: &str, headers: &str) -> String {
@@ -73,25 +65,6 @@ async fn get_over(mut stream: TcpStream, path: &str, headers: &str) -> String {
 
 async fn get(proxy: SocketAddr, path: &str) -> String {
     get_over(TcpStream::connect(proxy).await.unwrap(), path, "").await
-}
-
-/// A WebSocket handshake over `stream` with extra request headers; the
-/// socket and the name of the backend (its first message).
-async fn ws_over(stream: TcpStream, headers: &[(&str, &str)]) -> (Ws, String) {
-    let mut request = "ws://wasp/ws".into_client_request().unwrap();
-    for (name, value) in headers {
-        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
-        request.headers_mut().insert(name, value.parse().unwrap());
-    }
-    let (mut ws, response) = client_async(request, stream)
-        .await
-        .unwrap_or_else(|e| panic!("WebSocket handshake through wasp: {e}"));
-    assert_eq!(response.status(), 101);
-    let report: Value = match ws.next().await {
-        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
-        other => panic!("expected the backend's report, got {other:?}"),
-    };
-    (ws, report["backend"].as_str().unwrap().to_owned())
 }
 
 async fn ws(proxy: SocketAddr) -> (Ws, String) {

@@ -3,12 +3,13 @@
 //! redis-server, which the tests kill and start again. The real binary in
 //! processes of its own, real backends on loopback.
 
-use crate::support::backend::Backend;
-use crate::support::process::WaspProcess;
+use crate::support::backend::{Backend, connect_from, ws_over};
+use crate::support::process::{EchoProcess, WaspProcess, workspace_binary};
 use crate::support::redis::Redis;
 use crate::support::{eventually, free_addr, request, sample, temp_dir, test_plugins};
 use futures_util::{SinkExt, StreamExt};
-use std::net::SocketAddr;
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -485,5 +486,104 @@ async fn every_series_of_a_cluster_member_carries_its_instance() {
             "{metrics}"
         );
     }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// An `[upstreams.app]` table of `servers`, balanced by `balance`.
+fn upstream(balance: &str, servers: impl IntoIterator<Item = SocketAddr>) -> String {
+    let servers: Vec<String> = servers.into_iter().map(|a| format!("\"{a}\"")).collect();
+    format!(
+        "[upstreams.app]\nbalance = \"{balance}\"\nservers = [{}]\n",
+        servers.join(", ")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_hash_sends_a_client_to_one_backend_through_either_process() {
+    let redis = Redis::start().await;
+    let backends = [
+        Backend::start("a").await,
+        Backend::start("b").await,
+        Backend::start("c").await,
+    ];
+    let dir = temp_dir("cluster-ip-hash");
+    let shared = SocketAddr::from(([127, 0, 0, 1], free_addr().port()));
+    let top = upstream("ip_hash", backends.iter().map(|b| b.addr));
+    let location = "proxy_pass = \"http://app\"";
+    let a = Member::start(&dir, "a", &redis, shared, &top, location).await;
+    let b = Member::start(&dir, "b", &redis, shared, &top, location).await;
+
+    let mut homes = HashSet::new();
+    for net in 1..=12u8 {
+        let source = Ipv4Addr::new(127, 0, net, 1);
+        let mut seen = HashSet::new();
+        for via in [a.own, b.own, shared, b.own, a.own] {
+            let (_ws, backend) = ws_over(connect_from(via, source).await, &[]).await;
+            seen.insert(backend);
+        }
+        assert_eq!(seen.len(), 1, "{source} went to {seen:?}");
+        homes.extend(seen);
+    }
+    assert!(homes.len() >= 2, "every network on one backend: {homes:?}");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+/// A proxied WebSocket takes two of a process's descriptors, and a process
+/// here may hold 20,000: 18,000 WebSockets open at once need both
+/// processes. The load generator (the bench's `idle` scenario, in a process
+/// of its own with the clients' 18,000 descriptors) opens them all through
+/// the shared port; each echoes a message through one of three backends
+/// (processes of their own too), then, all being open, a second.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_processes_on_one_port_hold_18000_websockets_that_all_echo() {
+    const WEBSOCKETS: usize = 18_000;
+    let redis = Redis::start().await;
+    let backends: Vec<EchoProcess> = (0..3).map(|_| EchoProcess::start()).collect();
+    let dir = temp_dir("cluster-18000");
+    let shared = SocketAddr::from(([127, 0, 0, 1], free_addr().port()));
+    let top = upstream("round_robin", backends.iter().map(|b| b.addr));
+    let location = "proxy_pass = \"http://app\"";
+    let a = Member::start(&dir, "a", &redis, shared, &top, location).await;
+    let b = Member::start(&dir, "b", &redis, shared, &top, location).await;
+
+    let bench = tokio::process::Command::new(workspace_binary("wasp-bench", "wasp-bench"))
+        .args([
+            "idle",
+            "--echo-first",
+            "--json",
+            "--settle",
+            "0s",
+            "--sources",
+            "16",
+        ])
+        .args(["--connections", &WEBSOCKETS.to_string()])
+        .args(["--url", &format!("ws://{shared}/many")])
+        .output()
+        .await
+        .expect("wasp-bench runs");
+    let stdout = String::from_utf8_lossy(&bench.stdout);
+    assert!(
+        bench.status.success(),
+        "{}: {stdout}{}",
+        bench.status,
+        String::from_utf8_lossy(&bench.stderr)
+    );
+    let outcome: serde_json::Value = stdout
+        .lines()
+        .find_map(|line| serde_json::from_str(line).ok())
+        .unwrap_or_else(|| panic!("no JSON line: {stdout}"));
+    for field in ["opened", "held", "served"] {
+        assert_eq!(outcome[field], WEBSOCKETS, "{field}: {outcome}");
+    }
+    assert_eq!(outcome["errors"], 0, "{outcome}");
+
+    // Each process logs its WebSockets as they close: both carried a share
+    // no single process could have carried alone together.
+    let shares = eventually("every WebSocket to be logged", WAIT, async || {
+        let shares = [served(&a.log(), "/many"), served(&b.log(), "/many")];
+        (shares.iter().sum::<usize>() == WEBSOCKETS).then_some(shares)
+    })
+    .await;
+    assert!(shares.iter().all(|&n| n > 0), "{shares:?}");
     std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -16,19 +16,20 @@ use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use serde_json::{Value, json};
 use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio_rustls::TlsAcceptor;
-use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::derive_accept_key;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use tokio_tungstenite::{WebSocketStream, client_async};
 
 /// A running backend; it stops when told to or when the test's runtime ends.
 pub struct Backend {
@@ -292,4 +293,33 @@ pub fn header<'a>(report: &'a Value, name: &str) -> Vec<&'a str> {
         .filter(|pair| pair[0].as_str().unwrap().eq_ignore_ascii_case(name))
         .map(|pair| pair[1].as_str().unwrap())
         .collect()
+}
+
+/// A connection to the proxy from `source` (all of 127.0.0.0/8 is local).
+pub async fn connect_from(proxy: SocketAddr, source: Ipv4Addr) -> TcpStream {
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.bind((source, 0).into()).unwrap();
+    socket.connect(proxy).await.unwrap()
+}
+
+/// A WebSocket handshake over `stream` with extra request headers; the
+/// socket and the name of the backend (its first message).
+pub async fn ws_over(
+    stream: TcpStream,
+    headers: &[(&str, &str)],
+) -> (WebSocketStream<TcpStream>, String) {
+    let mut request = "ws://wasp/ws".into_client_request().unwrap();
+    for (name, value) in headers {
+        let name = http::HeaderName::from_bytes(name.as_bytes()).unwrap();
+        request.headers_mut().insert(name, value.parse().unwrap());
+    }
+    let (mut ws, response) = client_async(request, stream)
+        .await
+        .unwrap_or_else(|e| panic!("WebSocket handshake through wasp: {e}"));
+    assert_eq!(response.status(), 101);
+    let report: Value = match ws.next().await {
+        Some(Ok(Message::Text(text))) => serde_json::from_str(&text).unwrap(),
+        other => panic!("expected the backend's report, got {other:?}"),
+    };
+    (ws, report["backend"].as_str().unwrap().to_owned())
 }
