@@ -14,7 +14,7 @@
 //! [`on_timer`](crate::Filter::on_timer) called for that connection later.
 //!
 //! In a wasm build these call wasp. In a native build (a plugin's unit
-//! tests) they call the in-memory host of [`testing`](crate::testing),
+//! tests) they call the in-memory host that [`testing`](crate::testing) reads,
 //! which needs the `testing` feature.
 
 use crate::KvScope;
@@ -28,7 +28,7 @@ pub use crate::router_world::wasp::plugin::host::SendError;
 use crate::{Direction, Message};
 
 #[cfg(all(not(target_arch = "wasm32"), feature = "testing"))]
-use crate::testing::imports;
+use crate::native_host::imports;
 #[cfg(all(not(target_arch = "wasm32"), not(feature = "testing")))]
 use unavailable as imports;
 #[cfg(target_arch = "wasm32")]

@@ -94,6 +94,8 @@ mod export;
 mod head;
 #[cfg(feature = "guest")]
 pub mod host;
+#[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
+mod native_host;
 #[cfg(feature = "guest")]
 mod roles;
 #[cfg(all(feature = "testing", not(target_arch = "wasm32")))]
