@@ -15,6 +15,7 @@ use crate::limits::ConnectionSlot;
 use crate::metrics::Metrics;
 use crate::plugins::RequestHead;
 use crate::relay::deflate::{self, Negotiated};
+use crate::relay::endpoint::{Endpoint, Stream};
 use crate::relay::frames::{self, FrameRelayConfig};
 use crate::relay::tunnel::{self, TunnelConfig, TunnelStats};
 use crate::shutdown::Shutdown;
@@ -29,7 +30,6 @@ use hyper_util::rt::TokioIo;
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio_util::either::Either;
 
 /// Phase 5a, with `strict_websocket`: refuses (400) a handshake without a
@@ -334,12 +334,13 @@ impl WebSocketSession {
         }
     }
 
-    /// The raw tunnel between two plain sockets.
+    /// The raw tunnel: between two plain sockets, or any other two streams
+    /// (each in a [`Stream`]).
     async fn tunnel(
         self,
-        client: TcpStream,
+        client: impl Endpoint,
         client_prefix: Bytes,
-        upstream: TcpStream,
+        upstream: impl Endpoint,
         upstream_prefix: Bytes,
     ) {
         let location = &self.site.locations[self.location as usize];
@@ -371,25 +372,16 @@ impl WebSocketSession {
         U: AsyncRead + AsyncWrite + Unpin + Send,
     {
         let location = &self.site.locations[self.location as usize];
+        if location.filters.is_empty() {
+            let (client, upstream) = (Stream(client), Stream(upstream));
+            return self
+                .tunnel(client, client_prefix, upstream, upstream_prefix)
+                .await;
+        }
         let peer = &self.guard.peer().address;
         let _open = self
             .metrics
             .websocket_opened(&location.label, &self.upstream, peer);
-        if location.filters.is_empty() {
-            drop(self.head);
-            let stats = tunnel::run_streams(
-                client,
-                client_prefix,
-                upstream,
-                upstream_prefix,
-                tunnel_config(location),
-                &location.counters,
-                self.shutdown,
-            )
-            .await;
-            log_tunnel(&self.entry, self.status, &stats, peer);
-            return;
-        }
         let config = FrameRelayConfig {
             max_message_size: location.config.max_message_size,
             idle_timeout: location.config.read_timeout,

@@ -2,7 +2,7 @@
 //! configuration: callers pass sockets, timeouts and (for frames) filters.
 
 pub mod deflate;
-mod endpoint;
+pub(crate) mod endpoint;
 pub mod frames;
 pub mod tunnel;
 mod wire;

@@ -13,7 +13,9 @@
 use crate::clock::{self, coarse_millis};
 use crate::direction::Direction;
 use crate::metrics::LocationCounters;
-use crate::relay::endpoint::{Endpoint, Stream};
+use crate::relay::endpoint::Endpoint;
+#[cfg(doc)]
+use crate::relay::endpoint::Stream;
 use crate::shutdown::Shutdown;
 use bytes::Bytes;
 use std::cell::RefCell;
@@ -22,8 +24,6 @@ use std::io;
 use std::pin::pin;
 use std::task::{Context, Poll, ready};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpStream;
 use tokio::time::{Instant, sleep_until};
 
 const SCRATCH: usize = 32 * 1024;
@@ -196,60 +196,12 @@ pub struct TunnelConfig {
     pub send_timeout: Duration,
 }
 
-/// Relays between two TCP sockets until one side closed and what it sent
-/// was delivered, an error, `idle` without traffic, a side that takes
-/// nothing for the send timeout, or shutdown. `*_prefix` are bytes already
-/// read past the HTTP heads. On shutdown each side gets a 1001 close frame,
-/// sent between two frames.
-pub async fn run(
-    client: TcpStream,
-    client_prefix: Bytes,
-    upstream: TcpStream,
-    upstream_prefix: Bytes,
-    config: TunnelConfig,
-    traffic: &LocationCounters,
-    shutdown: Shutdown,
-) -> TunnelStats {
-    relay(
-        client,
-        client_prefix,
-        upstream,
-        upstream_prefix,
-        config,
-        traffic,
-        shutdown,
-    )
-    .await
-}
-
-/// [`run`] for streams without socket readiness (TLS, an HTTP/2 stream),
-/// with the same ends, limits and shutdown close frames.
-pub async fn run_streams<C, U>(
-    client: C,
-    client_prefix: Bytes,
-    upstream: U,
-    upstream_prefix: Bytes,
-    config: TunnelConfig,
-    traffic: &LocationCounters,
-    shutdown: Shutdown,
-) -> TunnelStats
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-    U: AsyncRead + AsyncWrite + Unpin,
-{
-    relay(
-        Stream(client),
-        client_prefix,
-        Stream(upstream),
-        upstream_prefix,
-        config,
-        traffic,
-        shutdown,
-    )
-    .await
-}
-
-/// The loop behind [`run`] and [`run_streams`].
+/// Relays between two sockets until one side closed and what it sent was
+/// delivered, an error, `idle` without traffic, a side that takes nothing
+/// for the send timeout, or shutdown. `*_prefix` are bytes already read past
+/// the HTTP heads. On shutdown each side gets a 1001 close frame, sent
+/// between two frames. A plain `TcpStream` is read on readiness; any other
+/// byte stream (TLS, an HTTP/2 stream) goes in a [`Stream`].
 ///
 /// One hand-written poll serves both directions, the idle timer and the
 /// shutdown signal: each wake-up moves whatever is ready both ways, and the
@@ -257,7 +209,7 @@ where
 /// `select!` in the loop re-armed a timer-wheel entry on every message).
 /// The timer and the signal are checked first on every event, so traffic
 /// that never pauses cannot starve them.
-async fn relay(
+pub(crate) async fn run(
     mut client: impl Endpoint,
     client_prefix: Bytes,
     mut upstream: impl Endpoint,
