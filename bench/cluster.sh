@@ -37,27 +37,12 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BUILD=(-p wasp-bench)
-[ -n "${WASP_BIN:-}" ] || BUILD+=(-p wasp)
-WASP_BIN=${WASP_BIN:-$TARGET_DIR/release/wasp}
-BENCH=$TARGET_DIR/release/wasp-bench
-ECHO=$TARGET_DIR/release/wasp-echo
+LOG_TAG=cluster.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 WORK=$TARGET_DIR/bench-cluster
 RESULTS=$WORK/results.jsonl
 BACKEND_PORT=9201 NGINX_PORT=9202 WASP_PORT=9203 REDIS_PORT=9204
-STARTED=()
-
-log() { printf '[cluster.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${STARTED[@]}"; do wait "$pid" 2>/dev/null || true; done
-    STARTED=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 if ! command -v nginx >/dev/null || ! command -v redis-server >/dev/null; then
     log "installing nginx and redis-server from Debian's packages"
     apt-get update
@@ -67,46 +52,11 @@ cargo build --release "${BUILD[@]}"
 
 rm -rf "$WORK"
 mkdir -p "$WORK/nginx/logs" "$WORK/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-worker_processes auto;
-worker_rlimit_nofile 20000;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 19500; }
-http {
-    access_log off;
-    map \$http_upgrade \$connection_upgrade { default upgrade; '' close; }
-    server {
-        listen 127.0.0.1:$NGINX_PORT backlog=4096;
-        location / {
-            proxy_pass http://127.0.0.1:$BACKEND_PORT;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection \$connection_upgrade;
-            proxy_set_header Host \$host;
-            proxy_set_header X-Real-IP \$remote_addr;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }
-    }
-}
-EOF
+nginx_conf "$NGINX_PORT" "$BACKEND_PORT" >"$WORK/nginx/nginx.conf"
 wasp_config() { # $1: extra top-level tables
-    cat <<EOF
-$1
-[[server]]
-listen = "127.0.0.1:$WASP_PORT"
-reuse_port = true
-[[server.location]]
-path = "/"
-proxy_pass = "http://127.0.0.1:$BACKEND_PORT"
-set_headers = { Upgrade = "\$http_upgrade", Connection = "\$connection_upgrade", Host = "\$host", X-Real-IP = "\$remote_addr", X-Forwarded-For = "\$proxy_add_x_forwarded_for" }
-read_timeout = "3600s"
-send_timeout = "3600s"
-limit_conn = 100000
-limit_req = { rate = "1000000r/s", burst = 1000000 }
-EOF
+    printf '%s\n[[server]]\nlisten = "127.0.0.1:%s"\nreuse_port = true\n' "$1" "$WASP_PORT"
+    wasp_location / "$BACKEND_PORT" 'limit_conn = 100000
+limit_req = { rate = "1000000r/s", burst = 1000000 }'
 }
 mkdir -p "$WORK/wasp" "$WORK/wasp-cluster"
 wasp_config "" >"$WORK/wasp/wasp.toml"
@@ -119,16 +69,6 @@ redis = \"redis://127.0.0.1:$REDIS_PORT\"" >"$WORK/wasp-cluster/wasp.toml"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg); $(nginx -v 2>&1 | sed 's/.*: //'); $(redis-server --version | cut -d' ' -f1-3)"
 } >"$WORK/machine.txt"
 
-wait_port() { # $1: port, $2: pid that must stay alive
-    local i
-    for i in $(seq 100); do
-        (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
-        kill -0 "$2" 2>/dev/null || { log "process $2 exited before listening on $1"; return 1; }
-        sleep 0.1
-    done
-    log "nothing listening on port $1 after 10 s"
-    return 1
-}
 start() { # $1: port, rest: command; sets PID
     local port=$1
     shift

@@ -51,10 +51,9 @@ while [ $# -gt 0 ]; do
     shift
 done
 
-TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
-BUILD=(-p wasp-bench)
-[ -n "${WASP_BIN:-}" ] || BUILD+=(-p wasp)
-WASP_BIN=${WASP_BIN:-$TARGET_DIR/release/wasp}
+LOG_TAG=run.sh
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 # The pass-through filter plugin (a wasm component that forwards every message unchanged).
 BUILD_FILTER=0
 [ -n "${WASP_FILTER_WASM:-}" ] || BUILD_FILTER=1
@@ -83,27 +82,8 @@ WORK=$TARGET_DIR/bench-run
 RESULTS=$WORK/results.jsonl
 WASP_FILTER_CONF=$WORK/wasp-filter.toml
 MACHINE=$WORK/machine.txt
-BENCH=$TARGET_DIR/release/wasp-bench
-ECHO=$TARGET_DIR/release/wasp-echo
 NOTES=("The load generator, the echo backend and the proxy share the machine's $(nproc) CPUs (and, on a shared \
 machine, whatever else runs): closed-loop msg/s is the whole system's cost per message, not the proxy's alone.")
-STARTED=()    # pids of everything started here, stopped by cleanup
-
-log() { printf '[run.sh %s] %s\n' "$(date +%T)" "$*" >&2; }
-
-cleanup() {
-    local pid
-    for pid in "${STARTED[@]}"; do
-        kill "$pid" 2>/dev/null || true
-    done
-    for pid in "${STARTED[@]}"; do
-        wait "$pid" 2>/dev/null || true
-    done
-    STARTED=()
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM
-
 # ---- tools ----------------------------------------------------------------------------------------------------
 if ! command -v nginx >/dev/null || ! command -v haproxy >/dev/null; then
     log "installing nginx and haproxy from Debian's packages"
@@ -155,35 +135,7 @@ fi
 # ---- configurations ---------------------------------------------------------------------------------------------
 rm -rf "$WORK"
 mkdir -p "$WORK/nginx/logs" "$WORK/logs"
-cat >"$WORK/nginx/nginx.conf" <<EOF
-# nginx's WebSocket proxying guide, complete; limits sized for ~9,500 proxied connections per process.
-worker_processes auto;
-worker_rlimit_nofile 20000;
-pid $WORK/nginx/nginx.pid;
-error_log $WORK/nginx/logs/error.log warn;
-events { worker_connections 19500; }
-http {
-    access_log off;
-    map \$http_upgrade \$connection_upgrade {
-        default upgrade;
-        ''      close;
-    }
-    server {
-        listen 127.0.0.1:${PORT[nginx]} backlog=4096;
-        location / {
-            proxy_pass http://127.0.0.1:$BACKEND_PORT;
-            proxy_http_version 1.1;
-            proxy_set_header Upgrade \$http_upgrade;
-            proxy_set_header Connection \$connection_upgrade;
-            proxy_set_header Host \$host;
-            proxy_set_header X-Real-IP \$remote_addr;
-            proxy_set_header X-Forwarded-For \$proxy_add_x_forwarded_for;
-            proxy_read_timeout 3600s;
-            proxy_send_timeout 3600s;
-        }
-    }
-}
-EOF
+nginx_conf "${PORT[nginx]}" "$BACKEND_PORT" >"$WORK/nginx/nginx.conf"
 cat >"$WORK/haproxy.cfg" <<EOF
 # The same proxying in HAProxy: Upgrade/Connection/Host pass through as sent, X-Forwarded-For via forwardfor.
 global
@@ -206,27 +158,16 @@ EOF
 wasp_server() { # $1: port
     printf '[[server]]\nlisten = "127.0.0.1:%s"\n' "$1"
 }
-wasp_location() { # $1: path, $2: filters line or empty
-    cat <<EOF
-[[server.location]]
-path = "$1"
-proxy_pass = "http://127.0.0.1:$BACKEND_PORT"
-set_headers = { Upgrade = "\$http_upgrade", Connection = "\$connection_upgrade", Host = "\$host", X-Real-IP = "\$remote_addr", X-Forwarded-For = "\$proxy_add_x_forwarded_for" }
-read_timeout = "3600s"
-send_timeout = "3600s"
-$2
-EOF
-}
-{ wasp_server "${PORT[wasp]}"; wasp_location / ""; } >"$WORK/wasp.toml"
+{ wasp_server "${PORT[wasp]}"; wasp_location / "$BACKEND_PORT" ""; } >"$WORK/wasp.toml"
 {
     cat <<EOF
 [plugins]
 call_timeout = "10ms" # the default, stated: what one spinning message costs its worker (spinners scenario)
 EOF
     wasp_server "${PORT[wasp-filter]}"
-    wasp_location / "filters = [\"$WASP_FILTER_WASM\"]"
+    wasp_location / "$BACKEND_PORT" "filters = [\"$WASP_FILTER_WASM\"]"
     # The spinners scenario's abusive clients send their one message here.
-    [ "$SPINNERS" = 0 ] || wasp_location /spin/ "filters = [\"$WASP_SPIN_WASM\"]"
+    [ "$SPINNERS" = 0 ] || wasp_location /spin/ "$BACKEND_PORT" "filters = [\"$WASP_SPIN_WASM\"]"
 } >"$WASP_FILTER_CONF"
 
 # ---- machine ----------------------------------------------------------------------------------------------------
@@ -240,17 +181,6 @@ EOF
 } >"$MACHINE"
 
 # ---- processes --------------------------------------------------------------------------------------------------
-wait_port() { # $1: port, $2: pid that must stay alive
-    local i
-    for i in $(seq 100); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        kill -0 "$2" 2>/dev/null || { log "process $2 exited before listening on $1"; return 1; }
-        sleep 0.1
-    done
-    log "nothing listening on port $1 after 10 s"
-    return 1
-}
-
 start_backend() {
     "$ECHO" --listen "127.0.0.1:$BACKEND_PORT" >"$WORK/logs/echo.log" 2>&1 &
     BACKEND_PID=$!

@@ -489,13 +489,24 @@ async fn every_series_of_a_cluster_member_carries_its_instance() {
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
-/// An `[upstreams.app]` table of `servers`, balanced by `balance`.
-fn upstream(balance: &str, servers: impl IntoIterator<Item = SocketAddr>) -> String {
+/// Members `a` and `b` on one shared port (returned first), proxying `/`
+/// to `servers` balanced by `balance`.
+async fn pair_over(
+    dir: &Path,
+    redis: &Redis,
+    balance: &str,
+    servers: impl IntoIterator<Item = SocketAddr>,
+) -> (SocketAddr, Member, Member) {
+    let shared = SocketAddr::from(([127, 0, 0, 1], free_addr().port()));
     let servers: Vec<String> = servers.into_iter().map(|a| format!("\"{a}\"")).collect();
-    format!(
+    let top = format!(
         "[upstreams.app]\nbalance = \"{balance}\"\nservers = [{}]\n",
         servers.join(", ")
-    )
+    );
+    let location = "proxy_pass = \"http://app\"";
+    let a = Member::start(dir, "a", redis, shared, &top, location).await;
+    let b = Member::start(dir, "b", redis, shared, &top, location).await;
+    (shared, a, b)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -507,11 +518,8 @@ async fn ip_hash_sends_a_client_to_one_backend_through_either_process() {
         Backend::start("c").await,
     ];
     let dir = temp_dir("cluster-ip-hash");
-    let shared = SocketAddr::from(([127, 0, 0, 1], free_addr().port()));
-    let top = upstream("ip_hash", backends.iter().map(|b| b.addr));
-    let location = "proxy_pass = \"http://app\"";
-    let a = Member::start(&dir, "a", &redis, shared, &top, location).await;
-    let b = Member::start(&dir, "b", &redis, shared, &top, location).await;
+    let addrs = backends.iter().map(|b| b.addr);
+    let (shared, a, b) = pair_over(&dir, &redis, "ip_hash", addrs).await;
 
     let mut homes = HashSet::new();
     for net in 1..=12u8 {
@@ -540,11 +548,8 @@ async fn two_processes_on_one_port_hold_18000_websockets_that_all_echo() {
     let redis = Redis::start().await;
     let backends: Vec<EchoProcess> = (0..3).map(|_| EchoProcess::start()).collect();
     let dir = temp_dir("cluster-18000");
-    let shared = SocketAddr::from(([127, 0, 0, 1], free_addr().port()));
-    let top = upstream("round_robin", backends.iter().map(|b| b.addr));
-    let location = "proxy_pass = \"http://app\"";
-    let a = Member::start(&dir, "a", &redis, shared, &top, location).await;
-    let b = Member::start(&dir, "b", &redis, shared, &top, location).await;
+    let addrs = backends.iter().map(|b| b.addr);
+    let (shared, a, b) = pair_over(&dir, &redis, "round_robin", addrs).await;
 
     let bench = tokio::process::Command::new(workspace_binary("wasp-bench", "wasp-bench"))
         .args([
