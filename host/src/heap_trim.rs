@@ -44,18 +44,40 @@ pub fn start() {
     }
 }
 
+/// What the allocator holds: bytes in use by the program (mmap'd blocks
+/// included) and bytes it keeps free for reuse (resident until trimmed).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Usage {
+    pub in_use: usize,
+    pub free: usize,
+}
+
+/// The allocator's [`Usage`] (glibc only). It walks every arena's free
+/// lists under their locks: for a scrape, not for a hot path.
+pub fn usage() -> Option<Usage> {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        // SAFETY: mallinfo2 takes no pointers and locks each arena it reads.
+        let info = unsafe { libc::mallinfo2() };
+        Some(Usage {
+            in_use: info.uordblks + info.hblkhd,
+            free: info.fordblks,
+        })
+    }
+    #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+    None
+}
+
 /// Trims when the allocator holds at least [`FREE`] free; the bytes it held
 /// free, when it trimmed.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn trim_if_worth_it() -> Option<usize> {
-    // SAFETY: mallinfo2 and malloc_trim take no pointers and are
-    // thread-safe (each arena is locked while it is read or trimmed).
-    let free = unsafe { libc::mallinfo2() }.fordblks;
+    let free = usage()?.free;
     if free < FREE {
         return None;
     }
     let started = std::time::Instant::now();
-    // SAFETY: as above.
+    // SAFETY: malloc_trim takes no pointers and locks each arena it trims.
     unsafe { libc::malloc_trim(0) };
     tracing::debug!(
         free_mib = free >> 20,
