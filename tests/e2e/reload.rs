@@ -159,6 +159,38 @@ async fn filtered_proxy(name: &str, first: &[u8]) -> FilteredProxy {
     }
 }
 
+/// WebSockets outlive reloads but keep only their location: the site they
+/// were opened under (its router, balancer and origin instances, every
+/// plugin's compiled code) goes as soon as a reload replaced it, through a
+/// tunnel and through a filter alike.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_websockets_keep_only_their_location_across_a_reload() {
+    let backend = Backend::start("echo").await;
+    let dir = temp_dir("reload-site-dropped");
+    let filter = dir.join("filter.wasm");
+    std::fs::write(&filter, test_plugins::get("passthrough")).unwrap();
+    let config = ConfigBuilder::new()
+        .upstream("echo", |u| u.server(backend.addr))
+        .location("/raw/", |l| l.proxy_pass("echo"))
+        .location("/ws/", |l| l.proxy_pass("echo").filter_file(&filter))
+        .build();
+    let (proxy, addr) = start_proxy(&config).await;
+    let opened_under = Arc::downgrade(&proxy.shared().site.load_full());
+    let (mut raw, _) = ws_connect(addr, "/raw/").await;
+    let (mut filtered, _) = ws_connect(addr, "/ws/").await;
+    echo(&mut raw, "before").await;
+    echo(&mut filtered, "before").await;
+
+    proxy.reload().await.expect("the reload applies");
+    eventually("the replaced site to be dropped", WAIT, async || {
+        (opened_under.strong_count() == 0).then_some(())
+    })
+    .await;
+    echo(&mut raw, "after").await;
+    echo(&mut filtered, "after").await;
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn filter_replaced_under_load_drops_no_connection_and_no_message() {
     const CLIENTS: usize = 50;

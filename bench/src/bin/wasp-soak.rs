@@ -174,7 +174,8 @@ async fn main() -> Result<()> {
         Duration::ZERO,
     );
     let (mut reloads, mut restarts, mut version) = (0u64, 0u64, 0usize);
-    let mut samples: Vec<(Duration, u64, usize)> = Vec::new();
+    // (when, resident KiB, descriptors, heap in use KiB)
+    let mut samples: Vec<(Duration, u64, usize, u64)> = Vec::new();
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = started.elapsed();
@@ -205,10 +206,14 @@ async fn main() -> Result<()> {
             }
             let rss = wasp_bench::rss::rss_kib(pid).context("wasp's memory")?;
             let fds = std::fs::read_dir(format!("/proc/{pid}/fd"))?.count();
-            samples.push((now, rss, fds));
+            // What the allocator has in use tells a leak (it grows) from
+            // memory the allocator keeps (resident grows, in use does not).
+            let metrics = admin_metrics(admin).await.unwrap_or_default();
+            let heap = sum_samples(&metrics, "wasp_heap_in_use_bytes", "") / 1024;
+            samples.push((now, rss, fds, heap));
             if samples.len() % 6 == 1 {
                 eprintln!(
-                    "wasp-soak: {:.0} s: wasp {} KiB resident, {fds} descriptors, {} echoed",
+                    "wasp-soak: {:.0} s: wasp {} KiB resident ({heap} KiB heap in use), {fds} descriptors, {} echoed",
                     now.as_secs_f64(),
                     rss,
                     counts.echoed.load(Ordering::Relaxed)
@@ -231,7 +236,7 @@ async fn main() -> Result<()> {
         c(&counts.lost_to_restart),
         c(&counts.unexpected),
     );
-    let median = |from: f64, to: f64, pick: &dyn Fn(&(Duration, u64, usize)) -> u64| {
+    let median = |from: f64, to: f64, pick: &dyn Fn(&(Duration, u64, usize, u64)) -> u64| {
         let mut values: Vec<u64> = samples
             .iter()
             .filter(|(at, ..)| (from..to).contains(&(at.as_secs_f64() / total.as_secs_f64())))
@@ -247,6 +252,10 @@ async fn main() -> Result<()> {
     let (fds_warm, fds_end) = (
         median(1.0 / 3.0, 0.5, &|s| s.2 as u64),
         median(5.0 / 6.0, 1.01, &|s| s.2 as u64),
+    );
+    let (heap_warm, heap_end) = (
+        median(1.0 / 3.0, 0.5, &|s| s.3),
+        median(5.0 / 6.0, 1.01, &|s| s.3),
     );
     let growth = |warm: u64, end: u64| (end as f64 / warm.max(1) as f64 - 1.0) * 100.0;
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -292,6 +301,12 @@ async fn main() -> Result<()> {
         rss_warm as f64 / 1024.0,
         rss_end as f64 / 1024.0,
         growth(rss_warm, rss_end)
+    );
+    println!(
+        "| heap in use (MiB; not asserted: tells a leak from memory the allocator keeps) | {:.1} | {:.1} | {:+.1} % |",
+        heap_warm as f64 / 1024.0,
+        heap_end as f64 / 1024.0,
+        growth(heap_warm, heap_end)
     );
     println!(
         "| open descriptors | {fds_warm} | {fds_end} | {:+.1} % |",

@@ -19,7 +19,7 @@ use crate::relay::endpoint::{Endpoint, Stream};
 use crate::relay::frames::{self, FrameRelayConfig};
 use crate::relay::tunnel::{self, TunnelConfig, TunnelStats};
 use crate::shutdown::Shutdown;
-use crate::site::{LocationRuntime, Site};
+use crate::site::LocationRuntime;
 use crate::upstream::{PeerGuard, UpstreamStream};
 use bytes::Bytes;
 use http::header::{CONNECTION, SEC_WEBSOCKET_ACCEPT, SEC_WEBSOCKET_EXTENSIONS, UPGRADE};
@@ -218,8 +218,7 @@ pub fn upgrade(
         entry: ctx.entry,
         guard: peer.guard,
         _slot: ctx.slot,
-        site: ctx.site.clone(),
-        location,
+        location: ctx.site.locations[location as usize].clone(),
         conn: ctx.conn.clone(),
         metrics: shared.metrics.clone(),
         upstream: peer.upstream.name.clone(),
@@ -272,10 +271,11 @@ struct WebSocketSession {
     guard: PeerGuard,
     /// The `limit_conn` slot: an open WebSocket counts until it closes.
     _slot: Option<ConnectionSlot>,
-    site: Arc<Site>,
-    /// The index of the location the router chose in `site`: looked up
-    /// when the request was routed, so always valid.
-    location: u32,
+    /// The location the router chose. Only it: a WebSocket outlives
+    /// reloads, and holding the whole site would keep its plugins'
+    /// instances and compiled code for as long (the soak saw each backend
+    /// restart's reconnected WebSockets pin one more generation).
+    location: Arc<LocationRuntime>,
     /// The client connection (keeps its `max_connections` slot).
     conn: Arc<ConnInfo>,
     shutdown: Shutdown,
@@ -304,9 +304,7 @@ impl WebSocketSession {
             tracing::error!("upgraded upstream connection is not one wasp made");
             return;
         };
-        let filtered = !self.site.locations[self.location as usize]
-            .filters
-            .is_empty();
+        let filtered = !self.location.filters.is_empty();
         let upstream = match upstream {
             // The zero-copy-when-idle tunnel needs both plain sockets.
             Either::Left(upstream) => match into_client(client) {
@@ -343,7 +341,7 @@ impl WebSocketSession {
         upstream: impl Endpoint,
         upstream_prefix: Bytes,
     ) {
-        let location = &self.site.locations[self.location as usize];
+        let location = &*self.location;
         let peer = &self.guard.peer().address;
         let _open = self
             .metrics
@@ -371,7 +369,7 @@ impl WebSocketSession {
         C: AsyncRead + AsyncWrite + Unpin + Send,
         U: AsyncRead + AsyncWrite + Unpin + Send,
     {
-        let location = &self.site.locations[self.location as usize];
+        let location = &*self.location;
         if location.filters.is_empty() {
             let (client, upstream) = (Stream(client), Stream(upstream));
             return self

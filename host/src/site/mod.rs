@@ -77,7 +77,10 @@ pub struct Site {
     pub router: RouterPool,
     pub balancer: BalancerPool,
     pub origin: OriginPool,
-    pub locations: Vec<LocationRuntime>,
+    /// Shared with the WebSockets opened on them, which keep only their
+    /// location, not the whole site (its plugins' instances and code), for
+    /// their life.
+    pub locations: Vec<Arc<LocationRuntime>>,
     pub upstreams: HashMap<String, Arc<UpstreamGroup>>,
     /// Every plugin this site uses, for status and reload checks.
     pub plugins: Vec<Arc<Plugin>>,
@@ -147,7 +150,7 @@ impl Site {
                 ),
                 _ => None,
             };
-            locations.push(LocationRuntime {
+            locations.push(Arc::new(LocationRuntime {
                 upstream_tls,
                 counters: metrics.location(&label),
                 label,
@@ -163,7 +166,7 @@ impl Site {
                 config: location.clone(),
                 filters,
                 access_log: access_log.clone(),
-            });
+            }));
         }
 
         let mut upstreams = HashMap::new();
@@ -240,7 +243,7 @@ impl Site {
         registry.retain(&peers, &filters);
     }
 
-    pub fn location(&self, id: u32) -> Option<&LocationRuntime> {
+    pub fn location(&self, id: u32) -> Option<&Arc<LocationRuntime>> {
         self.locations.get(id as usize)
     }
 
