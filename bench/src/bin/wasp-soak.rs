@@ -174,8 +174,7 @@ async fn main() -> Result<()> {
         Duration::ZERO,
     );
     let (mut reloads, mut restarts, mut version) = (0u64, 0u64, 0usize);
-    // (when, resident KiB, descriptors, heap in use KiB)
-    let mut samples: Vec<(Duration, u64, usize, u64)> = Vec::new();
+    let mut samples: Vec<Sample> = Vec::new();
     while started.elapsed() < total {
         tokio::time::sleep(Duration::from_millis(100)).await;
         let now = started.elapsed();
@@ -236,7 +235,7 @@ async fn main() -> Result<()> {
         c(&counts.lost_to_restart),
         c(&counts.unexpected),
     );
-    let median = |from: f64, to: f64, pick: &dyn Fn(&(Duration, u64, usize, u64)) -> u64| {
+    let median = |from: f64, to: f64, pick: &dyn Fn(&Sample) -> u64| {
         let mut values: Vec<u64> = samples
             .iter()
             .filter(|(at, ..)| (from..to).contains(&(at.as_secs_f64() / total.as_secs_f64())))
@@ -473,6 +472,9 @@ fn explained(line: &str, backends: &[SocketAddr]) -> bool {
         || line.contains("filter failed (fail-open): message forwarded unchanged");
     trap || backends.iter().any(|addr| line.contains(&addr.to_string()))
 }
+
+/// One reading of wasp: when, resident KiB, open descriptors, heap in use KiB.
+type Sample = (Duration, u64, usize, u64);
 
 /// The sum of the samples of series starting with `prefix` whose labels
 /// contain `label`.
