@@ -40,8 +40,14 @@ for target in "${targets[@]}"; do
   cargo +nightly fuzz run "${features[@]}" "$target" "fuzz/corpus/$target" -- \
     -max_total_time="$seconds" -max_len="$(max_len "$target")" -timeout=10 -rss_limit_mb=4096 \
     -print_final_stats=1
-  # Keep the corpus small enough for git: only inputs that add coverage.
+  # Keep the corpus small enough for git: only inputs that add coverage,
+  # besides the named ones (hand-written seeds, inputs of fixed findings),
+  # which cmin would rename or drop.
+  named=$(mktemp -d)
+  find "fuzz/corpus/$target" -maxdepth 1 \( -name 'seed-*' -o -name 'regression-*' \) -exec cp {} "$named" \;
   cargo +nightly fuzz cmin "${features[@]}" "$target" "fuzz/corpus/$target" -- \
     -max_len="$(max_len "$target")" >/dev/null 2>&1
+  cp "$named"/* "fuzz/corpus/$target/" 2>/dev/null || true
+  rm -rf "$named"
   printf '%s: %s inputs kept in fuzz/corpus/%s\n' "$target" "$(ls "fuzz/corpus/$target" | wc -l)" "$target"
 done
