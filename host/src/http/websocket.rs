@@ -305,26 +305,43 @@ impl WebSocketSession {
             return;
         };
         let filtered = !self.location.filters.is_empty();
-        let upstream = match upstream {
-            // The zero-copy-when-idle tunnel needs both plain sockets.
+        let (client, upstream) = match upstream {
+            // Two plain sockets: the zero-copy-when-idle tunnel (it needs
+            // both), or the frame relay over them.
             Either::Left(upstream) => match into_client(client) {
-                Ok((ClientStream::Plain(client), prefix)) if !filtered => {
+                Ok((ClientStream::Plain(client), prefix)) if filtered => {
+                    return self.relay(client, prefix, upstream, upstream_prefix).await;
+                }
+                Ok((ClientStream::Plain(client), prefix)) => {
                     return self.tunnel(client, prefix, upstream, upstream_prefix).await;
                 }
                 client => (client, Either::Left(upstream)),
             },
             tls => (into_client(client), tls),
         };
-        match upstream {
-            (Ok((ClientStream::Plain(client), prefix)), upstream) => {
+        // Boxed: TLS streams held inline made this future 4.4 KiB, and a task
+        // is sized by its largest branch, so every plain WebSocket paid for
+        // them while idle.
+        Box::pin(self.relay_any(client, upstream, upstream_prefix)).await;
+    }
+
+    /// Any other pair: a TLS client, a TLS upstream or an HTTP/2 stream.
+    async fn relay_any(
+        self,
+        client: Result<(ClientStream, Bytes), Upgraded>,
+        upstream: UpstreamStream,
+        upstream_prefix: Bytes,
+    ) {
+        match client {
+            Ok((ClientStream::Plain(client), prefix)) => {
                 self.relay(client, prefix, upstream, upstream_prefix).await;
             }
-            (Ok((ClientStream::Tls(client), prefix)), upstream) => {
+            Ok((ClientStream::Tls(client), prefix)) => {
                 self.relay(client, prefix, upstream, upstream_prefix).await;
             }
             // An HTTP/2 stream (RFC 8441): hyper keeps the connection, whose
             // other streams go on; the stream starts with no bytes read.
-            (Err(stream), upstream) => {
+            Err(stream) => {
                 let stream = TokioIo::new(stream);
                 self.relay(stream, Bytes::new(), upstream, upstream_prefix)
                     .await;
@@ -371,10 +388,10 @@ impl WebSocketSession {
     {
         let location = &*self.location;
         if location.filters.is_empty() {
+            // Boxed, as the frame relay below: inline, a tunnel's state
+            // would size the plain filtered WebSocket's task too.
             let (client, upstream) = (Stream(client), Stream(upstream));
-            return self
-                .tunnel(client, client_prefix, upstream, upstream_prefix)
-                .await;
+            return Box::pin(self.tunnel(client, client_prefix, upstream, upstream_prefix)).await;
         }
         let peer = &self.guard.peer().address;
         let _open = self
