@@ -17,7 +17,7 @@ pub mod digest;
 pub mod direction;
 pub mod file_watch;
 pub mod filter_chain;
-pub mod heap_trim;
+pub mod heap;
 pub mod http;
 pub mod import_nginx;
 pub mod limits;

@@ -265,7 +265,6 @@ fn run(config: Config, path: Option<PathBuf>) -> ExitCode {
         .expect("tokio runtime");
     runtime.block_on(async {
         raise_fd_limit();
-        wasp::heap_trim::start();
         // Before serving: a signal that came first would otherwise take
         // its default action (SIGUSR1's and SIGHUP's end the process).
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");

@@ -228,7 +228,7 @@ pub struct Metrics {
     buffers: Arc<Buffers>,
     buffered: Gauge,
     buffered_max: Gauge,
-    /// The allocator's bytes in use and held free (`crate::heap_trim`), read on scrape.
+    /// The allocator's bytes in use and held free (`crate::heap`), read on scrape.
     heap_in_use: Gauge,
     heap_free: Gauge,
 }
@@ -376,16 +376,16 @@ impl Metrics {
 
         let heap_in_use = Gauge::default();
         let heap_free = Gauge::default();
-        if crate::heap_trim::usage().is_some() {
+        if crate::heap::usage().is_some() {
             registry.register_with_unit(
                 "wasp_heap_in_use",
-                "Bytes of heap memory in use (glibc's allocator, every thread)",
+                "Bytes of heap memory in use (jemalloc, every thread)",
                 Unit::Bytes,
                 heap_in_use.clone(),
             );
             registry.register_with_unit(
                 "wasp_heap_free",
-                "Bytes the allocator holds free for reuse; they stay resident until returned to the kernel, which wasp does every 10 s once 8 MiB are free",
+                "Resident bytes the allocator holds beyond those in use: freed pages not yet returned to the kernel (its background thread returns them after 10 s unused), partly used slabs, its own metadata",
                 Unit::Bytes,
                 heap_free.clone(),
             );
@@ -444,7 +444,7 @@ impl Metrics {
         let totals = self.buffers.totals();
         self.buffered.set(totals.held as i64);
         self.buffered_max.set(totals.peak as i64);
-        if let Some(heap) = crate::heap_trim::usage() {
+        if let Some(heap) = crate::heap::usage() {
             self.heap_in_use.set(heap.in_use as i64);
             self.heap_free.set(heap.free as i64);
         }
@@ -739,7 +739,6 @@ mod tests {
         );
     }
 
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
     #[test]
     fn heap_gauges_follow_the_allocator() {
         let metrics = Metrics::new();
