@@ -244,11 +244,17 @@ impl Hub {
         self.deliver(&event);
     }
 
-    /// Queues `event` for this backend's members of its room.
+    /// Queues `event` for this backend's members of its room. A presence event goes only to
+    /// the members its list names: one published on another backend can arrive here after a
+    /// member joined whose `joined` list (read from Redis later) already told it as much.
     fn deliver(&self, event: &Event) {
         let frame: Arc<str> = event.message.to_json().into();
+        let only = match &event.message {
+            ServerMessage::Presence { members, .. } => Some(members.as_slice()),
+            _ => None,
+        };
         self.rooms()
-            .deliver(&event.room, event.skip.as_deref(), &frame);
+            .deliver(&event.room, event.skip.as_deref(), only, &frame);
     }
 
     async fn release(&self, room: &str, nick: &str) {

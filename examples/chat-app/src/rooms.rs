@@ -90,15 +90,23 @@ impl Rooms {
         nicks
     }
 
-    /// Queues `frame` for every member of `room` except the one named `skip`; returns how many
-    /// members it was queued for. A full or closed outbox is skipped.
-    pub fn deliver(&self, room: &str, skip: Option<&str>, frame: &Arc<str>) -> usize {
+    /// Queues `frame` for every member of `room` except the one named `skip` and, when `only`
+    /// is given, those it does not name; returns how many members it was queued for. A full or
+    /// closed outbox is skipped.
+    pub fn deliver(
+        &self,
+        room: &str,
+        skip: Option<&str>,
+        only: Option<&[String]>,
+        frame: &Arc<str>,
+    ) -> usize {
         let Some(members) = self.rooms.get(room) else {
             return 0;
         };
         members
             .values()
             .filter(|m| Some(m.nick.as_str()) != skip)
+            .filter(|m| only.is_none_or(|nicks| nicks.contains(&m.nick)))
             .filter(|m| match m.outbox.try_send(frame.clone()) {
                 Ok(()) => true,
                 Err(e) => {
@@ -185,12 +193,29 @@ mod tests {
         rooms.join(3, "other", "cat", cat_tx).unwrap();
 
         let frame: Arc<str> = Arc::from("hello");
-        assert_eq!(rooms.deliver("lobby", None, &frame), 2);
-        assert_eq!(rooms.deliver("lobby", Some("ann"), &frame), 1);
-        assert_eq!(rooms.deliver("empty", None, &frame), 0);
+        assert_eq!(rooms.deliver("lobby", None, None, &frame), 2);
+        assert_eq!(rooms.deliver("lobby", Some("ann"), None, &frame), 1);
+        assert_eq!(rooms.deliver("empty", None, None, &frame), 0);
         assert_eq!(drain(&mut ann_rx), ["hello"]);
         assert_eq!(drain(&mut bob_rx), ["hello", "hello"]);
         assert!(drain(&mut cat_rx).is_empty());
+    }
+
+    #[test]
+    fn deliver_reaches_only_the_members_named() {
+        let mut rooms = Rooms::default();
+        let (ann_tx, mut ann_rx) = outbox();
+        let (bob_tx, mut bob_rx) = outbox();
+        rooms.join(1, "lobby", "ann", ann_tx).unwrap();
+        rooms.join(2, "lobby", "bob", bob_tx).unwrap();
+
+        let frame: Arc<str> = Arc::from("before bob");
+        assert_eq!(
+            rooms.deliver("lobby", None, Some(&["ann".into()]), &frame),
+            1
+        );
+        assert_eq!(drain(&mut ann_rx), ["before bob"]);
+        assert!(drain(&mut bob_rx).is_empty());
     }
 
     #[test]
@@ -203,10 +228,10 @@ mod tests {
         rooms.join(2, "lobby", "gone", closed_tx).unwrap();
         let frame: Arc<str> = Arc::from("x");
         assert_eq!(
-            rooms.deliver("lobby", None, &frame),
+            rooms.deliver("lobby", None, None, &frame),
             1,
             "first fills the queue"
         );
-        assert_eq!(rooms.deliver("lobby", None, &frame), 0);
+        assert_eq!(rooms.deliver("lobby", None, None, &frame), 0);
     }
 }
