@@ -214,7 +214,7 @@ pub fn upgrade(
     let shared = ctx.shared;
     let session = WebSocketSession {
         conn_id: shared.conn_id(),
-        head: ctx.head,
+        head: Some(ctx.head),
         entry: ctx.entry,
         guard: peer.guard,
         _slot: ctx.slot,
@@ -265,7 +265,8 @@ fn valid_handshake(headers: &http::HeaderMap) -> bool {
 /// request, kept until the WebSocket closes.
 struct WebSocketSession {
     conn_id: u64,
-    head: RequestHead,
+    /// For the filter chain's `on-open` calls; a tunnel frees it.
+    head: Option<RequestHead>,
     entry: AccessEntry,
     /// Counts the connection against its peer (least_conn) until it ends.
     guard: PeerGuard,
@@ -291,7 +292,10 @@ struct WebSocketSession {
 }
 
 impl WebSocketSession {
-    async fn run(self, client: OnUpgrade, upstream: OnUpgrade) {
+    // The methods below take `&mut self`: an async fn keeps a by-value
+    // `self` in its future for its whole life, so passing the session down
+    // by value stored it (472 bytes) once per level in every WebSocket's task.
+    async fn run(mut self, client: OnUpgrade, upstream: OnUpgrade) {
         let (client, upstream) = match tokio::try_join!(client, upstream) {
             Ok(both) => both,
             Err(error) => {
@@ -327,7 +331,7 @@ impl WebSocketSession {
 
     /// Any other pair: a TLS client, a TLS upstream or an HTTP/2 stream.
     async fn relay_any(
-        self,
+        &mut self,
         client: Result<(ClientStream, Bytes), Upgraded>,
         upstream: UpstreamStream,
         upstream_prefix: Bytes,
@@ -352,7 +356,7 @@ impl WebSocketSession {
     /// The raw tunnel: between two plain sockets, or any other two streams
     /// (each in a [`Stream`]).
     async fn tunnel(
-        self,
+        &mut self,
         client: impl Endpoint,
         client_prefix: Bytes,
         upstream: impl Endpoint,
@@ -365,7 +369,7 @@ impl WebSocketSession {
             .websocket_opened(&location.label, &self.upstream, peer);
         // A tunnel never looks at the request head again: free it rather
         // than hold it for the life of an idle WebSocket.
-        drop(self.head);
+        self.head = None;
         let stats = tunnel::run(
             client,
             client_prefix,
@@ -373,7 +377,7 @@ impl WebSocketSession {
             upstream_prefix,
             tunnel_config(location),
             &location.counters,
-            self.shutdown,
+            self.shutdown.clone(),
         )
         .await;
         log_tunnel(&self.entry, self.status, &stats, peer);
@@ -381,8 +385,13 @@ impl WebSocketSession {
 
     /// Any other pair of streams: through the frame relay when the location
     /// has filters, else the streams' tunnel.
-    async fn relay<C, U>(self, client: C, client_prefix: Bytes, upstream: U, upstream_prefix: Bytes)
-    where
+    async fn relay<C, U>(
+        &mut self,
+        client: C,
+        client_prefix: Bytes,
+        upstream: U,
+        upstream_prefix: Bytes,
+    ) where
         C: AsyncRead + AsyncWrite + Unpin + Send,
         U: AsyncRead + AsyncWrite + Unpin + Send,
     {
@@ -405,7 +414,8 @@ impl WebSocketSession {
             read_buffer: location.config.buffer_size,
             deflate: self.deflate,
         };
-        let chain = FilterChain::new(self.conn_id, self.head, &location.filters)
+        let head = self.head.take().expect("a session is relayed once");
+        let chain = FilterChain::new(self.conn_id, head, &location.filters)
             .reporting_overruns(&self.cpu_bans, self.conn.client.ip());
         // Boxed: the frame relay's state is several times the tunnel's,
         // and inline it would size every tunnel's task the same.
@@ -416,7 +426,7 @@ impl WebSocketSession {
             upstream_prefix,
             chain,
             config,
-            self.shutdown,
+            self.shutdown.clone(),
         ))
         .await;
         let [up, down] = stats.messages;
