@@ -26,6 +26,9 @@ env -u CARGO_TARGET_DIR cargo build --profile plugin --target wasm32-wasip2 --ta
     -p wasp-test-probe
 WASM=target/wasm/wasm32-wasip2/plugin/wasp_test_probe.wasm
 
+# What was built and when the run began (HEAD may move while it runs).
+COMMIT=$(git rev-parse --short HEAD)
+STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
 LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
 STATUS=0
 RESULTS=$("$OUT/wasp-soak" --wasp "$OUT/wasp" --echo "$OUT/wasp-echo" --filter "$WASM" \
@@ -59,7 +62,7 @@ $COMMAND
 Machine:
 
 \`\`\`text
-date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)
+date: $STARTED, commit $COMMIT
 kernel: $(uname -srm)
 $(lscpu | grep -E '^(CPU\(s\)|Model name|Hypervisor vendor):' | sed 's/  */ /g')
 load average at start: $LOAD_START
