@@ -6,6 +6,7 @@
 //! connection. Through the frame relay (a filtered location) and the raw
 //! tunnel, with a deaf client and with a deaf upstream.
 
+use crate::support::backend::answer_upgrade;
 use crate::support::config::ConfigBuilder;
 use crate::support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use std::net::SocketAddr;
@@ -73,19 +74,7 @@ async fn upstream(deaf: Deaf, pushed: oneshot::Sender<usize>) -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
-        let head = read_head(&mut tcp).await.to_lowercase();
-        let key = head
-            .lines()
-            .find_map(|line| line.strip_prefix("sec-websocket-key: "))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        tcp.write_all(answer.as_bytes()).await.unwrap();
+        answer_upgrade(&mut tcp).await;
         if deaf == Deaf::Client {
             let _ = pushed.send(push_until_stalled(&mut tcp, false).await);
         }

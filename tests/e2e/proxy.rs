@@ -2,7 +2,7 @@
 //! WebSocket clients and a real backend on loopback, headers as nginx sends
 //! them, timeouts, location matching, URI rewriting and static files.
 
-use crate::support::backend::{Backend, header};
+use crate::support::backend::{Backend, answer_upgrade, header};
 use crate::support::config::ConfigBuilder;
 use crate::support::upstreams::{Fault, blackhole, faulty};
 use crate::support::{guide_config, start_proxy};
@@ -424,25 +424,7 @@ async fn deaf_upstream() -> SocketAddr {
     let addr = listener.local_addr().unwrap();
     tokio::spawn(async move {
         let (mut tcp, _) = listener.accept().await.unwrap();
-        let mut head = Vec::new();
-        let mut buf = [0u8; 1024];
-        while !String::from_utf8_lossy(&head).contains("\r\n\r\n") {
-            let n = tcp.read(&mut buf).await.unwrap();
-            head.extend_from_slice(&buf[..n]);
-        }
-        let head = String::from_utf8_lossy(&head).to_lowercase();
-        let key = head
-            .lines()
-            .find_map(|line| line.strip_prefix("sec-websocket-key: "))
-            .unwrap()
-            .trim()
-            .to_owned();
-        let accept = tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes());
-        let answer = format!(
-            "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Accept: {accept}\r\n\r\n"
-        );
-        tcp.write_all(answer.as_bytes()).await.unwrap();
+        answer_upgrade(&mut tcp).await;
         std::future::pending::<()>().await;
     });
     addr

@@ -296,6 +296,32 @@ pub fn header<'a>(report: &'a Value, name: &str) -> Vec<&'a str> {
 }
 
 /// A connection to the proxy from `source` (all of 127.0.0.0/8 is local).
+/// Reads a WebSocket upgrade request from `tcp` and answers it with 101, by
+/// hand: for upstreams that go on to misbehave on the raw socket.
+pub async fn answer_upgrade(tcp: &mut TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tcp.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed inside the upgrade request");
+        head.extend_from_slice(&buf[..n]);
+    }
+    let head = String::from_utf8_lossy(&head).to_lowercase();
+    let key = head
+        .lines()
+        .find_map(|line| line.strip_prefix("sec-websocket-key: "))
+        .expect("a Sec-WebSocket-Key")
+        .trim()
+        .to_owned();
+    let answer = format!(
+        "HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Accept: {}\r\n\r\n",
+        derive_accept_key(key.as_bytes())
+    );
+    tcp.write_all(answer.as_bytes()).await.unwrap();
+}
+
 pub async fn connect_from(proxy: SocketAddr, source: Ipv4Addr) -> TcpStream {
     let socket = TcpSocket::new_v4().unwrap();
     socket.bind((source, 0).into()).unwrap();
