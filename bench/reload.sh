@@ -19,6 +19,9 @@ env -u CARGO_TARGET_DIR cargo build --profile plugin --target wasm32-wasip2 --ta
     -p wasp-test-tag-a -p wasp-test-tag-b
 WASM=target/wasm/wasm32-wasip2/plugin
 
+# shellcheck source=bench/section.sh
+source "$ROOT/bench/section.sh"
+run_began
 RESULTS=$("$TARGET/release/wasp-reload" --wasp "$TARGET/release/wasp" \
     --filter-a "$WASM/wasp_test_tag_a.wasm" --filter-b "$WASM/wasp_test_tag_b.wasm" "$@")
 
@@ -43,10 +46,7 @@ $COMMAND
 Machine:
 
 \`\`\`text
-date: $(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD)
-kernel: $(uname -srm)
-$(lscpu | grep -E '^(CPU\(s\)|Model name|Hypervisor vendor):' | sed 's/  */ /g')
-load average at start: $(cut -d' ' -f1-3 /proc/loadavg)
+$(machine)
 \`\`\`
 
 ### Time from file write to new version serving; echo rate during reloads
@@ -55,12 +55,5 @@ $RESULTS
 <!-- bench:reload:end -->
 MD
 )
-python3 - "$SECTION" <<'PY'
-import re, sys
-section = sys.argv[1]
-text = open("BENCHMARKS.md").read()
-pattern = re.compile(r"<!-- bench:reload:start -->.*?<!-- bench:reload:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open("BENCHMARKS.md", "w").write(text)
-PY
+write_section reload "$SECTION"
 echo "$RESULTS"

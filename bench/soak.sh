@@ -26,10 +26,9 @@ env -u CARGO_TARGET_DIR cargo build --profile plugin --target wasm32-wasip2 --ta
     -p wasp-test-probe
 WASM=target/wasm/wasm32-wasip2/plugin/wasp_test_probe.wasm
 
-# What was built and when the run began (HEAD may move while it runs).
-COMMIT=$(git rev-parse --short HEAD)
-STARTED=$(date -u '+%Y-%m-%d %H:%M UTC')
-LOAD_START=$(cut -d' ' -f1-3 /proc/loadavg)
+# shellcheck source=bench/section.sh
+source "$ROOT/bench/section.sh"
+run_began
 STATUS=0
 RESULTS=$("$OUT/wasp-soak" --wasp "$OUT/wasp" --echo "$OUT/wasp-echo" --filter "$WASM" \
     --minutes "$MINUTES" "$@") || STATUS=$?
@@ -62,22 +61,12 @@ $COMMAND
 Machine:
 
 \`\`\`text
-date: $STARTED, commit $COMMIT
-kernel: $(uname -srm)
-$(lscpu | grep -E '^(CPU\(s\)|Model name|Hypervisor vendor):' | sed 's/  */ /g')
-load average at start: $LOAD_START
+$(machine)
 \`\`\`
 
 $RESULTS
 <!-- bench:soak:end -->
 MD
 )
-python3 - "$SECTION" <<'PY'
-import re, sys
-section = sys.argv[1]
-text = open("BENCHMARKS.md").read()
-pattern = re.compile(r"<!-- bench:soak:start -->.*?<!-- bench:soak:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip("\n") + "\n\n" + section + "\n"
-open("BENCHMARKS.md", "w").write(text)
-PY
+write_section soak "$SECTION"
 exit "$STATUS"
