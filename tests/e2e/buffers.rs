@@ -6,12 +6,12 @@
 //! connection. Through the frame relay (a filtered location) and the raw
 //! tunnel, with a deaf client and with a deaf upstream.
 
-use crate::support::backend::answer_upgrade;
+use crate::support::backend::{answer_upgrade, read_head};
 use crate::support::config::ConfigBuilder;
 use crate::support::{eventually, free_addr, request, sample, start_proxy, temp_dir, test_plugins};
 use std::net::SocketAddr;
 use std::time::Duration;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::oneshot;
 use tokio::time::timeout;
@@ -52,18 +52,6 @@ async fn push_until_stalled(stream: &mut TcpStream, masked: bool) -> usize {
         pushed += frame.len();
     }
     pushed
-}
-
-/// Reads an HTTP head (and whatever came with it).
-async fn read_head(stream: &mut TcpStream) -> String {
-    let mut head = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = stream.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed inside an HTTP head");
-        head.extend_from_slice(&buf[..n]);
-    }
-    String::from_utf8_lossy(&head).into_owned()
 }
 
 /// An upstream that answers the upgrade, then pushes frames until the

@@ -296,18 +296,24 @@ pub fn header<'a>(report: &'a Value, name: &str) -> Vec<&'a str> {
 }
 
 /// A connection to the proxy from `source` (all of 127.0.0.0/8 is local).
-/// Reads a WebSocket upgrade request from `tcp` and answers it with 101, by
-/// hand: for upstreams that go on to misbehave on the raw socket.
-pub async fn answer_upgrade(tcp: &mut TcpStream) {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// Reads an HTTP head (and whatever came with it in the same reads).
+pub async fn read_head(stream: &mut TcpStream) -> String {
+    use tokio::io::AsyncReadExt;
     let mut head = Vec::new();
     let mut buf = [0u8; 1024];
     while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-        let n = tcp.read(&mut buf).await.unwrap();
-        assert!(n > 0, "closed inside the upgrade request");
+        let n = stream.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed inside an HTTP head");
         head.extend_from_slice(&buf[..n]);
     }
-    let head = String::from_utf8_lossy(&head).to_lowercase();
+    String::from_utf8_lossy(&head).into_owned()
+}
+
+/// Reads a WebSocket upgrade request from `tcp` and answers it with 101, by
+/// hand: for upstreams that go on to misbehave on the raw socket.
+pub async fn answer_upgrade(tcp: &mut TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    let head = read_head(tcp).await.to_lowercase();
     let key = head
         .lines()
         .find_map(|line| line.strip_prefix("sec-websocket-key: "))
