@@ -37,8 +37,8 @@
 use crate::cpu_bans::CpuBans;
 use crate::direction::Direction;
 use crate::plugins::{
-    self, Action, CallError, FilterPool, Message, Opened, Outgoing, RequestHead, SendLimits,
-    Speech, TimerRequest,
+    self, Action, CallError, FilterPool, Message, Opened, Outcome, Outgoing, Packed, RequestHead,
+    SendLimits, Speech, TimerRequest,
 };
 use crate::relay::frames::{CloseFrame, Inspector, Payload, Replacement, Room, Sent, Verdict};
 use arc_swap::ArcSwap;
@@ -78,6 +78,9 @@ pub struct FilterChain<'a> {
     overruns: Option<(&'a CpuBans, IpAddr)>,
     /// What the filters sent and asked during their calls.
     speech: Speech,
+    /// For each message of `speech.sent`, which message of the batch being
+    /// run it was sent while handling.
+    sent_after: Vec<usize>,
     /// The earliest timer of the links.
     wake_at: Option<tokio::time::Instant>,
 }
@@ -90,6 +93,7 @@ impl<'a> FilterChain<'a> {
             links: slots.iter().map(Link::new).collect(),
             overruns: None,
             speech: Speech::default(),
+            sent_after: Vec::new(),
             wake_at: None,
         }
     }
@@ -101,48 +105,147 @@ impl<'a> FilterChain<'a> {
         self
     }
 
-    /// Runs the chain on a message; `Replace` carries the final message.
-    fn run(&mut self, dir: plugins::Direction, mut message: Message) -> Action {
-        let mut replaced = false;
+    /// Runs the chain on the messages that arrived together (`batch`): an
+    /// action per message (`Replace` carrying the final message), up to
+    /// the first that closes the connection.
+    ///
+    /// Each filter gets the messages the filters before it passed on, in
+    /// one call, as `on-messages` (`on-message` when there is one): the
+    /// actions are those of running the chain on each message in turn.
+    fn run(&mut self, dir: plugins::Direction, batch: Packed) -> Vec<Action> {
+        let count = batch.len();
+        let mut actions: Vec<Action> = (0..count).map(|_| Action::Forward).collect();
+        let mut replacements: Vec<Option<Message>> = (0..count).map(|_| None).collect();
+        let mut closed = count;
+        let mut flight = Flight {
+            indices: (0..count).collect(),
+            batch,
+        };
         let mut timers = false;
-        let mut action = None;
-        for link in &mut self.links {
-            let result = link.on_message(self.conn, &self.head, dir, &message, &mut self.speech);
-            timers |= link.take_timer(&mut self.speech);
-            let failed = match result {
-                Ok(Action::Forward) => continue,
-                Ok(Action::Replace(replacement)) => {
-                    message = replacement;
-                    replaced = true;
-                    continue;
-                }
-                Ok(stop @ (Action::Drop | Action::Close(_))) => {
-                    action = Some(stop);
-                    break;
-                }
-                Err(error) => error,
-            };
-            if let (Some(CallError::Timeout), Some((bans, client))) = (&failed, self.overruns) {
-                bans.overran(client, Instant::now());
-            }
-            if !link.slot.fail_open {
-                action = Some(Action::Close(filter_failed(self.conn, link.slot)));
+        for link in 0..self.links.len() {
+            if flight.batch.is_empty() {
                 break;
             }
-            tracing::warn!(
-                conn = self.conn,
-                filter = &*link.slot.name,
-                "filter failed (fail-open): message forwarded unchanged"
-            );
+            let (decided, set_timer) = self.link_actions(link, dir, &flight);
+            timers |= set_timer;
+            if decided.len() == flight.indices.len()
+                && decided.iter().all(|a| matches!(a, Action::Forward))
+            {
+                continue;
+            }
+            let mut next = Flight::default();
+            let passed = flight.indices.iter().zip(flight.batch.iter());
+            for ((&index, (text, payload)), action) in passed.zip(decided) {
+                match action {
+                    Action::Forward => next.push(index, text, payload),
+                    Action::Replace(replacement) => {
+                        next.indices.push(index);
+                        next.batch.push_message(&replacement);
+                        replacements[index] = Some(replacement);
+                    }
+                    Action::Drop => actions[index] = Action::Drop,
+                    close @ Action::Close(_) => {
+                        actions[index] = close;
+                        closed = index + 1;
+                        break;
+                    }
+                }
+            }
+            flight = next;
         }
         if timers {
             self.rearm();
         }
-        match action {
-            Some(stop) => stop,
-            None if replaced => Action::Replace(message),
-            None => Action::Forward,
+        for index in flight.indices {
+            if let Some(message) = replacements[index].take() {
+                actions[index] = Action::Replace(message);
+            }
         }
+        actions.truncate(closed);
+        actions
+    }
+
+    /// What filter `link` does with the messages in `flight`: an action
+    /// each, up to a close (a failed call becomes the filter's failure
+    /// policy: forward, or close with 1011); true when it set its timer.
+    fn link_actions(
+        &mut self,
+        link: usize,
+        dir: plugins::Direction,
+        flight: &Flight,
+    ) -> (Vec<Action>, bool) {
+        let conn = self.conn;
+        let link_ = &mut self.links[link];
+        let result = link_.on_messages(conn, &self.head, dir, &flight.batch, &mut self.speech);
+        let mut timers = link_.take_timer(&mut self.speech);
+        let first = flight.indices[0];
+        let failed = match result {
+            Ok(outcomes) => {
+                for (outcome, &index) in outcomes.iter().zip(&flight.indices) {
+                    let sent = outcome.sent as usize;
+                    self.sent_after.extend(std::iter::repeat_n(index, sent));
+                }
+                self.attribute_rest(first);
+                let actions = outcomes.into_iter().map(|outcome| outcome.action);
+                return (actions.collect(), timers);
+            }
+            Err(failed) => failed,
+        };
+        self.attribute_rest(first);
+        let replay = flight.batch.len() > 1
+            && matches!(&failed, Some(error) if !matches!(error, CallError::Unavailable(_)));
+        if !replay {
+            let actions = match self.failed(link, failed.as_ref()) {
+                close @ Action::Close(_) => vec![close],
+                _ => flight.indices.iter().map(|_| Action::Forward).collect(),
+            };
+            return (actions, timers);
+        }
+        // Which message failed the call is unknown: each goes again on its
+        // own (on a fresh instance), so the failure falls on its message.
+        let mut actions = Vec::with_capacity(flight.batch.len());
+        for (position, &index) in flight.indices.iter().enumerate() {
+            let message = flight.batch.message(position);
+            let link_ = &mut self.links[link];
+            let result = link_.on_message(conn, &self.head, dir, &message, &mut self.speech);
+            timers |= link_.take_timer(&mut self.speech);
+            self.attribute_rest(index);
+            let action = result.unwrap_or_else(|failed| self.failed(link, failed.as_ref()));
+            let closes = matches!(action, Action::Close(_));
+            actions.push(action);
+            if closes {
+                break;
+            }
+        }
+        (actions, timers)
+    }
+
+    /// The action for a message whose call to filter `link` failed
+    /// (`None`: it has no instance): forwarded when the filter fails open,
+    /// else a 1011 close. An overrun is reported.
+    fn failed(&mut self, link: usize, error: Option<&CallError>) -> Action {
+        if let (Some(CallError::Timeout), Some((bans, client))) = (error, self.overruns) {
+            bans.overran(client, Instant::now());
+        }
+        let slot = self.links[link].slot;
+        if !slot.fail_open {
+            return Action::Close(filter_failed(self.conn, slot));
+        }
+        tracing::warn!(
+            conn = self.conn,
+            filter = &*slot.name,
+            "filter failed (fail-open): message forwarded unchanged"
+        );
+        Action::Forward
+    }
+
+    /// What the filters sent and has no message yet went out while
+    /// handling message `index`.
+    fn attribute_rest(&mut self, index: usize) {
+        let unattributed = self.speech.sent.len().saturating_sub(self.sent_after.len());
+        self.sent_after
+            .extend(std::iter::repeat_n(index, unattributed));
+        self.sent_after.truncate(self.speech.sent.len());
     }
 
     /// The wake-up is the earliest timer of the links.
@@ -207,12 +310,16 @@ impl Inspector for FilterChain<'_> {
         Ok(())
     }
 
-    fn inspect(&mut self, dir: Direction, message: Payload<'_>) -> Verdict {
-        let input = match message {
-            Payload::Text(text) => Message::Text(text.to_owned()),
-            Payload::Binary(data) => Message::Binary(data.to_vec()),
-        };
-        match self.run(wit_direction(dir), input) {
+    fn inspect(&mut self, dir: Direction, messages: &[Payload<'_>], verdicts: &mut Vec<Verdict>) {
+        let mut batch = Packed::default();
+        for message in messages {
+            match message {
+                Payload::Text(text) => batch.push(true, text.as_bytes()),
+                Payload::Binary(data) => batch.push(false, data),
+            }
+        }
+        let actions = self.run(wit_direction(dir), batch);
+        verdicts.extend(actions.into_iter().map(|action| match action {
             Action::Forward => Verdict::Forward,
             Action::Replace(Message::Text(text)) => Verdict::Replace(Replacement::Text(text)),
             Action::Replace(Message::Binary(data)) => Verdict::Replace(Replacement::Binary(data)),
@@ -221,7 +328,7 @@ impl Inspector for FilterChain<'_> {
                 code: frame.code,
                 reason: frame.reason,
             }),
-        }
+        }));
     }
 
     fn close(&mut self) {
@@ -241,18 +348,25 @@ impl Inspector for FilterChain<'_> {
         if self.speech.sent.is_empty() {
             return Vec::new();
         }
-        let sent = self.speech.take_sent().into_iter();
-        sent.map(|Outgoing { dir, message }| Sent {
-            dir: match dir {
-                plugins::Direction::ClientToUpstream => Direction::ClientToUpstream,
-                plugins::Direction::UpstreamToClient => Direction::UpstreamToClient,
-            },
-            message: match message {
-                Message::Text(text) => Replacement::Text(text),
-                Message::Binary(data) => Replacement::Binary(data),
-            },
-        })
-        .collect()
+        // Sends made outside a batch (`on-open`, `on-timer`) have no message.
+        self.attribute_rest(0);
+        let after = std::mem::take(&mut self.sent_after);
+        let mut sent: Vec<_> = after.into_iter().zip(self.speech.take_sent()).collect();
+        // Stable: per message, each filter's sends in chain order.
+        sent.sort_by_key(|(after, _)| *after);
+        sent.into_iter()
+            .map(|(after, Outgoing { dir, message })| Sent {
+                after,
+                dir: match dir {
+                    plugins::Direction::ClientToUpstream => Direction::ClientToUpstream,
+                    plugins::Direction::UpstreamToClient => Direction::UpstreamToClient,
+                },
+                message: match message {
+                    Message::Text(text) => Replacement::Text(text),
+                    Message::Binary(data) => Replacement::Binary(data),
+                },
+            })
+            .collect()
     }
 
     fn wake_at(&self) -> Option<tokio::time::Instant> {
@@ -284,6 +398,21 @@ fn filter_failed(conn: u64, slot: &FilterSlot) -> plugins::CloseFrame {
     plugins::CloseFrame {
         code: 1011,
         reason: format!("filter {} failed", slot.name),
+    }
+}
+
+/// The messages of a batch still travelling down the chain, with their
+/// indices in the batch.
+#[derive(Default)]
+struct Flight {
+    indices: Vec<usize>,
+    batch: Packed,
+}
+
+impl Flight {
+    fn push(&mut self, index: usize, text: bool, payload: &[u8]) {
+        self.indices.push(index);
+        self.batch.push(text, payload);
     }
 }
 
@@ -339,7 +468,35 @@ impl<'a> Link<'a> {
         self.pool.close(&mut self.opened, conn);
     }
 
-    /// The filter's action; `Err(None)` when it has no instance.
+    /// The filter's outcomes for `batch` (`on-message` when it holds one
+    /// message, `on-messages` otherwise: a list call costs more than a
+    /// plain one until it carries two, in `wasp-plugin-bench`);
+    /// `Err(None)` when it has no instance.
+    fn on_messages(
+        &mut self,
+        conn: u64,
+        head: &RequestHead,
+        dir: plugins::Direction,
+        batch: &Packed,
+        speech: &mut Speech,
+    ) -> Result<Vec<Outcome>, Option<CallError>> {
+        if batch.len() == 1 {
+            let said = speech.sent.len();
+            let action = self.on_message(conn, head, dir, &batch.message(0), speech)?;
+            let sent = u32::try_from(speech.sent.len() - said).unwrap_or(u32::MAX);
+            return Ok(vec![Outcome { action, sent }]);
+        }
+        if !self.follow_reload(conn) {
+            return Err(None);
+        }
+        let result =
+            self.pool
+                .on_messages_speaking(&mut self.opened, conn, head, dir, batch, speech);
+        self.note(result)
+    }
+
+    /// The filter's action on one message; `Err(None)` when it has no
+    /// instance.
     fn on_message(
         &mut self,
         conn: u64,

@@ -248,7 +248,7 @@ fn plugin_check_names_the_roles_and_runs_configure() {
     let (code, stdout, stderr) = wasp(&["plugin", "check", filter]);
     assert_eq!(code, 0, "{stdout}{stderr}");
     assert!(
-        stdout.contains("wasp:plugin@0.2.0 component, sha256 "),
+        stdout.contains("wasp:plugin@0.3.0 component, sha256 "),
         "{stdout}"
     );
     assert_eq!(

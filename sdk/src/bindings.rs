@@ -25,8 +25,8 @@ pub mod balancer_world {
         pub_export_macro: true,
         default_bindings_module: "wasp_sdk::balancer_world",
         with: {
-            "wasp:plugin/types@0.2.0": crate::router_world::wasp::plugin::types,
-            "wasp:plugin/host@0.2.0": crate::router_world::wasp::plugin::host,
+            "wasp:plugin/types@0.3.0": crate::router_world::wasp::plugin::types,
+            "wasp:plugin/host@0.3.0": crate::router_world::wasp::plugin::host,
         },
     });
 }
@@ -38,8 +38,8 @@ pub mod origin_world {
         pub_export_macro: true,
         default_bindings_module: "wasp_sdk::origin_world",
         with: {
-            "wasp:plugin/types@0.2.0": crate::router_world::wasp::plugin::types,
-            "wasp:plugin/host@0.2.0": crate::router_world::wasp::plugin::host,
+            "wasp:plugin/types@0.3.0": crate::router_world::wasp::plugin::types,
+            "wasp:plugin/host@0.3.0": crate::router_world::wasp::plugin::host,
         },
     });
 }
@@ -51,8 +51,8 @@ pub mod filter_world {
         pub_export_macro: true,
         default_bindings_module: "wasp_sdk::filter_world",
         with: {
-            "wasp:plugin/types@0.2.0": crate::router_world::wasp::plugin::types,
-            "wasp:plugin/host@0.2.0": crate::router_world::wasp::plugin::host,
+            "wasp:plugin/types@0.3.0": crate::router_world::wasp::plugin::types,
+            "wasp:plugin/host@0.3.0": crate::router_world::wasp::plugin::host,
         },
     });
 }

@@ -127,6 +127,13 @@ macro_rules! __export_role {
                 ) -> $crate::Action {
                     with(|s| s.on_message(conn, dir, msg))
                 }
+                fn on_messages(
+                    conn: u64,
+                    dir: $crate::Direction,
+                    packed: Vec<u8>,
+                ) -> Vec<$crate::filter_world::exports::wasp::plugin::filter::Outcome> {
+                    with(|s| s.on_messages(conn, dir, $crate::__unpack(&packed)))
+                }
                 fn on_close(conn: u64) {
                     with(|s| s.on_close(conn))
                 }

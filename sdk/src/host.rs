@@ -57,7 +57,23 @@ pub fn now_ms() -> u64 {
 /// `send_timeout` is closed with 1001. Sending is not activity: it does not
 /// keep a connection from its `idle_timeout`.
 pub fn send(dir: Direction, msg: Message) -> Result<(), SendError> {
-    imports::send(dir, &msg)
+    let sent = imports::send(dir, &msg);
+    if sent.is_ok() {
+        SENT.set(SENT.get().wrapping_add(1));
+    }
+    sent
+}
+
+std::thread_local! {
+    /// Successful [`send`]s so far: `on-messages` tells wasp how many each
+    /// message made, so that they leave after the right message.
+    static SENT: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// How many [`send`]s succeeded so far (wrapping); differences count the
+/// sends of one message.
+pub(crate) fn sends_so_far() -> u32 {
+    SENT.get()
 }
 
 /// Filters: [`send`] to the client.

@@ -114,14 +114,14 @@ pub use bindings::{balancer_world, filter_world, origin_world, router_world};
 pub use config::parse_config;
 
 /// The version of the `wasp:plugin` package this SDK builds plugins for.
-pub const WIT_VERSION: &str = "0.2.0";
+pub const WIT_VERSION: &str = "0.3.0";
 
 /// The longest timer a filter may set (`host.set-timer`): a day; a longer
 /// one is cut to it. wasp's runtime and the test host both use this.
 pub const MAX_TIMER_MS: u64 = 86_400_000;
 #[doc(hidden)]
 #[cfg(feature = "guest")]
-pub use connections::Connections as __Connections;
+pub use connections::{Connections as __Connections, unpack as __unpack};
 #[doc(hidden)]
 #[cfg(feature = "guest")]
 pub use export::__log_panics;

@@ -298,13 +298,15 @@ impl Inspector for Recorder {
         Ok(())
     }
 
-    fn inspect(&mut self, _: Direction, message: Payload<'_>) -> Verdict {
-        let seen = match message {
-            Payload::Text(text) => (true, text.as_bytes().to_vec()),
-            Payload::Binary(data) => (false, data.to_vec()),
-        };
-        self.0.lock().unwrap().push(seen);
-        Verdict::Forward
+    fn inspect(&mut self, _: Direction, messages: &[Payload<'_>], verdicts: &mut Vec<Verdict>) {
+        for message in messages {
+            let seen = match message {
+                Payload::Text(text) => (true, text.as_bytes().to_vec()),
+                Payload::Binary(data) => (false, data.to_vec()),
+            };
+            self.0.lock().unwrap().push(seen);
+            verdicts.push(Verdict::Forward);
+        }
     }
 
     fn close(&mut self) {}

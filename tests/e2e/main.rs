@@ -11,6 +11,7 @@ mod buffers;
 mod cluster;
 mod custom_router;
 mod deflate;
+mod filter_batches;
 mod filters;
 mod frame_relay;
 mod framing;

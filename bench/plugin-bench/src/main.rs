@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 use wasp::config::Config;
 use wasp::plugins::embedded;
 use wasp_plugin_runtime::{
-    Direction, FilterPool, Limits, Message, Opened, RequestHead, RouterPool, Runtime,
+    Direction, FilterPool, Limits, Message, Opened, Packed, RequestHead, RouterPool, Runtime,
+    Speech,
 };
 
 const BATCHES: usize = 15;
@@ -92,6 +93,28 @@ fn main() -> anyhow::Result<()> {
             );
         });
     }
+    // Messages that arrived together: one call, per message.
+    for batch in [1, 2, 8, 16] {
+        let mut messages = Packed::default();
+        for _ in 0..batch {
+            messages.push(true, &[b'x'; 100]);
+        }
+        let label = format!("on-messages, {batch} × 100 B, per message");
+        report_each(&label, 50_000 / batch, batch, || {
+            black_box(
+                filter
+                    .on_messages_speaking(
+                        &mut opened,
+                        1,
+                        &head,
+                        Direction::ClientToUpstream,
+                        &messages,
+                        &mut Speech::default(),
+                    )
+                    .expect("on-messages"),
+            );
+        });
+    }
 
     report("instantiate + configure, router", 200, || {
         drop(black_box(router.dedicated().expect("instance")));
@@ -142,13 +165,18 @@ fn request_head() -> RequestHead {
 }
 
 /// Times `calls` calls of `f` per batch and prints the median batch mean.
-fn report(label: &str, calls: u32, mut f: impl FnMut()) {
+fn report(label: &str, calls: u32, f: impl FnMut()) {
+    report_each(label, calls, 1, f);
+}
+
+/// [`report`] per item of a call that handles `items`.
+fn report_each(label: &str, calls: u32, items: u32, mut f: impl FnMut()) {
     let mut batch = || {
         let started = Instant::now();
         for _ in 0..calls {
             f();
         }
-        started.elapsed() / calls
+        started.elapsed() / calls / items
     };
     batch();
     let mut means: Vec<Duration> = (0..BATCHES).map(|_| batch()).collect();

@@ -13,7 +13,7 @@ use wasmtime::component::Component;
 /// `concat!`-ed constants (see `Role::interface`).
 macro_rules! wit_version {
     () => {
-        "0.2.0"
+        "0.3.0"
     };
 }
 pub(crate) use wit_version;

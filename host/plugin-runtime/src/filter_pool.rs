@@ -23,9 +23,11 @@
 
 use crate::bindings::{Action, CloseFrame, Direction, Message, RequestHead, filter};
 use crate::error::{CallError, LoadError};
+use crate::packed::Packed;
 use crate::plugin::Plugin;
 use crate::pool::{Live, Pool};
 use crate::speech::Speech;
+pub use filter::Outcome;
 use std::cell::RefCell;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -138,16 +140,52 @@ impl FilterPool {
         let Some(current) = slot.as_mut() else {
             unreachable!("opened_on keeps the instance of a successful call")
         };
-        let bytes = match message {
-            Message::Text(text) => text.len(),
-            Message::Binary(data) => data.len(),
-        };
         let result = speaking(&mut current.live, speech, |live| {
-            live.call_sized(bytes, |guest, store| {
+            live.call_sized(1, len(message), |guest, store| {
                 guest.call_on_message(store, conn, dir, message)
             })
         });
         settle(&mut slot, opened, result)
+    }
+
+    /// `on-messages` for `conn`: the messages that arrived together in
+    /// `dir`, in one call, opening `conn` first on an instance it was not
+    /// opened on. One outcome per message, fewer only after a close; the
+    /// first outcome's `sent` also counts what `on-open` sent. The call's
+    /// CPU budget is one call's per message. Answers that break the
+    /// contract (another number of outcomes, sends not all counted) fail
+    /// the call as a trap would.
+    pub fn on_messages_speaking(
+        &self,
+        opened: &mut Opened,
+        conn: u64,
+        head: &RequestHead,
+        dir: Direction,
+        batch: &Packed,
+        speech: &mut Speech,
+    ) -> Result<Vec<Outcome>, CallError> {
+        let said = speech.sent.len();
+        let mut slot = self.opened_on(opened, conn, head, speech)?;
+        let opening = speech.sent.len() - said;
+        let Some(current) = slot.as_mut() else {
+            unreachable!("opened_on keeps the instance of a successful call")
+        };
+        let count = batch.len();
+        let result = speaking(&mut current.live, speech, |live| {
+            live.call_sized(count, batch.payload_bytes(), |guest, store| {
+                let before = store.data().speech.sent.len();
+                let packed = batch.as_bytes();
+                let outcomes = guest.call_on_messages(&mut *store, conn, dir, packed)?;
+                let sent = store.data().speech.sent.len() - before;
+                check_outcomes(&outcomes, count, sent)?;
+                Ok(outcomes)
+            })
+        });
+        let mut outcomes = settle(&mut slot, opened, result)?;
+        if let Some(first) = outcomes.first_mut() {
+            first.sent += u32::try_from(opening).unwrap_or(u32::MAX);
+        }
+        Ok(outcomes)
     }
 
     /// Runs `on-timer` for `conn` (the timer it set is due), opening it
@@ -222,6 +260,38 @@ impl FilterPool {
         }
         Ok(slot.as_mut().expect("just made"))
     }
+}
+
+fn len(message: &Message) -> usize {
+    match message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
+    }
+}
+
+/// `on-messages` answered one outcome per message (fewer only when the
+/// last closes) and counted every send it made.
+fn check_outcomes(outcomes: &[Outcome], messages: usize, sent: usize) -> wasmtime::Result<()> {
+    let closed = matches!(
+        outcomes.last(),
+        Some(Outcome {
+            action: Action::Close(_),
+            ..
+        })
+    );
+    if outcomes.len() > messages || (outcomes.len() < messages && !closed) {
+        wasmtime::bail!(
+            "on-messages broke the contract: {} outcomes for {messages} messages",
+            outcomes.len()
+        );
+    }
+    let counted: u64 = outcomes.iter().map(|o| u64::from(o.sent)).sum();
+    if counted != sent as u64 {
+        wasmtime::bail!(
+            "on-messages broke the contract: it counted {counted} sends, but made {sent}"
+        );
+    }
+    Ok(())
 }
 
 /// Runs `call` on `live` with `speech` lent to its store: the filter's

@@ -18,6 +18,7 @@ mod deadline;
 mod error;
 mod filter_pool;
 mod host_api;
+mod packed;
 mod plugin;
 mod pool;
 mod role;
@@ -33,8 +34,9 @@ pub use bindings::{
 };
 pub use contract::WIT_VERSION;
 pub use error::{CallError, LoadError};
-pub use filter_pool::{FilterPool, Opened};
+pub use filter_pool::{FilterPool, Opened, Outcome};
 pub use host_api::{KvReplica, KvWrite, SharedState};
+pub use packed::Packed;
 pub use plugin::Plugin;
 pub use pool::{Live, Pool, RoleExport};
 pub use role::Role;

@@ -52,17 +52,22 @@ impl<G: RoleExport> Live<G> {
         &mut self,
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        self.call_sized(0, f)
+        self.call_sized(0, 0, f)
     }
 
-    /// [`call`](Self::call) for a call handed `bytes` of message: its
-    /// deadline grows with the size (`Limits::call_timeout_per_mib`).
+    /// [`call`](Self::call) for a call handed `messages` messages of
+    /// `bytes` bytes: its deadline grows with both
+    /// ([`Limits::call_budget`](crate::Limits::call_budget)).
     pub fn call_sized<R>(
         &mut self,
+        messages: usize,
         bytes: usize,
         f: impl FnOnce(&G, &mut Store<HostState>) -> wasmtime::Result<R>,
     ) -> Result<R, CallError> {
-        let _running = self.plugin.sandbox.arm_call(&mut self.store, bytes);
+        let _running = self
+            .plugin
+            .sandbox
+            .arm_call(&mut self.store, messages, bytes);
         // quanta reads the TSC directly: a filtered message makes two calls
         // and four clock reads, and the vDSO clock was ~7 % of that CPU.
         let started = quanta::Instant::now();

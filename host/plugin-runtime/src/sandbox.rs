@@ -18,7 +18,8 @@ const CONFIGURE_TIMEOUT: Duration = Duration::from_secs(1);
 /// Resource limits applied to every plugin instance.
 #[derive(Debug, Clone)]
 pub struct Limits {
-    /// CPU deadline of one call (rounded up to whole milliseconds).
+    /// CPU deadline of one call (rounded up to whole milliseconds); a call
+    /// handed several messages gets it once per message.
     pub call_timeout: Duration,
     /// Extra CPU a call gets per MiB of the message it is handed, so that a
     /// large message a location allows is not refused for its size alone.
@@ -41,10 +42,12 @@ impl Default for Limits {
 }
 
 impl Limits {
-    /// The CPU budget of a call handed `bytes` of message.
-    pub fn call_budget(&self, bytes: usize) -> Duration {
+    /// The CPU budget of a call handed `messages` messages (0 for a call
+    /// handed none) of `bytes` bytes in all.
+    pub fn call_budget(&self, messages: usize, bytes: usize) -> Duration {
         let per_byte = self.call_timeout_per_mib.as_nanos() as f64 / (1 << 20) as f64;
-        self.call_timeout + Duration::from_nanos((per_byte * bytes as f64) as u64)
+        let calls = u32::try_from(messages.max(1)).unwrap_or(u32::MAX);
+        self.call_timeout * calls + Duration::from_nanos((per_byte * bytes as f64) as u64)
     }
 }
 
@@ -112,11 +115,16 @@ impl Sandbox {
         store
     }
 
-    /// Arms the deadline of one call handed `bytes` of message on `store`;
-    /// the epoch advances until the guard is dropped.
-    pub(crate) fn arm_call(&self, store: &mut Store<HostState>, bytes: usize) -> Running<'_> {
+    /// Arms the deadline of one call handed `messages` messages of `bytes`
+    /// bytes on `store`; the epoch advances until the guard is dropped.
+    pub(crate) fn arm_call(
+        &self,
+        store: &mut Store<HostState>,
+        messages: usize,
+        bytes: usize,
+    ) -> Running<'_> {
         let running = self.ticker.call_starting();
-        arm(store, self.limits.call_budget(bytes));
+        arm(store, self.limits.call_budget(messages, bytes));
         running
     }
 
@@ -144,10 +152,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_call_budget_grows_with_the_message() {
+    fn a_call_budget_grows_with_the_messages_and_their_size() {
         let limits = Limits::default();
-        assert_eq!(limits.call_budget(0), Duration::from_millis(10));
-        assert_eq!(limits.call_budget(100), Duration::from_nanos(10_000_953));
-        assert_eq!(limits.call_budget(16 << 20), Duration::from_millis(170));
+        assert_eq!(limits.call_budget(0, 0), Duration::from_millis(10));
+        assert_eq!(limits.call_budget(1, 0), Duration::from_millis(10));
+        assert_eq!(limits.call_budget(1, 100), Duration::from_nanos(10_000_953));
+        assert_eq!(limits.call_budget(1, 16 << 20), Duration::from_millis(170));
+        // Each message of a batch brings its own call's worth.
+        assert_eq!(limits.call_budget(3, 0), Duration::from_millis(30));
     }
 }

@@ -80,8 +80,10 @@ pub trait Inspector: Send {
     /// this frame.
     fn open(&mut self) -> Result<(), CloseFrame>;
 
-    /// A text or binary message travelling `dir`.
-    fn inspect(&mut self, dir: Direction, message: Payload<'_>) -> Verdict;
+    /// The text and binary messages that arrived together travelling
+    /// `dir`, in order: pushes a verdict for each onto `verdicts` (empty
+    /// when called), stopping after a `Close`.
+    fn inspect(&mut self, dir: Direction, messages: &[Payload<'_>], verdicts: &mut Vec<Verdict>);
 
     /// Relaying ended.
     fn close(&mut self);
@@ -92,7 +94,8 @@ pub trait Inspector: Send {
         let _ = room;
     }
 
-    /// What the inspector sent on its own since last asked, in order.
+    /// What the inspector sent on its own since last asked, in order of
+    /// [`Sent::after`].
     fn take_sent(&mut self) -> Vec<Sent> {
         Vec::new()
     }
@@ -194,6 +197,10 @@ const MAX_DRAIN: usize = 1 << 20;
 const CLIENT: Direction = Direction::ClientToUpstream;
 const UPSTREAM: Direction = Direction::UpstreamToClient;
 
+/// The most messages handed to the inspector at once: bounds what one
+/// call may cost (its CPU budget grows with the messages it is handed).
+const MAX_BATCH: usize = 16;
+
 /// One worker thread's buffers, used by every relay on it in turn (no
 /// relay holds them across an await).
 struct Scratch {
@@ -201,16 +208,46 @@ struct Scratch {
     read: Box<[u8]>,
     /// What goes to the other peer from this read.
     out: Vec<u8>,
-    /// The unmasked payload of an unfragmented message.
-    payload: Vec<u8>,
+    /// The whole messages of this read not yet inspected.
+    batch: Batch,
 }
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch {
         read: vec![0; MAX_READ].into_boxed_slice(),
         out: Vec::new(),
-        payload: Vec::new(),
+        batch: Batch::default(),
     });
+}
+
+/// Whole unfragmented data messages parsed from one buffer and not yet
+/// inspected: they go to the inspector together (one filter call per
+/// filter, not one per message), before anything else that buffer holds
+/// is relayed, so their order with the frames around them is kept.
+#[derive(Default)]
+struct Batch {
+    /// Their unmasked (and inflated) payloads, back to back.
+    payloads: Vec<u8>,
+    messages: Vec<Pending>,
+}
+
+/// A message of a [`Batch`].
+struct Pending {
+    text: bool,
+    compressed: bool,
+    /// Its payload in [`Batch::payloads`].
+    payload: std::ops::Range<usize>,
+    /// Its frame in the buffer being parsed.
+    frame: std::ops::Range<usize>,
+}
+
+/// A whole data message ready for the inspector: its payload and the
+/// frames it came in.
+struct Arrived<'a> {
+    text: bool,
+    compressed: bool,
+    payload: &'a [u8],
+    frames: &'a [u8],
 }
 
 /// Relays WebSocket messages between an upgraded client connection and upstream connection through `inspector`.
@@ -368,8 +405,7 @@ impl<I: Inspector> Relay<I> {
         // Frames the peers sent with their handshakes.
         for (dir, prefix) in [(CLIENT, client_prefix), (UPSTREAM, upstream_prefix)] {
             let mut out = Vec::new();
-            let mut payload = Vec::new();
-            let result = self.consume(dir, &prefix, &mut out, &mut payload);
+            let result = self.consume(dir, &prefix, &mut out, &mut Batch::default());
             let flow = &mut self.flows[dir.index()];
             flow.out.append(&mut out);
             flow.note_progress();
@@ -510,12 +546,12 @@ impl<I: Inspector> Relay<I> {
                 dir,
                 &scratch.read[..read],
                 &mut scratch.out,
-                &mut scratch.payload,
+                &mut scratch.batch,
             );
             // Whole frames only, so whatever ends the relay goes after them.
             self.send(cx, dir, sink, &scratch.out);
             trim(&mut scratch.out);
-            trim(&mut scratch.payload);
+            trim(&mut scratch.batch.payloads);
             Poll::Ready(result)
         })
     }
@@ -554,16 +590,16 @@ impl<I: Inspector> Relay<I> {
         dir: Direction,
         read: &[u8],
         out: &mut Vec<u8>,
-        payload: &mut Vec<u8>,
+        batch: &mut Batch,
     ) -> Result<(), End> {
         let mut carry = std::mem::take(&mut self.flows[dir.index()].carry);
         let result = if carry.is_empty() {
-            let (used, result) = self.frames(dir, read, out, payload);
+            let (used, result) = self.frames(dir, read, out, batch);
             carry.extend_from_slice(&read[used..]);
             result
         } else {
             carry.extend_from_slice(read);
-            let (used, result) = self.frames(dir, &carry, out, payload);
+            let (used, result) = self.frames(dir, &carry, out, batch);
             carry.drain(..used);
             if carry.is_empty() {
                 carry = Vec::new();
@@ -574,16 +610,17 @@ impl<I: Inspector> Relay<I> {
         result
     }
 
-    /// Relays the whole frames at the start of `bytes`; how many bytes they took.
+    /// Relays the whole frames at the start of `bytes`; how many bytes they
+    /// took. The messages among them are inspected in batches.
     fn frames(
         &mut self,
         dir: Direction,
         bytes: &[u8],
         out: &mut Vec<u8>,
-        payload: &mut Vec<u8>,
+        batch: &mut Batch,
     ) -> (usize, Result<(), End>) {
         let mut used = 0;
-        loop {
+        let parsed = loop {
             let rest = &bytes[used..];
             let rsv1 = self.deflate.compressed_from(dir);
             let frame = match wire::parse_rsv1(rest, dir == CLIENT, self.max_message, rsv1) {
@@ -594,71 +631,87 @@ impl<I: Inspector> Relay<I> {
                     if used > 0 {
                         self.last_active = clock::coarse_millis();
                     }
-                    return (used, Ok(()));
+                    break Ok(());
                 }
-                Err(violation) => return (used, Err(violated(dir, violation))),
+                Err(violation) => break Err(violated(dir, violation)),
             };
-            used += frame.len;
-            if let Err(end) = self.frame(dir, &frame, &rest[..frame.len], out, payload) {
-                return (used, Err(end));
+            let at = used..used + frame.len;
+            used = at.end;
+            if let Err(end) = self.frame(dir, &frame, bytes, at, out, batch) {
+                break Err(end);
             }
-        }
+        };
+        // What the batch's messages bring (a filter's close) came first.
+        let inspected = self.inspect_batch(dir, bytes, batch, out);
+        (used, inspected.and(parsed))
     }
 
-    /// Relays one frame (`bytes`: all of it, as read).
+    /// Relays one frame (`bytes[at]`: all of it, as read).
     fn frame(
         &mut self,
         dir: Direction,
         frame: &wire::Frame,
         bytes: &[u8],
+        at: std::ops::Range<usize>,
         out: &mut Vec<u8>,
-        payload: &mut Vec<u8>,
+        batch: &mut Batch,
     ) -> Result<(), End> {
-        let fragments = &mut self.flows[dir.index()].fragments;
+        let whole = &bytes[at.clone()];
         let text = match frame.header.opcode {
             OpCode::Control(Control::Close) => {
-                payload.clear();
-                frame.unmask_into(bytes, payload);
-                let close = wire::parse_close(payload).map_err(|v| violated(dir, v))?;
+                let mut payload = Vec::new();
+                frame.unmask_into(whole, &mut payload);
+                let close = wire::parse_close(&payload).map_err(|v| violated(dir, v))?;
                 return Err(End::Closed {
                     by: dir,
                     frame: close.map(|(code, reason)| (code, reason.to_owned())),
                 });
             }
             OpCode::Control(_) => {
-                // Pings and pongs pass through; the far peer answers.
-                out.extend_from_slice(bytes);
+                // Pings and pongs pass through, after the messages before
+                // them; the far peer answers.
+                self.inspect_batch(dir, bytes, batch, out)?;
+                out.extend_from_slice(whole);
                 return Ok(());
             }
             OpCode::Data(Data::Continue) => {
+                let fragments = &mut self.flows[dir.index()].fragments;
                 let Some(message) = fragments else {
                     return Err(violated(
                         dir,
                         Violation::Protocol("continuation of nothing"),
                     ));
                 };
-                if message.payload.len() + frame.payload(bytes).len() > self.max_message {
+                if message.payload.len() + frame.payload(whole).len() > self.max_message {
                     return Err(violated(dir, Violation::TooBig));
                 }
-                frame.unmask_into(bytes, &mut message.payload);
-                message.frames.extend_from_slice(bytes);
+                frame.unmask_into(whole, &mut message.payload);
+                message.frames.extend_from_slice(whole);
                 if !frame.header.is_final {
                     return Ok(());
                 }
                 let message = fragments.take().expect("matched above");
-                let (text, compressed) = (message.text, message.compressed);
-                return self.message(
-                    dir,
-                    text,
-                    compressed,
-                    &message.payload,
-                    &message.frames,
-                    out,
-                );
+                self.inspect_batch(dir, bytes, batch, out)?;
+                let inflated;
+                let payload = if message.compressed {
+                    inflated = self.inflate(dir, &message.payload)?;
+                    &inflated[..]
+                } else {
+                    &message.payload
+                };
+                self.count(dir, payload.len());
+                let arrived = Arrived {
+                    text: message.text,
+                    compressed: message.compressed,
+                    payload,
+                    frames: &message.frames,
+                };
+                return self.inspect(dir, &[arrived], out);
             }
             OpCode::Data(Data::Text) => true,
             OpCode::Data(_) => false,
         };
+        let fragments = &mut self.flows[dir.index()].fragments;
         if fragments.is_some() {
             return Err(violated(
                 dir,
@@ -670,74 +723,151 @@ impl<I: Inspector> Relay<I> {
                 text,
                 compressed: frame.header.rsv1,
                 payload: Vec::new(),
-                frames: bytes.to_vec(),
+                frames: whole.to_vec(),
             };
-            frame.unmask_into(bytes, &mut message.payload);
+            frame.unmask_into(whole, &mut message.payload);
             *fragments = Some(message);
             return Ok(());
         }
-        payload.clear();
-        frame.unmask_into(bytes, payload);
-        self.message(dir, text, frame.header.rsv1, payload, bytes, out)
+        let start = batch.payloads.len();
+        if frame.header.rsv1 {
+            let mut masked = Vec::new();
+            frame.unmask_into(whole, &mut masked);
+            let inflated = self.inflate(dir, &masked)?;
+            batch.payloads.extend_from_slice(&inflated);
+        } else {
+            frame.unmask_into(whole, &mut batch.payloads);
+        }
+        self.count(dir, batch.payloads.len() - start);
+        batch.messages.push(Pending {
+            text,
+            compressed: frame.header.rsv1,
+            payload: start..batch.payloads.len(),
+            frame: at,
+        });
+        if batch.messages.len() == MAX_BATCH {
+            self.inspect_batch(dir, bytes, batch, out)?;
+        }
+        Ok(())
     }
 
-    /// Hands a whole data message to the inspector and carries out its
-    /// verdict (`frames`: the message as it came).
-    fn message(
+    /// A compressed message's payload, inflated (1009 past `max_message_size`).
+    fn inflate(&mut self, dir: Direction, payload: &[u8]) -> Result<Vec<u8>, End> {
+        self.deflate
+            .inflate(payload, self.max_message)
+            .map_err(|v| violated(dir, v))
+    }
+
+    /// Counts a data message read from `dir`'s sender (before filters).
+    fn count(&mut self, dir: Direction, len: usize) {
+        self.stats.messages[dir.index()] += 1;
+        self.stats.bytes[dir.index()] += len as u64;
+        self.traffic.message(dir, len);
+    }
+
+    /// Inspects the messages of `batch` (their frames in `bytes`) and
+    /// empties it.
+    fn inspect_batch(
         &mut self,
         dir: Direction,
-        text: bool,
-        compressed: bool,
-        payload: &[u8],
-        frames: &[u8],
+        bytes: &[u8],
+        batch: &mut Batch,
         out: &mut Vec<u8>,
     ) -> Result<(), End> {
-        let inflated;
-        let payload = if compressed {
-            inflated = self
-                .deflate
-                .inflate(payload, self.max_message)
-                .map_err(|v| violated(dir, v))?;
-            &inflated[..]
-        } else {
-            payload
-        };
-        let message = if text {
-            let text = std::str::from_utf8(payload).map_err(|_| violated(dir, Violation::Utf8))?;
-            Payload::Text(text)
-        } else {
-            Payload::Binary(payload)
-        };
-        self.stats.messages[dir.index()] += 1;
-        self.stats.bytes[dir.index()] += payload.len() as u64;
-        self.traffic.message(dir, payload.len());
-        let opcode = OpCode::Data(if text { Data::Text } else { Data::Binary });
+        if batch.messages.is_empty() {
+            return Ok(());
+        }
+        let arrived: Vec<Arrived<'_>> = batch
+            .messages
+            .iter()
+            .map(|m| Arrived {
+                text: m.text,
+                compressed: m.compressed,
+                payload: &batch.payloads[m.payload.clone()],
+                frames: &bytes[m.frame.clone()],
+            })
+            .collect();
+        let result = self.inspect(dir, &arrived, out);
+        batch.messages.clear();
+        batch.payloads.clear();
+        result
+    }
+
+    /// Hands whole data messages to the inspector and carries out its
+    /// verdicts in order, each followed by what the inspector sent while
+    /// handling it. A text message that is not UTF-8 ends the relay with
+    /// 1007 after the messages before it.
+    fn inspect(
+        &mut self,
+        dir: Direction,
+        arrived: &[Arrived<'_>],
+        out: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let mut messages = Vec::with_capacity(arrived.len());
+        let mut invalid = Ok(());
+        for message in arrived {
+            if !message.text {
+                messages.push(Payload::Binary(message.payload));
+                continue;
+            }
+            match std::str::from_utf8(message.payload) {
+                Ok(text) => messages.push(Payload::Text(text)),
+                Err(_) => {
+                    invalid = Err(violated(dir, Violation::Utf8));
+                    break;
+                }
+            }
+        }
+        if messages.is_empty() {
+            return invalid;
+        }
         self.inspector.allow_sends(self.room(dir, out.len()));
-        let verdict = self.inspector.inspect(dir, message);
-        let result = match verdict {
-            Verdict::Forward if compressed => {
-                self.deflate.forward(dir, opcode, payload, frames, out);
-                Ok(())
+        let mut verdicts = Vec::with_capacity(messages.len());
+        self.inspector.inspect(dir, &messages, &mut verdicts);
+        let mut sent = self.inspector.take_sent().into_iter().peekable();
+        for (index, (verdict, message)) in verdicts.into_iter().zip(arrived).enumerate() {
+            let carried = self.carry_out(dir, verdict, message, out);
+            let said = std::iter::from_fn(|| sent.next_if(|s| s.after <= index));
+            self.queue(said, Some((dir, out)));
+            carried?;
+        }
+        // Sends after the last verdict's message (a filter further down
+        // the chain closed before them) never leave.
+        invalid
+    }
+
+    /// Carries out `verdict` on `message`, appending to `out` what the
+    /// other peer gets; `Err` when it closes the connection.
+    fn carry_out(
+        &mut self,
+        dir: Direction,
+        verdict: Verdict,
+        message: &Arrived<'_>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), End> {
+        let opcode = OpCode::Data(if message.text {
+            Data::Text
+        } else {
+            Data::Binary
+        });
+        match verdict {
+            Verdict::Forward if message.compressed => {
+                self.deflate
+                    .forward(dir, opcode, message.payload, message.frames, out);
             }
-            Verdict::Forward => {
-                out.extend_from_slice(frames);
-                Ok(())
-            }
+            Verdict::Forward => out.extend_from_slice(message.frames),
             Verdict::Replace(Replacement::Text(text)) => {
                 self.deflate
                     .encode(dir, OpCode::Data(Data::Text), text.as_bytes(), out);
-                Ok(())
             }
             Verdict::Replace(Replacement::Binary(data)) => {
                 self.deflate
                     .encode(dir, OpCode::Data(Data::Binary), &data, out);
-                Ok(())
             }
-            Verdict::Drop => Ok(()),
-            Verdict::Close(frame) => Err(sendable_close(&frame)),
-        };
-        self.queue_sent(Some((dir, out)));
-        result
+            Verdict::Drop => {}
+            Verdict::Close(frame) => return Err(sendable_close(&frame)),
+        }
+        Ok(())
     }
 }
 

@@ -42,6 +42,9 @@ pub struct Room {
 pub struct Sent {
     pub dir: Direction,
     pub message: Replacement,
+    /// Which message of the batch being inspected it was sent while
+    /// handling (its index; 0 outside `inspect`): it leaves after that one.
+    pub after: usize,
 }
 
 impl<I: Inspector> Relay<I> {
@@ -64,14 +67,20 @@ impl<I: Inspector> Relay<I> {
     /// their peer is owed.
     pub(super) fn queue_sent(&mut self, same: Option<(Direction, &mut Vec<u8>)>) {
         let sent = self.inspector.take_sent();
-        if sent.is_empty() {
-            return;
-        }
+        self.queue(sent, same);
+    }
+
+    /// Queues `sent` as [`queue_sent`](Self::queue_sent) does.
+    pub(super) fn queue(
+        &mut self,
+        sent: impl IntoIterator<Item = Sent>,
+        same: Option<(Direction, &mut Vec<u8>)>,
+    ) {
         let (same_dir, mut same_out) = match same {
             Some((dir, out)) => (Some(dir), Some(out)),
             None => (None, None),
         };
-        for Sent { dir, message } in sent {
+        for Sent { dir, message, .. } in sent {
             if Some(dir) == same_dir
                 && let Some(out) = same_out.as_deref_mut()
             {
