@@ -115,7 +115,8 @@ impl<'a> FilterChain<'a> {
     fn run(&mut self, dir: plugins::Direction, batch: Packed) -> Vec<Action> {
         let count = batch.len();
         let mut actions: Vec<Action> = (0..count).map(|_| Action::Forward).collect();
-        let mut replacements: Vec<Option<Message>> = (0..count).map(|_| None).collect();
+        // Allocated at the first replacement.
+        let mut replacements: Vec<Option<Message>> = Vec::new();
         let mut closed = count;
         let mut flight = Flight {
             indices: (0..count).collect(),
@@ -141,6 +142,7 @@ impl<'a> FilterChain<'a> {
                     Action::Replace(replacement) => {
                         next.indices.push(index);
                         next.batch.push_message(&replacement);
+                        replacements.resize_with(count, || None);
                         replacements[index] = Some(replacement);
                     }
                     Action::Drop => actions[index] = Action::Drop,
@@ -156,9 +158,11 @@ impl<'a> FilterChain<'a> {
         if timers {
             self.rearm();
         }
-        for index in flight.indices {
-            if let Some(message) = replacements[index].take() {
-                actions[index] = Action::Replace(message);
+        if !replacements.is_empty() {
+            for index in flight.indices {
+                if let Some(message) = replacements[index].take() {
+                    actions[index] = Action::Replace(message);
+                }
             }
         }
         actions.truncate(closed);
@@ -311,7 +315,11 @@ impl Inspector for FilterChain<'_> {
     }
 
     fn inspect(&mut self, dir: Direction, messages: &[Payload<'_>], verdicts: &mut Vec<Verdict>) {
-        let mut batch = Packed::default();
+        let bytes = messages.iter().map(|m| match m {
+            Payload::Text(text) => text.len(),
+            Payload::Binary(data) => data.len(),
+        });
+        let mut batch = Packed::with_capacity(messages.len(), bytes.sum());
         for message in messages {
             match message {
                 Payload::Text(text) => batch.push(true, text.as_bytes()),

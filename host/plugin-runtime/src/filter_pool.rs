@@ -331,3 +331,29 @@ fn settle<R>(
     }
     result
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(action: Action, sent: u32) -> Outcome {
+        Outcome { action, sent }
+    }
+
+    #[test]
+    fn on_messages_must_answer_each_message_and_count_every_send() {
+        let close = Action::Close(CloseFrame {
+            code: 1000,
+            reason: String::new(),
+        });
+        let two = [outcome(Action::Forward, 1), outcome(Action::Drop, 0)];
+        assert!(check_outcomes(&two, 2, 1).is_ok());
+        // Fewer outcomes only when the last closes.
+        assert!(check_outcomes(&two, 3, 1).is_err());
+        assert!(check_outcomes(&[outcome(close, 0)], 3, 0).is_ok());
+        // More outcomes than messages, or sends left uncounted.
+        assert!(check_outcomes(&two, 1, 1).is_err());
+        let breach = check_outcomes(&two, 2, 2).unwrap_err().to_string();
+        assert!(breach.contains("counted 1 sends, but made 2"), "{breach}");
+    }
+}

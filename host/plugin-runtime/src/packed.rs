@@ -14,6 +14,14 @@ pub struct Packed {
 }
 
 impl Packed {
+    /// Room for `messages` messages of `bytes` payload bytes in all.
+    pub fn with_capacity(messages: usize, bytes: usize) -> Self {
+        Packed {
+            buffer: Vec::with_capacity(4 * messages + bytes),
+            count: 0,
+        }
+    }
+
     /// Appends a message (`text`: valid UTF-8, as the relay checked).
     /// Messages are at most 2 GiB: the relay's `max_message_size` is far
     /// below it.
