@@ -126,6 +126,12 @@ pub trait Filter: Sized + 'static {
     /// whose state is `connection`: forward it, replace it, drop it or
     /// close the connection.
     ///
+    /// Messages that arrived together reach the instance in one call
+    /// (`on-messages` in the contract); [`export!`](crate::export!) runs
+    /// this for each in turn, stops after one that closes, and tells wasp
+    /// which [`send`](crate::host::send)s each made, so that they leave
+    /// right after their message. Nothing changes for the filter.
+    ///
     /// wasp opens a connection on an instance before its first message
     /// there. Should a message come for a connection this instance never
     /// opened, the filter is not called: [`export!`](crate::export!) logs a
