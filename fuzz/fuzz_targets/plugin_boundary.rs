@@ -8,6 +8,9 @@
 //! `CallError`, and must serve the connection again after a failure (a fresh
 //! instance, the connection re-opened on it).
 //!
+//! Each input goes through `on-message` alone, then first of two messages
+//! through `on-messages` (the packed batch).
+//!
 //! Input: byte 0 picks text (even) or binary (odd); the rest is the message,
 //! whose first byte is the guest's opcode (see the guest's `Op`).
 #![no_main]
@@ -16,7 +19,7 @@ use libfuzzer_sys::fuzz_target;
 use std::sync::LazyLock;
 use std::time::Duration;
 use wasp_plugin_runtime::{
-    Action, CallError, FilterPool, Limits, Message, Opened, RequestHead, Runtime,
+    Action, CallError, FilterPool, Limits, Message, Opened, Packed, RequestHead, Runtime, Speech,
 };
 
 const MEMORY_LIMIT: usize = 32 << 20;
@@ -157,5 +160,29 @@ fuzz_target!(|data: &[u8]| {
     // after a failure, re-opened first).
     let next = pool.on_message(&mut opened, 1, &head, dir, &Message::Binary(vec![0]));
     assert!(matches!(next, Ok(Action::Forward)), "after {got:?}: {next:?}");
+
+    // The same message first of two that arrived together (`on-messages`,
+    // packed): the same outcome for it, a failure failing the whole call,
+    // and the second answered unless the first closed.
+    let mut batch = Packed::default();
+    batch.push_message(&message);
+    batch.push(false, &[0]);
+    let mut speech = Speech::default();
+    let got = pool.on_messages_speaking(&mut opened, 1, &head, dir, &batch, &mut speech);
+    match got {
+        Ok(outcomes) => {
+            let mut outcomes = outcomes.into_iter();
+            let first = outcomes.next().map(|o| o.action).expect("an outcome");
+            let closed = matches!(first, Action::Close(_));
+            check(body, &Ok(first));
+            let second = outcomes.next().map(|o| o.action);
+            match second {
+                None => assert!(closed, "the second message unanswered"),
+                Some(action) => assert!(!closed && matches!(action, Action::Forward), "{action:?}"),
+            }
+            assert!(outcomes.next().is_none(), "more outcomes than messages");
+        }
+        Err(error) => check(body, &Err(error)),
+    }
     pool.close(&mut opened, 1);
 });
