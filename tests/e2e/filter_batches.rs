@@ -9,20 +9,14 @@
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
+use crate::support::ws::{WAIT, Ws, next, next_text};
 use crate::support::{free_addr, request, sample, start_proxy, temp_dir, test_plugins};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Bound on every wait: generous, only there to fail instead of hanging.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// The probe filter in a file of its own for `test`.
 fn probe(test: &str) -> PathBuf {
@@ -40,21 +34,6 @@ async fn connect(addr: SocketAddr) -> Ws {
     assert_eq!(response.status(), 101);
     next(&mut ws).await;
     ws
-}
-
-async fn next(ws: &mut Ws) -> Message {
-    timeout(WAIT, ws.next())
-        .await
-        .expect("a message in time")
-        .expect("connection open")
-        .expect("a message")
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    match next(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
 }
 
 /// Sends `texts` in one write.

@@ -4,19 +4,13 @@
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
+use crate::support::ws::{WAIT, Ws, next, next_text};
 use crate::support::{raise_fd_limit, start_proxy, test_plugins};
 use futures_util::{SinkExt, StreamExt, stream};
 use std::net::SocketAddr;
-use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_tungstenite::{MaybeTlsStream, connect_async};
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Bound on every wait: generous, only there to fail instead of hanging.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Handshakes in flight at once while connections are opened.
 const OPENING: usize = 64;
@@ -40,21 +34,6 @@ async fn open_many(url: &str, count: usize) -> Vec<Ws> {
         .buffer_unordered(OPENING)
         .collect()
         .await
-}
-
-async fn next(ws: &mut Ws) -> Message {
-    timeout(WAIT, ws.next())
-        .await
-        .expect("a message in time")
-        .expect("connection open")
-        .expect("a message")
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    match next(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
 }
 
 /// Every connection sends `text` at once; the answers, in order.

@@ -10,15 +10,15 @@
 
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
+use crate::support::ws::{WAIT, Ws, next, next_text};
 use crate::support::{start_proxy, temp_dir, test_plugins};
-use futures_util::{SinkExt, StreamExt};
+use futures_util::SinkExt;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use tokio::net::TcpStream;
 use tokio::time::timeout;
+use tokio_tungstenite::connect_async;
 use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream, connect_async};
 use wasp::plugins::{
     Direction, FilterPool, Limits, Message as WitMessage, Opened, Outgoing, RequestHead, Runtime,
     SendLimits, Speech, TimerRequest,
@@ -31,11 +31,6 @@ mod example_heartbeat {
 mod example_server_notice {
     include!(concat!(env!("OUT_DIR"), "/example_server_notice.rs"));
 }
-
-type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// Bound on every wait: generous, only there to fail instead of hanging.
-const WAIT: Duration = Duration::from_secs(30);
 
 /// Writes an example's component to a file of its own, as a user's build would.
 fn wasm(name: &str, plugins: &[(&str, &[u8])]) -> PathBuf {
@@ -61,21 +56,6 @@ async fn connect(addr: SocketAddr, path: &str) -> Ws {
         "the backend's report first, got {report:?}"
     );
     ws
-}
-
-async fn next(ws: &mut Ws) -> Message {
-    timeout(WAIT, ws.next())
-        .await
-        .expect("a message in time")
-        .expect("connection open")
-        .expect("a message")
-}
-
-async fn next_text(ws: &mut Ws) -> String {
-    match next(ws).await {
-        Message::Text(text) => text.as_str().to_owned(),
-        other => panic!("expected text, got {other:?}"),
-    }
 }
 
 #[tokio::test]

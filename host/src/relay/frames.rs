@@ -52,7 +52,11 @@
 //!
 //! The relay knows nothing of plugins: it hands every data message to an
 //! [`Inspector`] (the location's filter chain, `crate::filter_chain`) and
-//! carries out its [`Verdict`]. An inspector may also send messages of its
+//! carries out its [`Verdict`]. The whole messages of one read go to the
+//! inspector together (a [`Batch`], up to [`MAX_BATCH`]), so that a filter
+//! is called once for them rather than once each: in the echo benchmark a
+//! read carries six to eight, and a call's fixed cost is most of a small
+//! message's. An inspector may also send messages of its
 //! own and ask to be woken up (`outbox`).
 
 use super::deflate::Negotiated;

@@ -7,6 +7,7 @@ pub mod pki;
 pub mod process;
 pub mod redis;
 pub mod upstreams;
+pub mod ws;
 
 use std::net::SocketAddr;
 use wasp::config::Config;
