@@ -9,8 +9,8 @@ use crate::support::{raise_fd_limit, start_proxy, test_plugins};
 use futures_util::{SinkExt, StreamExt, stream};
 use std::net::SocketAddr;
 use tokio::time::timeout;
-use tokio_tungstenite::{MaybeTlsStream, connect_async};
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, connect_async};
 
 /// Handshakes in flight at once while connections are opened.
 const OPENING: usize = 64;
