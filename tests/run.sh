@@ -39,7 +39,10 @@ step "Autobahn|Testsuite (quick), both legs: the echo backend directly, through 
 bash tests/autobahn.sh quick
 
 step "soak (3 minutes, 500 WebSockets, a backend restarted every 30 s so warm-up sees restarts; bench/soak.sh alone runs 30 minutes with 5,000)"
-SOAK_PROFILE=dev SOAK_REPORT=0 bash bench/soak.sh 3 --connections 500 --interval 1s --restart-every 30s
+# At this scale wasp holds ≈ 65 MiB, and the allocator's retained pages swing by a few MiB between the
+# 30-second windows compared (session 8's runs: -5.2, +1.9, +5.9 % with the heap in use within ±1.1 %):
+# 6 MiB beyond the 5 % are allowed here; the 30-minute run allows none.
+SOAK_PROFILE=dev SOAK_REPORT=0 bash bench/soak.sh 3 --connections 500 --interval 1s --restart-every 30s --rss-slack-mib 6
 
 step "browser test: two Chromium pages chat through wasp"
 bash examples/chat-app/browser-test/run-through-wasp.sh

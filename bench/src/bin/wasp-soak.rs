@@ -67,6 +67,11 @@ struct Args {
     trap_every: Duration,
     #[arg(long, default_value = "2m", value_parser = wasp_bench::cli::parse_duration)]
     restart_every: Duration,
+    /// MiB that wasp's resident memory may grow beyond the 5 %: for short
+    /// runs at small scale, where the allocator's retained pages swing by a
+    /// few MiB between windows (the heap in use tells a leak there).
+    #[arg(long, default_value_t = 0)]
+    rss_slack_mib: u64,
     /// Where wasp's log goes (kept for reading after the run).
     #[arg(long)]
     log: Option<PathBuf>,
@@ -326,8 +331,11 @@ async fn main() -> Result<()> {
     if echoed == 0 {
         failures.push("nothing was echoed".into());
     }
-    if growth(rss_warm, rss_end) > 5.0 {
-        failures.push("wasp's resident memory grew more than 5 % after warm-up".into());
+    if growth(rss_warm.saturating_add(args.rss_slack_mib << 10), rss_end) > 5.0 {
+        failures.push(format!(
+            "wasp's resident memory grew more than 5 % (+{} MiB allowed) after warm-up",
+            args.rss_slack_mib
+        ));
     }
     if growth(fds_warm, fds_end) > 5.0 {
         failures.push("wasp's open descriptors grew more than 5 % after warm-up".into());
