@@ -232,8 +232,8 @@ mod tests {
 
     #[tokio::test]
     async fn replaced_and_rewritten_files_are_reported_once_per_new_content() {
-        let dir = std::env::temp_dir().join(format!("wasp-watch-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("plugin.wasm");
         std::fs::write(&file, b"one").unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -263,7 +263,8 @@ mod tests {
     #[tokio::test]
     async fn a_file_behind_a_swapped_symlink_is_reported() {
         use std::os::unix::fs::symlink;
-        let dir = std::env::temp_dir().join(format!("wasp-watch-link-{}", std::process::id()));
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         std::fs::create_dir_all(dir.join("v1")).unwrap();
         std::fs::create_dir_all(dir.join("v2")).unwrap();
         std::fs::write(dir.join("v1/cert.pem"), b"one").unwrap();
@@ -284,13 +285,12 @@ mod tests {
         std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
         wait_for(&events, 1).await;
         assert_eq!(*events.lock().unwrap(), vec![vec![file]]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
     async fn a_file_loaded_in_another_version_than_on_disk_is_reported() {
-        let dir = std::env::temp_dir().join(format!("wasp-watch-loaded-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("plugin.wasm");
         std::fs::write(&file, b"one").unwrap();
         let events = Arc::new(Mutex::new(Vec::new()));
@@ -304,13 +304,12 @@ mod tests {
         // Loaded in a version replaced since: reported at once.
         watcher.loaded([(file.clone(), sha256_hex(b"two"))]);
         assert_eq!(*events.lock().unwrap(), vec![vec![file]]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 
     #[tokio::test]
     async fn a_reload_that_read_another_version_than_on_disk_runs_again() {
-        let dir = std::env::temp_dir().join(format!("wasp-watch-reload-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
         let file = dir.join("cert.pem");
         std::fs::write(&file, b"one").unwrap();
         let reloads = Arc::new(Mutex::new(Vec::new()));
@@ -332,6 +331,5 @@ mod tests {
         wait_for(&reloads, 2).await;
         tokio::time::sleep(Duration::from_millis(400)).await;
         assert_eq!(*reloads.lock().unwrap(), vec![vec![file.clone()]; 2]);
-        std::fs::remove_dir_all(dir).unwrap();
     }
 }

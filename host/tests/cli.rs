@@ -3,7 +3,8 @@
 use std::process::Command;
 
 fn check(name: &str, text: &str) -> (i32, String, String) {
-    let path = std::env::temp_dir().join(format!("wasp-cli-{}-{name}.toml", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
         .args(["check", "-c"])
@@ -111,7 +112,8 @@ fn every_guide_configuration_imports_and_the_result_passes_wasp_check() {
 
 #[test]
 fn an_nginx_configuration_wasp_cannot_follow_exits_1_naming_each_place() {
-    let dir = std::env::temp_dir().join(format!("wasp-cli-import-{}", std::process::id()));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
     std::fs::create_dir_all(dir.join("sites")).unwrap();
     std::fs::write(
         dir.join("nginx.conf"),
@@ -207,7 +209,8 @@ fn values_of_the_wrong_type_are_all_reported_too() {
 
 #[test]
 fn wasp_run_prints_every_mistake_and_does_not_start() {
-    let path = std::env::temp_dir().join(format!("wasp-cli-{}-run.toml", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("run.toml");
     std::fs::write(&path, THREE_MISTAKES).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_wasp"))
         .args(["run", "-c"])
@@ -274,7 +277,8 @@ fn plugin_check_names_the_roles_and_runs_configure() {
 
 #[test]
 fn plugin_check_refuses_what_is_not_a_component() {
-    let path = std::env::temp_dir().join(format!("wasp-cli-{}-junk.wasm", std::process::id()));
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("junk.wasm");
     std::fs::write(&path, b"not wasm").unwrap();
     let (code, stdout, stderr) = wasp(&["plugin", "check", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{stdout}");

@@ -307,9 +307,7 @@ fn header_balancer_wasm() -> PathBuf {
         .iter()
         .find(|(name, _)| *name == "header-balancer")
         .expect("tests/build.rs builds the header balancer");
-    let dir = std::env::temp_dir().join(format!("wasp-header-balancer-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("header_balancer.wasm");
+    let path = crate::support::temp_dir("header-balancer").join("header_balancer.wasm");
     std::fs::write(&path, bytes).unwrap();
     path
 }

@@ -26,9 +26,7 @@ fn room_router_wasm() -> std::path::PathBuf {
         .iter()
         .find(|(name, _)| *name == "custom-router")
         .expect("tests/build.rs builds the custom router");
-    let dir = std::env::temp_dir().join(format!("wasp-custom-router-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join("room_router.wasm");
+    let path = crate::support::temp_dir("custom-router").join("room_router.wasm");
     std::fs::write(&path, bytes).unwrap();
     path
 }

@@ -5,7 +5,7 @@
 
 use crate::support::backend::{Backend, header};
 use crate::support::config::ConfigBuilder;
-use crate::support::{start_proxy, test_plugins};
+use crate::support::{start_proxy, temp_path, test_plugins};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::net::SocketAddr;
@@ -29,8 +29,7 @@ const WAIT: Duration = Duration::from_secs(10);
 fn probe_path() -> &'static str {
     static PATH: OnceLock<String> = OnceLock::new();
     PATH.get_or_init(|| {
-        let path: PathBuf =
-            std::env::temp_dir().join(format!("wasp-filters-probe-{}.wasm", std::process::id()));
+        let path: PathBuf = temp_path("filters-probe.wasm");
         std::fs::write(&path, test_plugins::get("probe")).unwrap();
         path.to_str().unwrap().to_owned()
     })

@@ -313,7 +313,7 @@ async fn proxy_pass_with_a_uri_replaces_the_matched_prefix() {
 
 #[tokio::test]
 async fn static_files_with_the_spa_fallback_and_no_traversal() {
-    let root = std::env::temp_dir().join(format!("wasp-static-{}", std::process::id()));
+    let root = crate::support::temp_dir("static");
     std::fs::create_dir_all(root.join("css")).unwrap();
     std::fs::write(root.join("index.html"), "<h1>chat</h1>").unwrap();
     std::fs::write(root.join("css/app.css"), "body{}").unwrap();

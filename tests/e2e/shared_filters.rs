@@ -5,7 +5,7 @@
 use crate::support::backend::Backend;
 use crate::support::config::ConfigBuilder;
 use crate::support::ws::{WAIT, Ws, next, next_text};
-use crate::support::{raise_fd_limit, start_proxy, test_plugins};
+use crate::support::{raise_fd_limit, start_proxy, temp_path, test_plugins};
 use futures_util::{SinkExt, StreamExt, stream};
 use std::net::SocketAddr;
 use tokio::time::timeout;
@@ -93,7 +93,7 @@ async fn three_thousand_websockets_through_the_chat_default_filter() {
 #[tokio::test]
 async fn one_poisoned_message_closes_one_connection_of_a_thousand() {
     raise_fd_limit(5_000);
-    let probe = std::env::temp_dir().join(format!("wasp-shared-probe-{}.wasm", std::process::id()));
+    let probe = temp_path("shared-probe.wasm");
     std::fs::write(&probe, test_plugins::get("probe")).unwrap();
     let filters = format!(r#"[{{ plugin = "{}" }}]"#, probe.display());
     let backend = Backend::start("b").await;
@@ -134,7 +134,7 @@ async fn one_poisoned_message_closes_one_connection_of_a_thousand() {
 
 #[tokio::test]
 async fn an_address_whose_messages_keep_spinning_a_filter_is_refused_for_a_while() {
-    let probe = std::env::temp_dir().join(format!("wasp-ban-probe-{}.wasm", std::process::id()));
+    let probe = temp_path("ban-probe.wasm");
     std::fs::write(&probe, test_plugins::get("probe")).unwrap();
     let backend = Backend::start("b").await;
     let config = ConfigBuilder::new()

@@ -10,6 +10,8 @@ pub mod upstreams;
 pub mod ws;
 
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use wasp::config::Config;
 use wasp::proxy::Proxy;
 
@@ -56,12 +58,42 @@ pub fn guide_config(name: &str, backends: &[SocketAddr]) -> String {
     text
 }
 
-/// A fresh, empty directory for one test's files.
-pub fn temp_dir(name: &str) -> std::path::PathBuf {
-    let dir = std::env::temp_dir().join(format!("wasp-{name}-{}", std::process::id()));
+/// A fresh, empty directory for one test's files, in [`run_dir`].
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = run_dir().join(name);
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
     dir
+}
+
+/// Where a test's file `name` goes, in [`run_dir`].
+pub fn temp_path(name: &str) -> PathBuf {
+    run_dir().join(name)
+}
+
+/// This test process's own directory, `$TMPDIR/wasp-e2e-PID`. libtest has no
+/// teardown to remove it at exit, so the first test to ask for it removes
+/// those of earlier runs whose process has ended: a run leaves at most its
+/// own files behind, for a look after a failure.
+fn run_dir() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        const PREFIX: &str = "wasp-e2e-";
+        let tmp = std::env::temp_dir();
+        for entry in std::fs::read_dir(&tmp).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let ended = name
+                .to_str()
+                .and_then(|name| name.strip_prefix(PREFIX)?.parse::<u32>().ok())
+                .is_some_and(|pid| !Path::new(&format!("/proc/{pid}")).exists());
+            if ended {
+                let _ = std::fs::remove_dir_all(entry.path());
+            }
+        }
+        let dir = tmp.join(format!("{PREFIX}{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    })
 }
 
 /// A loopback address with a free port (bound, then released), for

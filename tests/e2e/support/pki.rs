@@ -20,8 +20,7 @@ impl Pki {
         let mut params = CertificateParams::new(Vec::new()).unwrap();
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         let ca = CertifiedIssuer::self_signed(params, KeyPair::generate().unwrap()).unwrap();
-        let dir = std::env::temp_dir().join(format!("wasp-pki-{name}-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let dir = super::temp_dir(&format!("pki-{name}"));
         Pki { ca, dir }
     }
 
